@@ -1,0 +1,51 @@
+# Entry points; the README's two commands call `make run` and `make test`.
+# Every build lives under build/; `make clean` removes it.
+
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+RELEASE    := build/release
+TEST       := build/test
+SANITIZE   := build/sanitize
+PORT       ?= 3000
+DATA_DIR   ?= ./data
+CTEST_ARGS ?= --output-on-failure --timeout 600 -j $(JOBS)
+
+.PHONY: all build run test test-sanitize fuzz format clean
+
+all: build
+
+# The operator's build: Release, no tests, warnings do not stop it.
+build:
+	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF
+	cmake --build $(RELEASE) -j $(JOBS)
+
+# Builds (Release) and runs the cache-host on its embedded defaults.
+run: build
+	$(RELEASE)/apps/server/withcache-server --data-dir $(DATA_DIR) --port $(PORT)
+
+# Builds (Release, warnings as errors) and runs every test.
+test:
+	cmake -S . -B $(TEST) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_WERROR=ON
+	cmake --build $(TEST) -j $(JOBS)
+	cd $(TEST) && ctest $(CTEST_ARGS)
+
+# The whole suite again in Debug with AddressSanitizer and UBSan.
+test-sanitize:
+	cmake -S . -B $(SANITIZE) -DCMAKE_BUILD_TYPE=Debug -DWITHCACHE_SANITIZE=ON -DWITHCACHE_WERROR=ON
+	cmake --build $(SANITIZE) -j $(JOBS)
+	cd $(SANITIZE) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ctest $(CTEST_ARGS)
+
+# libFuzzer targets (clang); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DWITHCACHE_BUILD_FUZZERS=ON -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_APPS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF
+	cmake --build build/fuzz -j $(JOBS)
+	mkdir -p build/fuzz/corpus/normalize_key build/fuzz/corpus/decode_token
+	build/fuzz/fuzz/fuzz_normalize_key -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/normalize_key fuzz/corpus/normalize_key
+	build/fuzz/fuzz/fuzz_decode_token -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/decode_token fuzz/corpus/decode_token
+
+format:
+	git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs -r clang-format -i
+
+clean:
+	rm -rf build

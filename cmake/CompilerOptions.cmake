@@ -1,0 +1,28 @@
+# Warnings, sanitizers and compiler caching, applied through withcache_target_defaults().
+
+find_program(WITHCACHE_CCACHE ccache)
+if(WITHCACHE_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  set(CMAKE_C_COMPILER_LAUNCHER "${WITHCACHE_CCACHE}")
+  set(CMAKE_CXX_COMPILER_LAUNCHER "${WITHCACHE_CCACHE}")
+endif()
+
+set(WITHCACHE_WARNINGS
+  -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wnon-virtual-dtor
+  -Woverloaded-virtual -Wcast-align -Wformat=2 -Wimplicit-fallthrough
+  -Wnull-dereference -Wmissing-declarations)
+
+if(WITHCACHE_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+# Every target we own calls this: warnings (and -Werror on request) without
+# leaking them onto consumers of the installed library.
+function(withcache_target_defaults target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:${WITHCACHE_WARNINGS}>
+    $<$<COMPILE_LANGUAGE:C>:-Wall -Wextra -Wpedantic>)
+  if(WITHCACHE_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()

@@ -1,0 +1,25 @@
+# Every third-party dependency is found here, once, and exposed as one target:
+#   OpenSSL::Crypto OpenSSL::SSL   PkgConfig::CPP_HTTPLIB   SQLiteCpp
+#   spdlog::spdlog   fmt::fmt   cxxopts::cxxopts   Catch2::Catch2WithMain
+# All of them are Debian 12 packages (see scripts/setup); nothing is downloaded.
+
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto SSL)
+find_package(PkgConfig REQUIRED)
+
+# cpp-httplib ships no CMake package on Debian. Its pkg-config file carries the
+# CPPHTTPLIB_OPENSSL_SUPPORT / ZLIB / BROTLI defines the shared library was
+# built with; compiling without them changes class layouts and crashes.
+pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib>=0.11)
+set_property(TARGET PkgConfig::CPP_HTTPLIB APPEND PROPERTY
+  INTERFACE_LINK_LIBRARIES OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
+
+find_package(SQLiteCpp 3 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(cxxopts REQUIRED)
+
+if(WITHCACHE_BUILD_TESTS)
+  find_package(Catch2 2 REQUIRED)
+  include(Catch)
+endif()

@@ -1,0 +1,105 @@
+#pragma once
+
+/**
+ * @file
+ * withcache::url — cache keys and the `/b/` cache URL (SPEC §2).
+ *
+ * Depends on nothing else in withcache (OpenSSL only, for SHA-256), so the
+ * shim can link it without the store, the fetcher or the server.
+ * Every function is pure and thread-safe.
+ */
+
+#include <string>
+#include <string_view>
+
+#include "withcache/expected.hpp"
+
+namespace withcache::url {
+
+/** Why a URL or token was refused. */
+enum class UrlErrc {
+  empty,              ///< the input is empty
+  no_scheme,          ///< no `scheme://` prefix
+  no_host,            ///< `scheme://` not followed by a host
+  bad_host,           ///< a character not allowed in a host, or an unclosed `[`
+  bad_port,           ///< a port that is not a number in 0..65535
+  bad_percent_escape, ///< `%` not followed by two hex digits
+  space,              ///< a space character
+  control_character,  ///< a C0 control character or DEL
+  bad_token,          ///< a `/b/` token that is not URL-safe base64
+  not_utf8,           ///< a token that does not decode to UTF-8 text
+};
+
+/** A refused URL or token: a code and a one-line message that never repeats the input. */
+struct UrlError {
+  UrlErrc code;
+  std::string message;
+};
+
+/** Options of normalize_key() and key_id(). */
+struct KeyOptions {
+  /** Keep the query string in the key (`--keep-query`); dropped by default. */
+  bool keep_query = false;
+};
+
+/**
+ * The cache key of an origin URL (SPEC §2): scheme and host lower-cased,
+ * default port (`:80` http, `:443` https) and userinfo removed, fragment
+ * removed, path normalised per RFC 3986 §6.2.2 (percent-encoding hex
+ * upper-cased, unreserved characters decoded, characters that are not valid
+ * in a URI percent-encoded, dot-segments removed), empty path → `/`, query
+ * dropped unless `options.keep_query` (an empty query is dropped either way).
+ *
+ * @return the normalised URL, or a UrlError for an empty input, no scheme,
+ *         no host, a bad port, a bad percent escape, a space or a control
+ *         character anywhere in the input.
+ */
+Expected<std::string, UrlError> normalize_key(std::string_view url, const KeyOptions& options = {});
+
+/** The key id of an origin: the SHA-256 hex of normalize_key(url, options). Errors as normalize_key. */
+Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& options = {});
+
+/** Lower-case hex SHA-256 of `bytes` (OpenSSL EVP). */
+std::string sha256_hex(std::string_view bytes);
+
+/**
+ * The base URL of a cache server: surrounding whitespace and trailing `/`
+ * removed, `http://` added when no `scheme://` is given
+ * (`host` → `http://host`, `http://host:3000/` → `http://host:3000`).
+ */
+std::string cache_base(std::string_view server);
+
+/** The `/b/` token of an origin: URL-safe base64 (`-_`) of its exact bytes, `=` padding stripped. */
+std::string encode_token(std::string_view origin);
+
+/**
+ * Decodes a `/b/` token: URL-safe base64, unpadded or padded to a multiple of
+ * four. Refuses (UrlErrc::bad_token) any other character (`+`, `/`, `*`, …),
+ * misplaced or partial padding, an impossible length or non-zero trailing
+ * bits; refuses (UrlErrc::not_utf8) bytes that are not UTF-8; refuses an
+ * empty token (UrlErrc::empty).
+ */
+Expected<std::string, UrlError> decode_token(std::string_view token);
+
+/**
+ * The file name a downloader should save an origin under: the last segment
+ * of its path (query and fragment excluded), percent-quoted exactly like
+ * Python's `urllib.parse.quote` (UTF-8; `A-Za-z0-9_.-~` and `/` kept), or
+ * `download` when that segment is empty.
+ */
+std::string basename_of(std::string_view origin);
+
+/** The cache URL of an origin: `cache_base(server)/b/<encode_token(origin)>/<basename_of(origin)>`. */
+std::string blob_url(std::string_view server, std::string_view origin);
+
+/**
+ * A URL safe to log or show: userinfo removed and a query replaced by `?…`;
+ * the fragment dropped. Input that does not parse is returned with anything
+ * after `?` or `#` cut, and anything before an `@` in the authority removed.
+ */
+std::string redact(std::string_view url);
+
+/** True when `bytes` is well-formed UTF-8 (no overlongs, no surrogates, ≤ U+10FFFF). */
+bool is_utf8(std::string_view bytes);
+
+} // namespace withcache::url

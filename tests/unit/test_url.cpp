@@ -1,0 +1,288 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "withcache/url.hpp"
+
+using withcache::url::KeyOptions;
+using withcache::url::UrlErrc;
+namespace url = withcache::url;
+
+namespace {
+
+struct KeyCase {
+  const char* input;
+  const char* expected;
+};
+
+struct ErrorCase {
+  const char* input;
+  UrlErrc code;
+};
+
+} // namespace
+
+TEST_CASE("normalize_key produces the SPEC §2 cache key", "[url]") {
+  const KeyCase cases[] = {
+      // Scheme and host lower-cased; query dropped by default.
+      {"HTTPS://Example.COM/p/x.tgz?token=abc", "https://example.com/p/x.tgz"},
+      {"https://example.com/Path/Is/Case/Sensitive", "https://example.com/Path/Is/Case/Sensitive"},
+      // Default ports dropped; others kept.
+      {"https://h:443/a", "https://h/a"},
+      {"http://h:80/a", "http://h/a"},
+      {"http://h:8080/a", "http://h:8080/a"},
+      {"https://h:80/a", "https://h:80/a"},
+      {"http://h:443/a", "http://h:443/a"},
+      {"https://h:0443/a", "https://h/a"},
+      {"https://h:/a", "https://h/a"},
+      // Userinfo and fragment dropped.
+      {"https://u:p@h/a", "https://h/a"},
+      {"https://user@h/a", "https://h/a"},
+      {"https://a@b:c@h/a", "https://h/a"},
+      {"https://h/a#section", "https://h/a"},
+      {"https://h/a?x=1#frag", "https://h/a"},
+      // Empty path becomes "/".
+      {"https://h", "https://h/"},
+      {"https://h/", "https://h/"},
+      {"https://h?x=1", "https://h/"},
+      {"https://h#f", "https://h/"},
+      // Dot segments (RFC 3986 §5.2.4).
+      {"https://h/a/./b/../c", "https://h/a/c"},
+      {"https://h/../a", "https://h/a"},
+      {"https://h/a/b/..", "https://h/a/"},
+      {"https://h/a/b/.", "https://h/a/b/"},
+      {"https://h/a/%2E%2E/b", "https://h/b"},
+      {"https://h/a//b", "https://h/a//b"},
+      // Percent-encoding: hex upper-cased, unreserved decoded, reserved kept.
+      {"https://h/%7e/x", "https://h/~/x"},
+      {"https://h/a%2fb", "https://h/a%2Fb"},
+      {"https://h/%41%62%63", "https://h/Abc"},
+      {"https://h/a%20b", "https://h/a%20b"},
+      {"https://h/a%3ab", "https://h/a%3Ab"},
+      // Characters invalid in a URI are encoded, so both spellings are one key.
+      {"https://h/a{b}", "https://h/a%7Bb%7D"},
+      {"https://h/a%7Bb%7D", "https://h/a%7Bb%7D"},
+      {"https://h/a\\b", "https://h/a%5Cb"},
+      // Non-ASCII paths are keyed by their UTF-8 bytes.
+      {"https://h/d\xC3\xBC/\xE6\x96\x87.tgz", "https://h/d%C3%BC/%E6%96%87.tgz"},
+      {"https://h/d%c3%bc", "https://h/d%C3%BC"},
+      // Sub-delims and ':' '@' stay literal in the path.
+      {"https://h/a;b=c,d@e:f", "https://h/a;b=c,d@e:f"},
+      // IPv6 literals and ports.
+      {"http://[::1]:8080/a", "http://[::1]:8080/a"},
+      {"https://[2001:DB8::1]:443/a", "https://[2001:db8::1]/a"},
+      {"http://127.0.0.1:80/f", "http://127.0.0.1/f"},
+      // Other schemes normalise structurally (the server refuses them separately).
+      {"FTP://H/x", "ftp://h/x"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto key = url::normalize_key(c.input);
+    REQUIRE(key.has_value());
+    CHECK(*key == c.expected);
+  }
+}
+
+TEST_CASE("keep_query keeps and normalises the query", "[url]") {
+  const KeyOptions keep{.keep_query = true};
+  const KeyCase cases[] = {
+      {"https://h/a?a=1", "https://h/a?a=1"}, {"https://h/a?a=1&b=%7e%2f", "https://h/a?a=1&b=~%2F"},
+      {"https://h/a?", "https://h/a"},        {"https://h/a?a=1#frag", "https://h/a?a=1"},
+      {"HTTPS://H?q", "https://h/?q"},        {"https://h/a?x=/y?z", "https://h/a?x=/y?z"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto key = url::normalize_key(c.input, keep);
+    REQUIRE(key.has_value());
+    CHECK(*key == c.expected);
+  }
+  CHECK(*url::key_id("https://h/a?a=1", keep) != *url::key_id("https://h/a?a=2", keep));
+  CHECK(*url::key_id("https://h/a?a=1") == *url::key_id("https://h/a?a=2"));
+}
+
+TEST_CASE("malformed URLs are error values with a clear message", "[url]") {
+  const ErrorCase cases[] = {
+      {"", UrlErrc::empty},
+      {"example.com/a.tgz", UrlErrc::no_scheme},
+      {"/a/b", UrlErrc::no_scheme},
+      {"1http://h/a", UrlErrc::no_scheme},
+      {"://h/a", UrlErrc::no_scheme},
+      {"https:/h/a", UrlErrc::no_host},
+      {"https:h/a", UrlErrc::no_host},
+      {"https:///a", UrlErrc::no_host},
+      {"https://", UrlErrc::no_host},
+      {"https://u:p@/a", UrlErrc::no_host},
+      {"https://h:port/a", UrlErrc::bad_port},
+      {"https://h:65536/a", UrlErrc::bad_port},
+      {"https://h:99999999999999999999/a", UrlErrc::bad_port},
+      {"https://h/a%zz", UrlErrc::bad_percent_escape},
+      {"https://h/a%4", UrlErrc::bad_percent_escape},
+      {"https://h/a%", UrlErrc::bad_percent_escape},
+      {"https://h/a b", UrlErrc::space},
+      {" https://h/a", UrlErrc::space},
+      {"https://h/a\n", UrlErrc::control_character},
+      {"https://h/a\tb", UrlErrc::control_character},
+      {"https://h/a\x7F", UrlErrc::control_character},
+      {"https://[::1/a", UrlErrc::bad_host},
+      {"https://[::1]x/a", UrlErrc::bad_host},
+      {"https://h<x>/a", UrlErrc::bad_host},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto key = url::normalize_key(c.input);
+    REQUIRE_FALSE(key.has_value());
+    CHECK(key.error().code == c.code);
+    CHECK_FALSE(key.error().message.empty());
+    CHECK(key.error().message.find('\n') == std::string::npos);
+  }
+  // A bad percent escape in the query only matters when the query is kept.
+  CHECK(url::normalize_key("https://h/a?x=%zz").has_value());
+  CHECK_FALSE(url::normalize_key("https://h/a?x=%zz", {.keep_query = true}).has_value());
+}
+
+TEST_CASE("key_id is the SHA-256 hex of the normalised URL", "[url]") {
+  CHECK(url::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(url::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(*url::key_id("HTTPS://H:443/a?x") == url::sha256_hex("https://h/a"));
+  CHECK(*url::key_id("https://h/a") == *url::key_id("https://u:p@H/./a#x"));
+  CHECK_FALSE(url::key_id("nope").has_value());
+}
+
+TEST_CASE("cache_base accepts host, host:port and full URLs", "[url]") {
+  const KeyCase cases[] = {
+      {"cache", "http://cache"},
+      {"cache:3000", "http://cache:3000"},
+      {"http://cache:3000/", "http://cache:3000"},
+      {"  http://cache:3000//  \n", "http://cache:3000"},
+      {"https://cache.lab.example/", "https://cache.lab.example"},
+      {"10.0.0.5:3000/", "http://10.0.0.5:3000"},
+      {"http://cache:3000/prefix/", "http://cache:3000/prefix"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    CHECK(url::cache_base(c.input) == c.expected);
+  }
+}
+
+TEST_CASE("tokens and names are byte-identical to withcache 0.3", "[url][compat]") {
+  // Expected values computed with Python: urlsafe_b64encode(origin).rstrip(b'=')
+  // and quote(urlsplit(origin).path.rsplit('/', 1)[-1]) or 'download'.
+  struct Vector {
+    const char* origin;
+    const char* token;
+    const char* name;
+  };
+  const Vector vectors[] = {
+      {"https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/"
+       "cuda_12.4.0_550.54.14_linux.run",
+       "aHR0cHM6Ly9kZXZlbG9wZXIuZG93bmxvYWQubnZpZGlhLmNvbS9jb21wdXRlL2N1ZGEvMTIuNC4wL2xvY2FsX2luc3RhbGxl"
+       "cnMvY3VkYV8xMi40LjBfNTUwLjU0LjE0X2xpbnV4LnJ1bg",
+       "cuda_12.4.0_550.54.14_linux.run"},
+      {"https://h", "aHR0cHM6Ly9o", "download"},
+      {"https://h/", "aHR0cHM6Ly9oLw", "download"},
+      {"https://h/my file.tgz", "aHR0cHM6Ly9oL215IGZpbGUudGd6", "my%20file.tgz"},
+      {"https://h/dir/\xC3\xBC.tgz", "aHR0cHM6Ly9oL2Rpci_DvC50Z3o", "%C3%BC.tgz"},
+      {"https://repo.radeon.com/rocm/apt/6.0/pool/main/r/rocm/rocm_6.0.60000-91~22.04_amd64.deb",
+       "aHR0cHM6Ly9yZXBvLnJhZGVvbi5jb20vcm9jbS9hcHQvNi4wL3Bvb2wvbWFpbi9yL3JvY20vcm9jbV82LjAuNjAwMDAtOTF-"
+       "MjIuMDRfYW1kNjQuZGVi",
+       "rocm_6.0.60000-91~22.04_amd64.deb"},
+      {"https://h/a.tgz?token=abc&x=1#frag", "aHR0cHM6Ly9oL2EudGd6P3Rva2VuPWFiYyZ4PTEjZnJhZw", "a.tgz"},
+      {"https://h/a%20b.tgz", "aHR0cHM6Ly9oL2ElMjBiLnRneg", "a%2520b.tgz"},
+      {"http://127.0.0.1:8080/f.bin", "aHR0cDovLzEyNy4wLjAuMTo4MDgwL2YuYmlu", "f.bin"},
+      {"https://h/a;b=c(1)", "aHR0cHM6Ly9oL2E7Yj1jKDEp", "a%3Bb%3Dc%281%29"},
+      {"https://h/~user/x+y.tar.gz", "aHR0cHM6Ly9oL351c2VyL3greS50YXIuZ3o", "x%2By.tar.gz"},
+      {"https://u:p@h/secret.iso", "aHR0cHM6Ly91OnBAaC9zZWNyZXQuaXNv", "secret.iso"},
+      {"a", "YQ", "a"},
+      {"ab", "YWI", "ab"},
+      {"abc", "YWJj", "abc"},
+  };
+  for (const auto& v : vectors) {
+    INFO(v.origin);
+    CHECK(url::encode_token(v.origin) == v.token);
+    CHECK(url::basename_of(v.origin) == v.name);
+    CHECK(url::blob_url("cache:3000/", v.origin) ==
+          std::string("http://cache:3000/b/") + v.token + "/" + v.name);
+    const auto decoded = url::decode_token(v.token);
+    REQUIRE(decoded.has_value());
+    CHECK(*decoded == v.origin);
+  }
+}
+
+TEST_CASE("tokens round-trip for origins of 1 byte to 4 KiB", "[url]") {
+  std::string origin = "https://h/";
+  for (std::size_t length = 1; length <= 4096; length = length < 64 ? length + 1 : length * 2) {
+    std::string text(length, 'x');
+    for (std::size_t i = 0; i < length; ++i) {
+      text[i] = "abcXYZ019-_./~?=&%"[i % 18];
+    }
+    INFO(length);
+    const auto token = url::encode_token(text);
+    CHECK(token.find('=') == std::string::npos);
+    const auto decoded = url::decode_token(token);
+    REQUIRE(decoded.has_value());
+    CHECK(*decoded == text);
+  }
+}
+
+TEST_CASE("decode_token accepts padded tokens and refuses anything else", "[url]") {
+  const KeyCase accepted[] = {
+      {"YQ", "a"},
+      {"YQ==", "a"},
+      {"YWI", "ab"},
+      {"YWI=", "ab"},
+      {"YWJj", "abc"},
+      {"w7w", "\xC3\xBC"},
+      {"aHR0cHM6Ly9oL2Rpci_DvC50Z3o", "https://h/dir/\xC3\xBC.tgz"},
+  };
+  for (const auto& c : accepted) {
+    INFO(c.input);
+    const auto decoded = url::decode_token(c.input);
+    REQUIRE(decoded.has_value());
+    CHECK(*decoded == c.expected);
+  }
+  const ErrorCase refused[] = {
+      {"", UrlErrc::empty},
+      {"YQ=", UrlErrc::bad_token},      // partial padding
+      {"YQ===", UrlErrc::bad_token},    // too much padding
+      {"YWJj=", UrlErrc::bad_token},    // padding where none belongs
+      {"Y=Q=", UrlErrc::bad_token},     // padding in the middle
+      {"YWJjZ", UrlErrc::bad_token},    // impossible length
+      {"aHR0+cHM", UrlErrc::bad_token}, // '+' is standard, not URL-safe, base64
+      {"aHR0/cHM", UrlErrc::bad_token}, // '/'
+      {"aHR0*cHM", UrlErrc::bad_token}, // '*'
+      {"aHR0 cHM", UrlErrc::bad_token}, // space
+      {"YR", UrlErrc::bad_token},       // non-zero trailing bits
+      {"_w", UrlErrc::not_utf8},        // 0xFF
+      {"wA", UrlErrc::not_utf8},        // overlong NUL
+      {"7aCA", UrlErrc::not_utf8},      // UTF-16 surrogate
+  };
+  for (const auto& c : refused) {
+    INFO(c.input);
+    const auto decoded = url::decode_token(c.input);
+    REQUIRE_FALSE(decoded.has_value());
+    CHECK(decoded.error().code == c.code);
+  }
+}
+
+TEST_CASE("redact removes userinfo and query tokens", "[url]") {
+  const KeyCase cases[] = {
+      {"https://user:secret@h/a.tgz?X-Amz-Signature=abc#f", "https://h/a.tgz?\xE2\x80\xA6"},
+      {"https://h/a.tgz", "https://h/a.tgz"},
+      {"https://h:8443/p?", "https://h:8443/p?\xE2\x80\xA6"},
+      {"https://tok@h", "https://h"},
+      {"not a url?token=1", "not a url?\xE2\x80\xA6"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    CHECK(url::redact(c.input) == c.expected);
+  }
+}
+
+TEST_CASE("is_utf8 validates UTF-8", "[url]") {
+  CHECK(url::is_utf8(""));
+  CHECK(url::is_utf8("plain"));
+  CHECK(url::is_utf8("\xF0\x9F\x98\x80"));
+  CHECK_FALSE(url::is_utf8("\xF4\x90\x80\x80")); // > U+10FFFF
+  CHECK_FALSE(url::is_utf8("\xE2\x82"));         // truncated
+  CHECK_FALSE(url::is_utf8("\x80"));             // lone continuation
+}
