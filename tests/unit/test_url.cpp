@@ -286,3 +286,63 @@ TEST_CASE("is_utf8 validates UTF-8", "[url]") {
   CHECK_FALSE(url::is_utf8("\xE2\x82"));         // truncated
   CHECK_FALSE(url::is_utf8("\x80"));             // lone continuation
 }
+
+TEST_CASE("parse_target gives what a client connects to", "[url]") {
+  struct Case {
+    const char* input;
+    const char* scheme;
+    const char* host;
+    int port;
+    const char* request;
+  };
+  const Case cases[] = {
+      {"https://Example.COM/a/b?x=1#f", "https", "example.com", 443, "/a/b?x=1"},
+      {"http://h", "http", "h", 80, "/"},
+      {"http://u:p@h:8080?q", "http", "h", 8080, "/?q"},
+      {"http://[::1]:3000/x", "http", "::1", 3000, "/x"},
+      {"https://h/a%20b/../c", "https", "h", 443, "/a%20b/../c"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto target = url::parse_target(c.input);
+    REQUIRE(target.has_value());
+    CHECK(target->scheme == c.scheme);
+    CHECK(target->host == c.host);
+    CHECK(target->port == c.port);
+    CHECK(target->request == c.request);
+  }
+  CHECK_FALSE(url::parse_target("no scheme").has_value());
+}
+
+TEST_CASE("strip_userinfo removes only the userinfo", "[url]") {
+  CHECK(url::strip_userinfo("https://u:p@h/a?x=1") == "https://h/a?x=1");
+  CHECK(url::strip_userinfo("https://h/a@b") == "https://h/a@b");
+  CHECK(url::strip_userinfo("https://a@b@h:1/x") == "https://h:1/x");
+  CHECK(url::strip_userinfo("not a url") == "not a url");
+}
+
+TEST_CASE("resolve_reference follows RFC 3986 section 5.2", "[url]") {
+  const char* base = "http://a/b/c/d;p?q";
+  const KeyCase cases[] = {
+      {"g:h", "g:h"},
+      {"g", "http://a/b/c/g"},
+      {"./g", "http://a/b/c/g"},
+      {"g/", "http://a/b/c/g/"},
+      {"/g", "http://a/g"},
+      {"//g", "http://g"},
+      {"?y", "http://a/b/c/d;p?y"},
+      {"g?y", "http://a/b/c/g?y"},
+      {"#s", "http://a/b/c/d;p?q"},
+      {"", "http://a/b/c/d;p?q"},
+      {"../g", "http://a/b/g"},
+      {"../../../g", "http://a/g"},
+      {"https://cdn.example/x.run?sig=1", "https://cdn.example/x.run?sig=1"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto resolved = url::resolve_reference(base, c.input);
+    REQUIRE(resolved.has_value());
+    CHECK(*resolved == c.expected);
+  }
+  CHECK(*url::resolve_reference("https://h", "x") == "https://h/x");
+}

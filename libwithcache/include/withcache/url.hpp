@@ -99,6 +99,28 @@ std::string blob_url(std::string_view server, std::string_view origin);
  */
 std::string redact(std::string_view url);
 
+/** The parts of an absolute URL that a client needs to connect and ask for it. */
+struct Target {
+  std::string scheme;  ///< lower-cased
+  std::string host;    ///< lower-cased; IPv6 literals without brackets
+  int port = 0;        ///< explicit, or 80/443 for http/https, 0 for other schemes
+  std::string request; ///< path and query as given (`/` when the path is empty), no fragment
+};
+
+/** Parses an absolute URL into a Target. Errors as normalize_key (the path is not rewritten). */
+Expected<Target, UrlError> parse_target(std::string_view url);
+
+/** `url` without its userinfo (`https://u:p@h/x` → `https://h/x`); other bytes unchanged. */
+std::string strip_userinfo(std::string_view url);
+
+/**
+ * Resolves a reference (e.g. an HTTP `Location`) against an absolute base URL
+ * per RFC 3986 §5.2: absolute, scheme-relative (`//h/p`), absolute-path,
+ * query-only and relative references; the fragment is dropped.
+ * Errors: UrlErrc::empty for an empty base, or those of parse_target(base).
+ */
+Expected<std::string, UrlError> resolve_reference(std::string_view base, std::string_view reference);
+
 /** True when `bytes` is well-formed UTF-8 (no overlongs, no surrogates, ≤ U+10FFFF). */
 bool is_utf8(std::string_view bytes);
 

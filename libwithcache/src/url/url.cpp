@@ -497,6 +497,98 @@ std::string redact(std::string_view url) {
   return out;
 }
 
+Expected<Target, UrlError> parse_target(std::string_view url) {
+  auto parts = split(url);
+  if (!parts) {
+    return unexpected(parts.error());
+  }
+  Target target;
+  target.scheme = std::string(parts->scheme);
+  for (char& c : target.scheme) {
+    c = to_lower(c);
+  }
+  auto host = normalize_host(parts->host);
+  if (!host) {
+    return unexpected(host.error());
+  }
+  target.host = *host;
+  if (target.host.starts_with('[') && target.host.ends_with(']')) {
+    target.host = target.host.substr(1, target.host.size() - 2);
+  }
+  auto port = normalize_port(parts->port, target.scheme);
+  if (!port) {
+    return unexpected(port.error());
+  }
+  if (!port->empty()) {
+    target.port = std::stoi(*port);
+  } else if (target.scheme == "http") {
+    target.port = 80;
+  } else if (target.scheme == "https") {
+    target.port = 443;
+  }
+  target.request = parts->path.empty() ? "/" : std::string(parts->path);
+  if (parts->has_query) {
+    target.request += '?';
+    target.request += parts->query;
+  }
+  return target;
+}
+
+std::string strip_userinfo(std::string_view url) {
+  const std::size_t colon = scheme_end(url);
+  if (colon == std::string_view::npos || !url.substr(colon + 1).starts_with("//")) {
+    return std::string(url);
+  }
+  const std::size_t authority_start = colon + 3;
+  const std::size_t authority_end = url.find_first_of("/?#", authority_start);
+  const std::string_view authority = url.substr(authority_start, authority_end - authority_start);
+  const std::size_t at = authority.rfind('@');
+  if (at == std::string_view::npos) {
+    return std::string(url);
+  }
+  return std::string(url.substr(0, authority_start)) + std::string(url.substr(authority_start + at + 1));
+}
+
+Expected<std::string, UrlError> resolve_reference(std::string_view base, std::string_view reference) {
+  auto parts = split(base);
+  if (!parts) {
+    return unexpected(parts.error());
+  }
+  reference = reference.substr(0, reference.find('#'));
+  if (scheme_end(reference) != std::string_view::npos) {
+    return std::string(reference);
+  }
+  // scheme "://" authority, as written in the base (split() checked it is there).
+  const std::string_view scheme_and_authority =
+      base.substr(0, base.find_first_of("/?#", parts->scheme.size() + 3));
+  if (reference.starts_with("//")) {
+    return std::string(parts->scheme) + ":" + std::string(reference);
+  }
+  if (reference.empty()) {
+    std::string out(scheme_and_authority);
+    out += parts->path;
+    if (parts->has_query) {
+      out += '?';
+      out += parts->query;
+    }
+    return out;
+  }
+  if (reference.starts_with('?')) {
+    return std::string(scheme_and_authority) + std::string(parts->path) + std::string(reference);
+  }
+  const std::size_t query = reference.find('?');
+  const std::string_view ref_path = reference.substr(0, query);
+  const std::string_view ref_query = query == std::string_view::npos ? std::string_view{} : reference.substr(query);
+  std::string merged;
+  if (ref_path.starts_with('/')) {
+    merged = std::string(ref_path);
+  } else {
+    const std::string_view base_path = parts->path.empty() ? std::string_view("/") : parts->path;
+    merged = std::string(base_path.substr(0, base_path.rfind('/') + 1)) + std::string(ref_path);
+  }
+  return std::string(scheme_and_authority) + remove_dot_segments(merged) + std::string(ref_query);
+}
+
 bool is_utf8(std::string_view bytes) {
   std::size_t i = 0;
   while (i < bytes.size()) {
