@@ -9,7 +9,7 @@ endif()
 set(WITHCACHE_WARNINGS
   -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wnon-virtual-dtor
   -Woverloaded-virtual -Wcast-align -Wformat=2 -Wimplicit-fallthrough
-  -Wnull-dereference -Wmissing-declarations)
+  -Wmissing-declarations)
 
 if(WITHCACHE_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)

@@ -578,7 +578,8 @@ Expected<std::string, UrlError> resolve_reference(std::string_view base, std::st
   }
   const std::size_t query = reference.find('?');
   const std::string_view ref_path = reference.substr(0, query);
-  const std::string_view ref_query = query == std::string_view::npos ? std::string_view{} : reference.substr(query);
+  const std::string_view ref_query =
+      query == std::string_view::npos ? std::string_view{} : reference.substr(query);
   std::string merged;
   if (ref_path.starts_with('/')) {
     merged = std::string(ref_path);

@@ -1,0 +1,746 @@
+#include "withcache/store.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <system_error>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+
+#include "withcache/url.hpp"
+
+namespace withcache::store {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int k_busy_timeout_ms = 5000;
+
+// Ordered migrations: entry i brings the schema from version i to i + 1.
+// Never edit a shipped entry; append a new one.
+constexpr const char* k_migrations[] = {
+    R"sql(
+CREATE TABLE IF NOT EXISTS artifacts (
+  key          TEXT PRIMARY KEY,
+  url          TEXT NOT NULL,
+  raw_url      TEXT NOT NULL,
+  size         INTEGER NOT NULL,
+  sha256       TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  fetched_at   INTEGER NOT NULL,
+  hits         INTEGER NOT NULL DEFAULT 0,
+  misses       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_fetched_at ON artifacts (fetched_at DESC);
+CREATE TABLE IF NOT EXISTS misses (
+  key        TEXT PRIMARY KEY,
+  url        TEXT NOT NULL,
+  count      INTEGER NOT NULL,
+  first_seen INTEGER NOT NULL,
+  last_seen  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS misses_by_last_seen ON misses (last_seen DESC);
+CREATE TABLE IF NOT EXISTS pending_jobs (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  key        TEXT NOT NULL,
+  url        TEXT NOT NULL,
+  headers    TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+)sql",
+};
+
+UnixTime now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t to_db(std::uint64_t value) { return static_cast<std::int64_t>(value); }
+std::uint64_t from_db(std::int64_t value) { return value < 0 ? 0 : static_cast<std::uint64_t>(value); }
+
+bool is_key_id(std::string_view name) {
+  return name.size() == 64 &&
+         std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// fsync a file or directory by path; the rename-then-fsync(dir) dance is what
+// makes a committed blob survive a power cut.
+bool fsync_path(const fs::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    return false;
+  }
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Pending-job headers are stored one `Name: Value` per line; the pool refuses
+// names or values containing CR/LF, so this cannot be confused.
+std::string encode_headers(const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string out;
+  for (const auto& [name, value] : headers) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += '\n';
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> decode_headers(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  while (!text.empty()) {
+    const std::size_t end = text.find('\n');
+    const std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+    const std::size_t colon = line.find(": ");
+    if (colon != std::string_view::npos) {
+      headers.emplace_back(std::string(line.substr(0, colon)), std::string(line.substr(colon + 2)));
+    }
+  }
+  return headers;
+}
+
+// LIKE pattern for a case-insensitive substring, with % _ and \ escaped.
+std::string like_pattern(std::string_view filter) {
+  std::string out = "%";
+  for (const char c : filter) {
+    if (c == '%' || c == '_' || c == '\\') {
+      out += '\\';
+    }
+    out += c;
+  }
+  out += '%';
+  return out;
+}
+
+Artifact artifact_from_row(SQLite::Statement& row) {
+  Artifact a;
+  a.key = row.getColumn(0).getString();
+  a.url = row.getColumn(1).getString();
+  a.raw_url = row.getColumn(2).getString();
+  a.size = from_db(row.getColumn(3).getInt64());
+  a.sha256 = row.getColumn(4).getString();
+  a.content_type = row.getColumn(5).getString();
+  a.fetched_at = row.getColumn(6).getInt64();
+  a.hits = from_db(row.getColumn(7).getInt64());
+  a.misses = from_db(row.getColumn(8).getInt64());
+  return a;
+}
+
+constexpr const char* k_artifact_columns = "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses";
+
+} // namespace
+
+Expected<std::uint64_t, std::string> parse_size(std::string_view text) {
+  const auto bad = [&] {
+    return unexpected(std::string("invalid size '") + std::string(text) +
+                      "' (expected a byte count like 1024, 50M, 20G or 1.5T)");
+  };
+  std::string_view number = text;
+  while (!number.empty() && (number.back() == ' ')) {
+    number.remove_suffix(1);
+  }
+  std::string suffix;
+  while (!number.empty() && std::isalpha(static_cast<unsigned char>(number.back())) != 0) {
+    suffix.insert(suffix.begin(), static_cast<char>(std::toupper(static_cast<unsigned char>(number.back()))));
+    number.remove_suffix(1);
+  }
+  if (number.empty() || !std::isdigit(static_cast<unsigned char>(number.front()))) {
+    return bad();
+  }
+  if (suffix.ends_with("IB")) {
+    suffix.resize(suffix.size() - 2);
+  } else if (suffix.size() == 2 && suffix.back() == 'B') {
+    suffix.resize(1);
+  }
+  int shift = 0;
+  if (suffix.empty() || suffix == "B") {
+    shift = 0;
+  } else if (suffix == "K") {
+    shift = 10;
+  } else if (suffix == "M") {
+    shift = 20;
+  } else if (suffix == "G") {
+    shift = 30;
+  } else if (suffix == "T") {
+    shift = 40;
+  } else if (suffix == "P") {
+    shift = 50;
+  } else {
+    return bad();
+  }
+
+  const std::size_t dot = number.find('.');
+  std::uint64_t whole = 0;
+  const std::string_view whole_text = number.substr(0, dot);
+  auto [end, ec] = std::from_chars(whole_text.data(), whole_text.data() + whole_text.size(), whole);
+  if (ec != std::errc{} || end != whole_text.data() + whole_text.size()) {
+    return bad();
+  }
+  if (shift > 0 && whole > (std::uint64_t{1} << (63 - shift))) {
+    return bad();
+  }
+  std::uint64_t bytes = whole << shift;
+  if (dot != std::string_view::npos) {
+    if (shift == 0) {
+      return bad();
+    }
+    const std::string_view fraction = number.substr(dot + 1);
+    if (fraction.empty() || fraction.size() > 9 ||
+        !std::all_of(fraction.begin(), fraction.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return bad();
+    }
+    double value = 0;
+    double scale = 0.1;
+    for (const char c : fraction) {
+      value += (c - '0') * scale;
+      scale /= 10;
+    }
+    bytes += static_cast<std::uint64_t>(std::llround(value * std::ldexp(1.0, shift)));
+  }
+  return bytes;
+}
+
+std::string format_size(std::uint64_t bytes) {
+  constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) {
+    return std::to_string(bytes) + " B";
+  }
+  double value = static_cast<double>(bytes);
+  std::size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.1f %s", value, units[unit]);
+  return buffer;
+}
+
+BlobStore::BlobStore(StoreOptions options) : m_options(std::move(options)) {
+  std::error_code ec;
+  for (const auto& dir : {m_options.data_dir, m_options.data_dir / "blobs", m_options.data_dir / "tmp"}) {
+    fs::create_directories(dir, ec);
+    if (ec) {
+      throw StoreError("cannot create " + dir.string() + ": " + ec.message());
+    }
+    if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+      throw StoreError("data dir " + dir.string() + " is not writable: " + std::strerror(errno));
+    }
+  }
+  const fs::path db_path = m_options.data_dir / "cache.db";
+  try {
+    m_db = std::make_unique<SQLite::Database>(db_path.string(), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+                                              k_busy_timeout_ms);
+    // cache.db holds the headers of pending fills (possibly credentials).
+    ::chmod(db_path.c_str(), S_IRUSR | S_IWUSR);
+    m_db->exec("PRAGMA journal_mode=WAL");
+    m_db->exec("PRAGMA synchronous=NORMAL");
+    m_db->exec("PRAGMA foreign_keys=ON");
+    migrate();
+    recover();
+    load_artifacts();
+  } catch (const SQLite::Exception& e) {
+    throw StoreError("cannot open " + db_path.string() + ": " + e.what());
+  }
+  m_flusher = std::thread([this] { flusher_loop(); });
+}
+
+BlobStore::~BlobStore() {
+  {
+    std::lock_guard lock(m_counter_mutex);
+    m_stopping = true;
+  }
+  m_flusher_cv.notify_all();
+  if (m_flusher.joinable()) {
+    m_flusher.join();
+  }
+  try {
+    flush();
+  } catch (const std::exception&) {
+    // Counters are best effort on shutdown; the blobs and rows are already safe.
+  }
+}
+
+void BlobStore::migrate() {
+  const int version = m_db->execAndGet("PRAGMA user_version").getInt();
+  const int latest = static_cast<int>(std::size(k_migrations));
+  if (version > latest) {
+    throw StoreError("cache.db has schema version " + std::to_string(version) + ", newer than this withcache (" +
+                     std::to_string(latest) + "); upgrade withcache");
+  }
+  for (int v = version; v < latest; ++v) {
+    SQLite::Transaction tx(*m_db);
+    m_db->exec(k_migrations[v]);
+    m_db->exec("PRAGMA user_version = " + std::to_string(v + 1));
+    tx.commit();
+  }
+}
+
+void BlobStore::recover() {
+  std::error_code ec;
+
+  // .part files that no pending job owns are leftovers of a crash or a cancel.
+  std::unordered_set<std::string> owned;
+  {
+    SQLite::Statement jobs(*m_db, "SELECT key FROM pending_jobs");
+    while (jobs.executeStep()) {
+      owned.insert(jobs.getColumn(0).getString());
+    }
+  }
+  for (const auto& entry : fs::directory_iterator(m_options.data_dir / "tmp", ec)) {
+    const fs::path& path = entry.path();
+    if (path.extension() == ".part" && owned.count(path.stem().string()) == 0) {
+      if (fs::remove(path, ec)) {
+        ++m_recovery.stray_parts_removed;
+      }
+    }
+  }
+
+  // Rows must point at a blob of exactly their size; the blob is renamed into
+  // place before its row is written, so a missing or short file means damage.
+  std::vector<std::string> broken;
+  std::unordered_set<std::string> rows;
+  {
+    SQLite::Statement all(*m_db, "SELECT key, size FROM artifacts");
+    while (all.executeStep()) {
+      const std::string key = all.getColumn(0).getString();
+      const auto size = from_db(all.getColumn(1).getInt64());
+      std::error_code size_ec;
+      const auto actual = fs::file_size(blob_path(key), size_ec);
+      if (size_ec || actual != size) {
+        broken.push_back(key);
+      } else {
+        rows.insert(key);
+      }
+    }
+  }
+  if (!broken.empty()) {
+    SQLite::Transaction tx(*m_db);
+    SQLite::Statement drop(*m_db, "DELETE FROM artifacts WHERE key = ?");
+    for (const auto& key : broken) {
+      drop.bind(1, key);
+      drop.exec();
+      drop.reset();
+      fs::remove(blob_path(key), ec);
+      ++m_recovery.rows_without_blob_dropped;
+    }
+    tx.commit();
+  }
+
+  // A blob without a row: the process died between rename and row, or
+  // between deleting the row and the file.
+  for (const auto& entry : fs::directory_iterator(m_options.data_dir / "blobs", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_key_id(name) && rows.count(name) == 0) {
+      if (fs::remove(entry.path(), ec)) {
+        ++m_recovery.blobs_without_row_removed;
+      }
+    }
+  }
+}
+
+void BlobStore::load_artifacts() {
+  SQLite::Statement all(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts");
+  std::unique_lock lock(m_index_mutex);
+  m_index.clear();
+  std::uint64_t stored = 0;
+  while (all.executeStep()) {
+    Artifact a = artifact_from_row(all);
+    stored += a.size;
+    std::string key = a.key;
+    m_index.emplace(std::move(key), std::move(a));
+  }
+  m_stored_bytes = stored;
+  SQLite::Statement misses(*m_db, "SELECT key FROM misses");
+  std::lock_guard counter_lock(m_counter_mutex);
+  while (misses.executeStep()) {
+    m_known_misses.insert(misses.getColumn(0).getString());
+  }
+}
+
+std::optional<Artifact> BlobStore::find(const std::string& key) const {
+  std::shared_lock lock(m_index_mutex);
+  const auto it = m_index.find(key);
+  if (it == m_index.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+fs::path BlobStore::blob_path(std::string_view key) const { return m_options.data_dir / "blobs" / key; }
+
+fs::path BlobStore::part_path(std::string_view key) const {
+  return m_options.data_dir / "tmp" / (std::string(key) + ".part");
+}
+
+void BlobStore::record_hit(const std::string& key) {
+  std::lock_guard lock(m_counter_mutex);
+  ++m_pending_hits[key];
+}
+
+bool BlobStore::record_miss(const std::string& key, std::string_view url) {
+  const UnixTime t = now();
+  std::lock_guard lock(m_counter_mutex);
+  auto& miss = m_pending_misses[key];
+  miss.url = url::strip_userinfo(url);
+  if (miss.count == 0) {
+    miss.first = t;
+  }
+  miss.last = t;
+  ++miss.count;
+  return m_known_misses.insert(key).second;
+}
+
+void BlobStore::flusher_loop() {
+  std::unique_lock lock(m_counter_mutex);
+  while (!m_stopping) {
+    m_flusher_cv.wait_for(lock, m_options.flush_interval, [this] { return m_stopping; });
+    if (m_stopping) {
+      break;
+    }
+    if (m_pending_hits.empty() && m_pending_misses.empty()) {
+      continue;
+    }
+    lock.unlock();
+    try {
+      flush();
+    } catch (const std::exception&) {
+      // flush_locked() put the counters back; the next round retries.
+    }
+    lock.lock();
+  }
+}
+
+void BlobStore::flush() {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+}
+
+void BlobStore::flush_locked() {
+  std::unordered_map<std::string, std::uint64_t> hits;
+  std::unordered_map<std::string, PendingMiss> misses;
+  {
+    std::lock_guard lock(m_counter_mutex);
+    hits.swap(m_pending_hits);
+    misses.swap(m_pending_misses);
+  }
+  if (hits.empty() && misses.empty()) {
+    return;
+  }
+  try {
+    write_counters(hits, misses);
+  } catch (const SQLite::Exception&) {
+    std::lock_guard lock(m_counter_mutex);
+    for (const auto& [key, count] : hits) {
+      m_pending_hits[key] += count;
+    }
+    for (auto& [key, miss] : misses) {
+      auto& queued = m_pending_misses[key];
+      queued.count += miss.count;
+      queued.first = queued.first == 0 ? miss.first : std::min(queued.first, miss.first);
+      queued.last = std::max(queued.last, miss.last);
+      if (queued.url.empty()) {
+        queued.url = std::move(miss.url);
+      }
+    }
+    throw;
+  }
+}
+
+void BlobStore::write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
+                               const std::unordered_map<std::string, PendingMiss>& misses) {
+  SQLite::Transaction tx(*m_db);
+  SQLite::Statement add_hits(*m_db, "UPDATE artifacts SET hits = hits + ? WHERE key = ?");
+  for (const auto& [key, count] : hits) {
+    add_hits.bind(1, to_db(count));
+    add_hits.bind(2, key);
+    add_hits.exec();
+    add_hits.reset();
+  }
+  // A miss counted just before its fill completed lands on the artifact.
+  SQLite::Statement add_artifact_misses(*m_db, "UPDATE artifacts SET misses = misses + ? WHERE key = ?");
+  SQLite::Statement upsert_miss(*m_db, R"sql(
+INSERT INTO misses (key, url, count, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (key) DO UPDATE SET url = excluded.url, count = count + excluded.count,
+                                last_seen = max(last_seen, excluded.last_seen))sql");
+  for (const auto& [key, miss] : misses) {
+    add_artifact_misses.bind(1, to_db(miss.count));
+    add_artifact_misses.bind(2, key);
+    const int changed = add_artifact_misses.exec();
+    add_artifact_misses.reset();
+    if (changed == 0) {
+      upsert_miss.bind(1, key);
+      upsert_miss.bind(2, miss.url);
+      upsert_miss.bind(3, to_db(miss.count));
+      upsert_miss.bind(4, miss.first);
+      upsert_miss.bind(5, miss.last);
+      upsert_miss.exec();
+      upsert_miss.reset();
+    }
+  }
+  tx.commit();
+}
+
+bool BlobStore::is_full() const noexcept {
+  return m_options.max_bytes != 0 && m_stored_bytes.load() + m_reserved_bytes.load() >= m_options.max_bytes;
+}
+
+bool BlobStore::has_room(std::uint64_t bytes) const noexcept {
+  if (m_options.max_bytes == 0) {
+    return true;
+  }
+  const std::uint64_t used = m_stored_bytes.load() + m_reserved_bytes.load();
+  return used < m_options.max_bytes && bytes <= m_options.max_bytes - used;
+}
+
+bool BlobStore::reserve(std::uint64_t bytes) noexcept {
+  if (m_options.max_bytes == 0) {
+    m_reserved_bytes += bytes;
+    return true;
+  }
+  std::uint64_t reserved = m_reserved_bytes.load();
+  for (;;) {
+    const std::uint64_t used = m_stored_bytes.load() + reserved;
+    if (used > m_options.max_bytes || bytes > m_options.max_bytes - used) {
+      return false;
+    }
+    if (m_reserved_bytes.compare_exchange_weak(reserved, reserved + bytes)) {
+      return true;
+    }
+  }
+}
+
+void BlobStore::release(std::uint64_t bytes) noexcept { m_reserved_bytes -= std::min(bytes, m_reserved_bytes.load()); }
+
+Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
+  const fs::path part = part_path(artifact.key);
+  const fs::path blob = blob_path(artifact.key);
+  std::error_code ec;
+  const auto actual = fs::file_size(part, ec);
+  if (ec) {
+    return unexpected("cannot commit " + artifact.key + ": " + ec.message());
+  }
+  if (actual != artifact.size) {
+    return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
+                      " bytes, expected " + std::to_string(artifact.size));
+  }
+  if (!fsync_path(part, false)) {
+    return unexpected("cannot fsync " + part.string() + ": " + std::strerror(errno));
+  }
+
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  const std::optional<Artifact> previous = find(artifact.key);
+  fs::rename(part, blob, ec);
+  if (ec) {
+    return unexpected("cannot move " + part.string() + " into blobs/: " + ec.message());
+  }
+  if (!fsync_path(blob.parent_path(), true)) {
+    return unexpected("cannot fsync " + blob.parent_path().string() + ": " + std::strerror(errno));
+  }
+
+  Artifact stored;
+  try {
+    SQLite::Transaction tx(*m_db);
+    SQLite::Statement upsert(*m_db, R"sql(
+INSERT INTO artifacts (key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, COALESCE((SELECT count FROM misses WHERE key = ?1), 0))
+ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, size = excluded.size,
+  sha256 = excluded.sha256, content_type = excluded.content_type, fetched_at = excluded.fetched_at,
+  misses = misses + excluded.misses)sql");
+    upsert.bind(1, artifact.key);
+    upsert.bind(2, artifact.url);
+    upsert.bind(3, url::strip_userinfo(artifact.raw_url));
+    upsert.bind(4, to_db(artifact.size));
+    upsert.bind(5, artifact.sha256);
+    upsert.bind(6, artifact.content_type);
+    upsert.bind(7, now());
+    upsert.exec();
+    SQLite::Statement forget_miss(*m_db, "DELETE FROM misses WHERE key = ?");
+    forget_miss.bind(1, artifact.key);
+    forget_miss.exec();
+    SQLite::Statement read(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts WHERE key = ?");
+    read.bind(1, artifact.key);
+    read.executeStep();
+    stored = artifact_from_row(read);
+    tx.commit();
+  } catch (const SQLite::Exception& e) {
+    // The blob is in place without a row: recovery removes it on next open.
+    fs::remove(blob, ec);
+    return unexpected("cannot record " + artifact.key + " in cache.db: " + e.what());
+  }
+
+  {
+    std::unique_lock lock(m_index_mutex);
+    m_index[artifact.key] = stored;
+  }
+  m_stored_bytes += stored.size;
+  if (previous) {
+    m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
+  }
+  {
+    std::lock_guard lock(m_counter_mutex);
+    m_known_misses.erase(artifact.key);
+  }
+  return stored;
+}
+
+bool BlobStore::remove(const std::string& key) {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  SQLite::Statement drop(*m_db, "DELETE FROM artifacts WHERE key = ?");
+  drop.bind(1, key);
+  if (drop.exec() == 0) {
+    return false;
+  }
+  std::optional<Artifact> previous;
+  {
+    std::unique_lock lock(m_index_mutex);
+    if (auto it = m_index.find(key); it != m_index.end()) {
+      previous = std::move(it->second);
+      m_index.erase(it);
+    }
+  }
+  if (previous) {
+    m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
+  }
+  // Readers that already opened the file keep streaming it; unlink is safe.
+  std::error_code ec;
+  fs::remove(blob_path(key), ec);
+  return true;
+}
+
+bool BlobStore::dismiss_miss(const std::string& key) {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  SQLite::Statement drop(*m_db, "DELETE FROM misses WHERE key = ?");
+  drop.bind(1, key);
+  const bool removed = drop.exec() > 0;
+  std::lock_guard lock(m_counter_mutex);
+  m_known_misses.erase(key);
+  return removed;
+}
+
+Page<Artifact> BlobStore::list_artifacts(const ListQuery& query) {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  const bool filtered = !query.filter.empty();
+  const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\' OR sha256 LIKE ?1 ESCAPE '\\'" : "";
+  Page<Artifact> page;
+  SQLite::Statement count(*m_db, "SELECT count(*) FROM artifacts" + where);
+  if (filtered) {
+    count.bind(1, like_pattern(query.filter));
+  }
+  count.executeStep();
+  page.total = from_db(count.getColumn(0).getInt64());
+  SQLite::Statement rows(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts" + where +
+                                    " ORDER BY fetched_at DESC, key LIMIT ?2 OFFSET ?3");
+  if (filtered) {
+    rows.bind(1, like_pattern(query.filter));
+  }
+  rows.bind(2, to_db(query.limit));
+  rows.bind(3, to_db(query.offset));
+  while (rows.executeStep()) {
+    page.items.push_back(artifact_from_row(rows));
+  }
+  return page;
+}
+
+Page<Miss> BlobStore::list_misses(const ListQuery& query) {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  const bool filtered = !query.filter.empty();
+  const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\'" : "";
+  Page<Miss> page;
+  SQLite::Statement count(*m_db, "SELECT count(*) FROM misses" + where);
+  if (filtered) {
+    count.bind(1, like_pattern(query.filter));
+  }
+  count.executeStep();
+  page.total = from_db(count.getColumn(0).getInt64());
+  SQLite::Statement rows(*m_db, "SELECT key, url, count, first_seen, last_seen FROM misses" + where +
+                                    " ORDER BY last_seen DESC, key LIMIT ?2 OFFSET ?3");
+  if (filtered) {
+    rows.bind(1, like_pattern(query.filter));
+  }
+  rows.bind(2, to_db(query.limit));
+  rows.bind(3, to_db(query.offset));
+  while (rows.executeStep()) {
+    Miss m;
+    m.key = rows.getColumn(0).getString();
+    m.url = rows.getColumn(1).getString();
+    m.count = from_db(rows.getColumn(2).getInt64());
+    m.first_seen = rows.getColumn(3).getInt64();
+    m.last_seen = rows.getColumn(4).getInt64();
+    page.items.push_back(std::move(m));
+  }
+  return page;
+}
+
+Totals BlobStore::totals() {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  Totals t;
+  SQLite::Statement sums(*m_db, "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(hits), 0), "
+                                "COALESCE(sum(misses), 0) FROM artifacts");
+  sums.executeStep();
+  t.artifacts = from_db(sums.getColumn(0).getInt64());
+  t.stored_bytes = from_db(sums.getColumn(1).getInt64());
+  t.hits = from_db(sums.getColumn(2).getInt64());
+  t.misses = from_db(sums.getColumn(3).getInt64());
+  SQLite::Statement misses(*m_db, "SELECT count(*), COALESCE(sum(count), 0) FROM misses");
+  misses.executeStep();
+  t.pending_misses = from_db(misses.getColumn(0).getInt64());
+  t.misses += from_db(misses.getColumn(1).getInt64());
+  t.max_bytes = m_options.max_bytes;
+  return t;
+}
+
+std::int64_t BlobStore::add_pending_job(const std::string& key, std::string_view url,
+                                        const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::lock_guard db_lock(m_db_mutex);
+  SQLite::Statement insert(*m_db, "INSERT INTO pending_jobs (key, url, headers, created_at) VALUES (?, ?, ?, ?)");
+  insert.bind(1, key);
+  insert.bind(2, url::strip_userinfo(url));
+  insert.bind(3, encode_headers(headers));
+  insert.bind(4, now());
+  insert.exec();
+  return m_db->getLastInsertRowid();
+}
+
+void BlobStore::remove_pending_job(std::int64_t id) {
+  std::lock_guard db_lock(m_db_mutex);
+  SQLite::Statement drop(*m_db, "DELETE FROM pending_jobs WHERE id = ?");
+  drop.bind(1, id);
+  drop.exec();
+}
+
+std::vector<PendingJob> BlobStore::pending_jobs() {
+  std::lock_guard db_lock(m_db_mutex);
+  std::vector<PendingJob> jobs;
+  SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
+  while (all.executeStep()) {
+    PendingJob job;
+    job.id = all.getColumn(0).getInt64();
+    job.key = all.getColumn(1).getString();
+    job.url = all.getColumn(2).getString();
+    job.headers = decode_headers(all.getColumn(3).getString());
+    job.created_at = all.getColumn(4).getInt64();
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+} // namespace withcache::store

@@ -1,0 +1,181 @@
+#pragma once
+
+// An origin server on 127.0.0.1 for tests: serves generated files and can
+// misbehave on purpose (require Authorization, cut a body short, redirect,
+// ignore Range, stream slowly). It counts the GETs it answers.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+namespace withcache::test {
+
+/** Deterministic bytes: the same (size, seed) always gives the same content. */
+inline std::string make_bytes(std::size_t size, std::uint32_t seed = 1) {
+  std::string out(size, '\0');
+  std::uint32_t x = seed * 2654435761U + 1;
+  for (std::size_t i = 0; i < size; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    out[i] = static_cast<char>(x & 0xFF);
+  }
+  return out;
+}
+
+struct Route {
+  std::string body;
+  std::string content_type = "application/octet-stream";
+  int status = 200;                 ///< for error routes
+  std::string redirect_to;          ///< answer 302 with this Location
+  std::string require_authorization; ///< 401 unless Authorization equals this
+  std::size_t truncate_at = 0;      ///< cut the body after this many bytes (0 = never)...
+  int truncate_times = 0;           ///< ...for this many responses (-1 = always)
+  bool ignore_range = false;        ///< answer Range requests with the whole body (200)
+  std::chrono::milliseconds chunk_delay{0}; ///< pause between 64 KiB chunks
+};
+
+class Origin {
+public:
+  Origin() {
+    m_server.Get(".*", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
+    m_port = m_server.bind_to_any_port("127.0.0.1");
+    if (m_port <= 0) {
+      throw std::runtime_error("origin: cannot bind 127.0.0.1");
+    }
+    m_thread = std::thread([this] { m_server.listen_after_bind(); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!m_server.is_running()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("origin: did not start");
+      }
+      std::this_thread::yield();
+    }
+  }
+  ~Origin() {
+    m_server.stop();
+    if (m_thread.joinable()) {
+      m_thread.join();
+    }
+  }
+  Origin(const Origin&) = delete;
+  Origin& operator=(const Origin&) = delete;
+
+  void add(const std::string& path, Route route) {
+    std::lock_guard lock(m_mutex);
+    m_routes[path] = std::move(route);
+  }
+  [[nodiscard]] int port() const noexcept { return m_port; }
+  [[nodiscard]] std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(m_port) + path;
+  }
+  /** GETs answered for `path` (HEADs are not counted). */
+  int gets(const std::string& path) const {
+    std::lock_guard lock(m_mutex);
+    const auto it = m_gets.find(path);
+    return it == m_gets.end() ? 0 : it->second;
+  }
+  /** The Range headers received for `path`, in order ("" when none). */
+  std::vector<std::string> ranges(const std::string& path) const {
+    std::lock_guard lock(m_mutex);
+    const auto it = m_ranges.find(path);
+    return it == m_ranges.end() ? std::vector<std::string>{} : it->second;
+  }
+  /** Total requests of any kind. */
+  int requests() const { return m_requests.load(); }
+
+private:
+  void handle(const httplib::Request& req, httplib::Response& res) {
+    ++m_requests;
+    Route route;
+    bool cut = false;
+    {
+      std::lock_guard lock(m_mutex);
+      const auto it = m_routes.find(req.path);
+      if (req.method == "GET") {
+        ++m_gets[req.path];
+        m_ranges[req.path].push_back(req.get_header_value("Range"));
+      }
+      if (it == m_routes.end()) {
+        res.status = 404;
+        res.set_content("not found", "text/plain");
+        return;
+      }
+      route = it->second;
+      if (route.truncate_at > 0 && route.truncate_times != 0 && req.method == "GET") {
+        cut = true;
+        if (it->second.truncate_times > 0) {
+          --it->second.truncate_times;
+        }
+      }
+    }
+    if (!route.redirect_to.empty()) {
+      res.status = 302;
+      res.set_header("Location", route.redirect_to);
+      return;
+    }
+    if (!route.require_authorization.empty() &&
+        req.get_header_value("Authorization") != route.require_authorization) {
+      res.status = 401;
+      res.set_content("unauthorized", "text/plain");
+      return;
+    }
+    if (route.status != 200) {
+      res.status = route.status;
+      res.set_content("error", "text/plain");
+      return;
+    }
+
+    // Range handled here, not by cpp-httplib (its 0.11 range code is buggy).
+    std::size_t offset = 0;
+    const std::string range = req.get_header_value("Range");
+    if (!route.ignore_range && range.starts_with("bytes=") && range.back() == '-') {
+      offset = std::stoull(range.substr(6, range.size() - 7));
+      if (offset >= route.body.size()) {
+        res.status = 416;
+        res.set_header("Content-Range", "bytes */" + std::to_string(route.body.size()));
+        return;
+      }
+      res.status = 206;
+      res.set_header("Content-Range", "bytes " + std::to_string(offset) + "-" +
+                                          std::to_string(route.body.size() - 1) + "/" +
+                                          std::to_string(route.body.size()));
+    }
+    const_cast<httplib::Request&>(req).ranges.clear();
+    const std::size_t length = route.body.size() - offset;
+    const std::size_t limit = cut ? std::min(route.truncate_at, length) : length;
+    auto body = std::make_shared<std::string>(route.body.substr(offset));
+    const auto delay = route.chunk_delay;
+    res.set_content_provider(length, route.content_type,
+                             [body, limit, delay](std::size_t at, std::size_t want, httplib::DataSink& sink) {
+                               if (at >= limit) {
+                                 return false; // drop the connection: a truncated body
+                               }
+                               if (delay.count() > 0) {
+                                 std::this_thread::sleep_for(delay);
+                               }
+                               const std::size_t n = std::min({want, limit - at, std::size_t{64 * 1024}});
+                               return sink.write(body->data() + at, n);
+                             });
+  }
+
+  httplib::Server m_server;
+  int m_port = 0;
+  std::thread m_thread;
+  mutable std::mutex m_mutex;
+  std::map<std::string, Route> m_routes;
+  std::map<std::string, int> m_gets;
+  std::map<std::string, std::vector<std::string>> m_ranges;
+  std::atomic<int> m_requests{0};
+};
+
+} // namespace withcache::test
