@@ -9,13 +9,13 @@ PORT       ?= 3000
 DATA_DIR   ?= ./data
 CTEST_ARGS ?= --output-on-failure --timeout 600 -j $(JOBS)
 
-.PHONY: all build run test test-sanitize fuzz format clean
+.PHONY: all build run test test-sanitize bench fuzz format clean
 
 all: build
 
 # The operator's build: Release, no tests, warnings do not stop it.
 build:
-	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF
+	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF -DWITHCACHE_BUILD_BENCH=OFF
 	cmake --build $(RELEASE) -j $(JOBS)
 
 # Builds (Release) and runs the cache-host on its embedded defaults.
@@ -38,11 +38,18 @@ test-sanitize:
 FUZZ_SECONDS ?= 60
 fuzz:
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DWITHCACHE_BUILD_FUZZERS=ON -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_APPS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF
+	  -DWITHCACHE_BUILD_FUZZERS=ON -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_APPS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF \
+	  -DWITHCACHE_BUILD_BENCH=OFF
 	cmake --build build/fuzz -j $(JOBS)
 	mkdir -p build/fuzz/corpus/normalize_key build/fuzz/corpus/decode_token
 	build/fuzz/fuzz/fuzz_normalize_key -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/normalize_key fuzz/corpus/normalize_key
 	build/fuzz/fuzz/fuzz_decode_token -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/decode_token fuzz/corpus/decode_token
+
+# Benchmarks (docs/benchmarks.md): Release build, loopback only.
+bench:
+	cmake -S . -B $(TEST) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_WERROR=ON
+	cmake --build $(TEST) -j $(JOBS)
+	python3 bench/fill_rss.py --build $(TEST)
 
 format:
 	git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs -r clang-format -i

@@ -33,19 +33,32 @@ inline std::string make_bytes(std::size_t size, std::uint32_t seed = 1) {
 }
 
 struct Route {
+  Route(std::string body_ = {}, std::string type = "application/octet-stream")
+      : body(std::move(body_)), content_type(std::move(type)) {}
+  static Route error(int status_) {
+    Route r;
+    r.status = status_;
+    return r;
+  }
+  static Route redirect(std::string location) {
+    Route r;
+    r.redirect_to = std::move(location);
+    return r;
+  }
+
   std::string body;
   std::string content_type = "application/octet-stream";
-  int status = 200;                 ///< for error routes
-  std::string redirect_to;          ///< answer 302 with this Location
-  std::string require_authorization; ///< 401 unless Authorization equals this
-  std::size_t truncate_at = 0;      ///< cut the body after this many bytes (0 = never)...
-  int truncate_times = 0;           ///< ...for this many responses (-1 = always)
-  bool ignore_range = false;        ///< answer Range requests with the whole body (200)
+  int status = 200;                         ///< for error routes
+  std::string redirect_to;                  ///< answer 302 with this Location
+  std::string require_authorization;        ///< 401 unless Authorization equals this
+  std::size_t truncate_at = 0;              ///< cut the body after this many bytes (0 = never)...
+  int truncate_times = 0;                   ///< ...for this many responses (-1 = always)
+  bool ignore_range = false;                ///< answer Range requests with the whole body (200)
   std::chrono::milliseconds chunk_delay{0}; ///< pause between 64 KiB chunks
 };
 
 class Origin {
-public:
+ public:
   Origin() {
     m_server.Get(".*", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
     m_port = m_server.bind_to_any_port("127.0.0.1");
@@ -93,7 +106,7 @@ public:
   /** Total requests of any kind. */
   int requests() const { return m_requests.load(); }
 
-private:
+ private:
   void handle(const httplib::Request& req, httplib::Response& res) {
     ++m_requests;
     Route route;

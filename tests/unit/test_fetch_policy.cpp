@@ -67,11 +67,22 @@ TEST_CASE("is_internal_address flags loopback, link-local and unspecified", "[fe
     bool internal;
   };
   const Case cases[] = {
-      {"127.0.0.1", true},     {"127.255.0.9", true}, {"169.254.169.254", true}, {"0.0.0.0", true},
-      {"::1", true},           {"::", true},          {"fe80::1", true},         {"febf::1", true},
-      {"::ffff:127.0.0.1", true}, {"::ffff:169.254.1.1", true},
-      {"10.0.0.1", false},     {"192.168.1.10", false}, {"8.8.8.8", false},      {"2001:db8::1", false},
-      {"fec0::1", false},      {"::ffff:10.1.2.3", false},
+      {"127.0.0.1", true},
+      {"127.255.0.9", true},
+      {"169.254.169.254", true},
+      {"0.0.0.0", true},
+      {"::1", true},
+      {"::", true},
+      {"fe80::1", true},
+      {"febf::1", true},
+      {"::ffff:127.0.0.1", true},
+      {"::ffff:169.254.1.1", true},
+      {"10.0.0.1", false},
+      {"192.168.1.10", false},
+      {"8.8.8.8", false},
+      {"2001:db8::1", false},
+      {"fec0::1", false},
+      {"::ffff:10.1.2.3", false},
   };
   for (const auto& c : cases) {
     INFO(c.address);
@@ -84,7 +95,8 @@ TEST_CASE("OriginPolicy refuses schemes, hosts and internal addresses", "[fetch]
   const OriginPolicy open;
   CHECK_FALSE(open.check_url("https://developer.download.nvidia.com/x.run").has_value());
   CHECK_FALSE(open.check_url("http://mirror.lab/x").has_value());
-  for (const char* url : {"file:///etc/passwd", "ftp://h/x", "data:text/plain,hi", "gopher://h/", "not a url"}) {
+  for (const char* url :
+       {"file:///etc/passwd", "ftp://h/x", "data:text/plain,hi", "gopher://h/", "not a url"}) {
     INFO(url);
     CHECK(open.check_url(url).has_value());
   }
@@ -97,7 +109,8 @@ TEST_CASE("OriginPolicy refuses schemes, hosts and internal addresses", "[fetch]
   CHECK_FALSE(restricted.check_url("https://developer.download.nvidia.com/x").has_value());
   CHECK(restricted.check_url("https://example.com/x").has_value());
   CHECK_FALSE(restricted.check_url("http://127.0.0.1:8080/x").has_value());
-  CHECK_FALSE(restricted.check_address("127.0.0.1", reinterpret_cast<const sockaddr*>(&loopback)).has_value());
+  CHECK_FALSE(
+      restricted.check_address("127.0.0.1", reinterpret_cast<const sockaddr*>(&loopback)).has_value());
   CHECK(restricted.check_address("localhost", reinterpret_cast<const sockaddr*>(&loopback)).has_value());
 }
 
@@ -120,7 +133,11 @@ TEST_CASE("proxy_for reads http_proxy, https_proxy and no_proxy", "[fetch]") {
       {{{"https_proxy", "proxy:1"}, {"no_proxy", "*"}}, "https", "h", nullptr, 0},
       {{{"https_proxy", "proxy:1"}, {"no_proxy", "example.com"}}, "https", "a.example.com", nullptr, 0},
       {{{"https_proxy", "proxy:1"}, {"no_proxy", ".example.com"}}, "https", "example.com", nullptr, 0},
-      {{{"https_proxy", "proxy:1"}, {"NO_PROXY", "lab, example.com:443"}}, "https", "example.com", nullptr, 0},
+      {{{"https_proxy", "proxy:1"}, {"NO_PROXY", "lab, example.com:443"}},
+       "https",
+       "example.com",
+       nullptr,
+       0},
       {{{"https_proxy", "proxy:1"}, {"no_proxy", "example.com"}}, "https", "badexample.com", "proxy", 1},
       {{{"https_proxy", "http://[::1]:3128"}}, "https", "h", "::1", 3128},
   };

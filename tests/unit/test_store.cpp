@@ -61,8 +61,9 @@ TEST_CASE("parse_size accepts 1024-based sizes and refuses the rest", "[store]")
     REQUIRE(size.has_value());
     CHECK(*size == c.bytes);
   }
-  const char* bad[] = {"", "-1", "M", "1X", "1.5", "1..5G", "1.G", "abc", " 5G", "5 G", "99999999999999999999",
-                       "20000000P", "1e3"};
+  const char* bad[] = {
+      "",          "-1", "M", "1X", "1.5", "1..5G", "1.G", "abc", " 5G", "5 G", "99999999999999999999",
+      "20000000P", "1e3"};
   for (const char* text : bad) {
     INFO(text);
     const auto size = store::parse_size(text);

@@ -300,7 +300,8 @@ TEST_CASE("parse_target gives what a client connects to", "[url]") {
       {"http://h", "http", "h", 80, "/"},
       {"http://u:p@h:8080?q", "http", "h", 8080, "/?q"},
       {"http://[::1]:3000/x", "http", "::1", 3000, "/x"},
-      {"https://h/a%20b/../c", "https", "h", 443, "/a%20b/../c"},
+      {"https://h/a%20b/../c%7e", "https", "h", 443, "/c%7e"},
+      {"https://h/./x?y=/../z", "https", "h", 443, "/x?y=/../z"},
   };
   for (const auto& c : cases) {
     INFO(c.input);
@@ -312,6 +313,9 @@ TEST_CASE("parse_target gives what a client connects to", "[url]") {
     CHECK(target->request == c.request);
   }
   CHECK_FALSE(url::parse_target("no scheme").has_value());
+  CHECK(url::scheme_of("HTTPS://h") == "https");
+  CHECK(url::scheme_of("file:///etc/passwd") == "file");
+  CHECK(url::scheme_of("no scheme") == "");
 }
 
 TEST_CASE("strip_userinfo removes only the userinfo", "[url]") {

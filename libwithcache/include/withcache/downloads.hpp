@@ -89,7 +89,7 @@ struct PoolOptions {
 };
 
 class DownloadPool {
-public:
+ public:
   /** Starts the workers and re-queues the fills `store` persisted (their `.part` bytes are resumed). */
   DownloadPool(store::BlobStore& store, PoolOptions options);
   /** shutdown() with the default grace. */
@@ -105,7 +105,8 @@ public:
    */
   Expected<Enqueued, EnqueueError> enqueue(std::string_view url, fetch::Headers headers = {});
 
-  /** Cancels a queued or running job (a running one stops within one chunk, leaving no file). False if none. */
+  /** Cancels a queued or running job (a running one stops within one chunk, leaving no file). False if none.
+   */
   bool cancel(std::int64_t id);
   /** Drops ended jobs from the listing; returns how many. */
   std::size_t clear_finished();
@@ -129,7 +130,7 @@ public:
    */
   void shutdown();
 
-private:
+ private:
   struct State;
 
   void worker_loop();

@@ -44,7 +44,8 @@ enum class FetchErrc {
 /** The reason as a short word (`http_status`, `timeout`, …) for logs, metrics and the API. */
 std::string_view to_string(FetchErrc reason);
 
-/** A failed fetch: a reason, the HTTP status when there was one, and a one-line message with the URL redacted. */
+/** A failed fetch: a reason, the HTTP status when there was one, and a one-line message with the URL
+ * redacted. */
 struct FetchError {
   FetchErrc reason = FetchErrc::io;
   int status = 0;
@@ -61,7 +62,7 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
  * allows it to resolve to those addresses (tests allow `127.0.0.1`).
  */
 class OriginPolicy {
-public:
+ public:
   /** `patterns`: host globs, `*` matching any run of characters (`*.nvidia.com`, `repo.example.org`). */
   explicit OriginPolicy(std::vector<std::string> patterns = {});
 
@@ -70,10 +71,11 @@ public:
   /** The scheme and host check done before any I/O; a one-line reason when refused. */
   [[nodiscard]] std::optional<std::string> check_url(std::string_view url) const;
   /** The check done on each resolved address of `host`; a one-line reason when refused. */
-  [[nodiscard]] std::optional<std::string> check_address(std::string_view host, const sockaddr* address) const;
+  [[nodiscard]] std::optional<std::string> check_address(std::string_view host,
+                                                         const sockaddr* address) const;
   [[nodiscard]] const std::vector<std::string>& patterns() const noexcept { return m_patterns; }
 
-private:
+ private:
   std::vector<std::string> m_patterns;
 };
 
@@ -142,7 +144,8 @@ struct FetchResult {
   std::string final_url;
 };
 
-/** Downloads `request.url` into `request.part_path`. Errors as FetchErrc; never throws for network or disk reasons. */
+/** Downloads `request.url` into `request.part_path`. Errors as FetchErrc; never throws for network or disk
+ * reasons. */
 Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, const FetchOptions& options);
 
 } // namespace withcache::fetch

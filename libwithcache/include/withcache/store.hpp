@@ -112,13 +112,13 @@ struct Totals {
   std::uint64_t stored_bytes = 0;
   std::uint64_t max_bytes = 0; ///< 0 = unlimited
   std::uint64_t hits = 0;
-  std::uint64_t misses = 0;        ///< all misses counted, cached since or not
+  std::uint64_t misses = 0;         ///< all misses counted, cached since or not
   std::uint64_t pending_misses = 0; ///< URLs with a miss row (not cached)
 };
 
 /** A startup or I/O failure that leaves the store unusable (unwritable data dir, corrupt database). */
 class StoreError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -138,7 +138,7 @@ struct RecoveryReport {
 };
 
 class BlobStore {
-public:
+ public:
   /**
    * Opens (creating if needed) the data dir and cache.db, applies schema
    * migrations and recovers from a crash: `.part` files no pending job owns
@@ -220,7 +220,7 @@ public:
   /** Fills that were queued or running when the store was last closed, oldest first. */
   std::vector<PendingJob> pending_jobs();
 
-private:
+ private:
   struct PendingMiss {
     std::string url;
     std::uint64_t count = 0;

@@ -104,11 +104,14 @@ struct Target {
   std::string scheme;  ///< lower-cased
   std::string host;    ///< lower-cased; IPv6 literals without brackets
   int port = 0;        ///< explicit, or 80/443 for http/https, 0 for other schemes
-  std::string request; ///< path and query as given (`/` when the path is empty), no fragment
+  std::string request; ///< path (dot-segments resolved, `/` when empty) and query as given; no fragment
 };
 
-/** Parses an absolute URL into a Target. Errors as normalize_key (the path is not rewritten). */
+/** Parses an absolute URL into a Target. Errors as normalize_key (percent-encoding is left as given). */
 Expected<Target, UrlError> parse_target(std::string_view url);
+
+/** The lower-cased scheme of `url` (`HTTPS://h` → `https`), or empty when it has none. */
+std::string scheme_of(std::string_view url);
 
 /** `url` without its userinfo (`https://u:p@h/x` → `https://h/x`); other bytes unchanged. */
 std::string strip_userinfo(std::string_view url);

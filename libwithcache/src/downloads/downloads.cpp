@@ -27,9 +27,7 @@ std::optional<std::string> check_headers(const fetch::Headers& headers) {
       return "invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)";
     }
     // The value is never echoed: it may be a credential.
-    if (std::any_of(value.begin(), value.end(), [](char c) {
-          return c == '\r' || c == '\n' || c == '\0';
-        })) {
+    if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; })) {
       return "header " + name + " has a line break or NUL in its value";
     }
   }
@@ -38,8 +36,9 @@ std::optional<std::string> check_headers(const fetch::Headers& headers) {
 
 std::string base64(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  const int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
   out.resize(static_cast<std::size_t>(n));
   return out;
 }
@@ -47,7 +46,10 @@ std::string base64(std::string_view bytes) {
 std::string percent_decode(std::string_view in) {
   std::string out;
   const auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
   };
   for (std::size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '%' && i + 2 < in.size() && hex(in[i + 1]) >= 0 && hex(in[i + 2]) >= 0) {
@@ -78,8 +80,10 @@ std::optional<std::string> userinfo_credentials(std::string_view origin) {
 
 bool has_header(const fetch::Headers& headers, std::string_view name) {
   return std::any_of(headers.begin(), headers.end(), [&](const auto& h) {
-    return h.first.size() == name.size() && std::equal(h.first.begin(), h.first.end(), name.begin(), [](char a, char b) {
-             return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+    return h.first.size() == name.size() &&
+           std::equal(h.first.begin(), h.first.end(), name.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) ==
+                    std::tolower(static_cast<unsigned char>(b));
            });
   });
 }
@@ -143,11 +147,15 @@ DownloadPool::DownloadPool(store::BlobStore& store, PoolOptions options)
   }
 }
 
-DownloadPool::~DownloadPool() { shutdown(); }
+DownloadPool::~DownloadPool() {
+  shutdown();
+}
 
 Expected<Enqueued, EnqueueError> DownloadPool::enqueue(std::string_view origin, fetch::Headers headers) {
   if (auto refused = m_options.fetch.policy.check_url(origin)) {
-    const bool malformed = !url::parse_target(origin).has_value();
+    const std::string scheme = url::scheme_of(origin);
+    const bool web = scheme.empty() || scheme == "http" || scheme == "https";
+    const bool malformed = web && !url::parse_target(origin).has_value();
     return unexpected(EnqueueError{malformed ? EnqueueErrc::bad_url : EnqueueErrc::refused_origin, *refused});
   }
   auto key = url::key_id(origin, m_options.key_options);
@@ -170,8 +178,9 @@ Expected<Enqueued, EnqueueError> DownloadPool::enqueue(std::string_view origin, 
     return Enqueued{snapshot(*m_jobs.at(it->second)), true};
   }
   if (m_store.find(*key)) {
-    return unexpected(EnqueueError{EnqueueErrc::already_cached,
-                                   url::redact(clean_url) + " is already cached (delete it to fetch it again)"});
+    return unexpected(
+        EnqueueError{EnqueueErrc::already_cached,
+                     url::redact(clean_url) + " is already cached (delete it to fetch it again)"});
   }
   if (m_store.is_full()) {
     return unexpected(EnqueueError{EnqueueErrc::cache_full, "the cache is full (" +
@@ -271,8 +280,8 @@ std::optional<Job> DownloadPool::wait(std::int64_t id, std::chrono::milliseconds
     if (it == m_jobs.end()) {
       return std::nullopt;
     }
-    const bool ended = it->second->status == JobStatus::completed || it->second->status == JobStatus::failed ||
-                       it->second->status == JobStatus::cancelled;
+    const bool ended = it->second->status == JobStatus::completed ||
+                       it->second->status == JobStatus::failed || it->second->status == JobStatus::cancelled;
     if (ended || Clock::now() >= deadline) {
       return snapshot(*it->second);
     }
@@ -396,7 +405,8 @@ void DownloadPool::run(const std::shared_ptr<State>& job) {
   if (result.error().reason == fetch::FetchErrc::cancelled) {
     finish(job, JobStatus::cancelled, {}, {});
   } else {
-    finish(job, JobStatus::failed, result.error().message, std::string(fetch::to_string(result.error().reason)));
+    finish(job, JobStatus::failed, result.error().message,
+           std::string(fetch::to_string(result.error().reason)));
   }
 }
 

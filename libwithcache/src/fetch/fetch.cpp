@@ -29,14 +29,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t k_hash_chunk = 1 << 20;
+// cpp-httplib hands the body over in 4 KiB pieces; batching them into 1 MiB
+// writes saves ~250 000 syscalls per GiB.
+constexpr std::size_t k_write_buffer = 1 << 20;
 constexpr const char* k_system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return lower(x) == lower(y);
-         });
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
 }
 
 std::string trim(std::string_view s) {
@@ -67,10 +71,13 @@ std::string percent_decode(std::string_view in) {
 
 // The part file: an fd opened for appending, its size and the running SHA-256.
 class PartFile {
-public:
-  explicit PartFile(const std::filesystem::path& path) : m_path(path), m_ctx(EVP_MD_CTX_new()) {}
+ public:
+  explicit PartFile(const std::filesystem::path& path) : m_path(path), m_ctx(EVP_MD_CTX_new()) {
+    m_buffer.reserve(k_write_buffer);
+  }
   ~PartFile() {
     if (m_fd >= 0) {
+      flush(); // keep what arrived, so a resumed fill need not fetch it again
       ::close(m_fd);
     }
     EVP_MD_CTX_free(m_ctx);
@@ -103,6 +110,7 @@ public:
   }
 
   std::optional<std::string> restart() {
+    m_buffer.clear();
     if (::ftruncate(m_fd, 0) != 0) {
       return "cannot truncate " + m_path.string() + ": " + std::strerror(errno);
     }
@@ -112,23 +120,25 @@ public:
   }
 
   bool append(const char* data, std::size_t length) {
-    std::size_t written = 0;
-    while (written < length) {
-      const ssize_t n = ::write(m_fd, data + written, length - written);
-      if (n < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        return false;
-      }
-      written += static_cast<std::size_t>(n);
-    }
     EVP_DigestUpdate(m_ctx, data, length);
     m_size += length;
+    if (m_buffer.size() + length > k_write_buffer && !flush()) {
+      return false;
+    }
+    if (length >= k_write_buffer) {
+      return write_all(data, length);
+    }
+    m_buffer.insert(m_buffer.end(), data, data + length);
     return true;
   }
 
-  bool sync() { return ::fsync(m_fd) == 0; }
+  bool flush() {
+    const bool ok = write_all(m_buffer.data(), m_buffer.size());
+    m_buffer.clear();
+    return ok;
+  }
+
+  bool sync() { return flush() && ::fsync(m_fd) == 0; }
 
   // The hex digest of everything appended so far (the context stays usable).
   std::string hex_digest() const {
@@ -149,18 +159,34 @@ public:
   [[nodiscard]] std::uint64_t size() const noexcept { return m_size; }
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return m_path; }
 
-private:
+ private:
+  bool write_all(const char* data, std::size_t length) {
+    std::size_t written = 0;
+    while (written < length) {
+      const ssize_t n = ::write(m_fd, data + written, length - written);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return false;
+      }
+      written += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+
   std::filesystem::path m_path;
   EVP_MD_CTX* m_ctx;
   int m_fd = -1;
   std::uint64_t m_size = 0;
+  std::vector<char> m_buffer;
 };
 
 // Parses `bytes first-last/total` (total may be `*`).
 struct ContentRange {
   std::uint64_t first = 0;
   std::uint64_t last = 0;
-  std::uint64_t total = 0; // 0 = unknown
+  std::uint64_t total = 0;  // 0 = unknown
   bool unsatisfied = false; // `bytes */total`
 };
 
@@ -256,7 +282,8 @@ Expected<std::string, FetchError> resolve_checked(const url::Target& target, con
     if (via_proxy) {
       return std::string{}; // the proxy resolves names we cannot
     }
-    return unexpected(make_error(FetchErrc::connect, "cannot resolve " + target.host + ": " + ::gai_strerror(rc)));
+    return unexpected(
+        make_error(FetchErrc::connect, "cannot resolve " + target.host + ": " + ::gai_strerror(rc)));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, ::freeaddrinfo);
   std::string chosen;
@@ -337,9 +364,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     const int status = response.status;
     if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
       if (!response.has_header("Location")) {
-        return decide(Step::fail, make_error(FetchErrc::http_status,
-                                             shown + ": HTTP " + std::to_string(status) + " without Location",
-                                             status));
+        return decide(Step::fail,
+                      make_error(FetchErrc::http_status,
+                                 shown + ": HTTP " + std::to_string(status) + " without Location", status));
       }
       outcome.location = response.get_header_value("Location");
       return decide(Step::redirect, {});
@@ -379,10 +406,12 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       if (auto err = state.part.restart()) {
         return decide(Step::fail, make_error(FetchErrc::io, *err));
       }
-      return decide(Step::retry, make_error(FetchErrc::truncated, shown + ": origin refused our Range; restarting"));
+      return decide(Step::retry,
+                    make_error(FetchErrc::truncated, shown + ": origin refused our Range; restarting"));
     } else {
       const Step step = status >= 500 ? Step::retry : Step::fail;
-      return decide(step, make_error(FetchErrc::http_status, shown + ": HTTP " + std::to_string(status), status));
+      return decide(step,
+                    make_error(FetchErrc::http_status, shown + ": HTTP " + std::to_string(status), status));
     }
     state.declared = declared;
     state.content_type = response.get_header_value("Content-Type");
@@ -405,12 +434,13 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       return decide(Step::fail, make_error(FetchErrc::io, shown + ": origin sent more than its declared " +
                                                               std::to_string(state.declared) + " bytes"));
     }
-    if (state.declared == 0 && state.request.may_store && !state.request.may_store(state.part.size() + length)) {
+    if (state.declared == 0 && state.request.may_store &&
+        !state.request.may_store(state.part.size() + length)) {
       return decide(Step::fail, make_error(FetchErrc::cache_full, shown + ": the cache is full"));
     }
     if (!state.part.append(data, length)) {
-      return decide(Step::fail, make_error(FetchErrc::io, "cannot write " + state.part.path().string() + ": " +
-                                                              std::strerror(errno)));
+      return decide(Step::fail, make_error(FetchErrc::io, "cannot write " + state.part.path().string() +
+                                                              ": " + std::strerror(errno)));
     }
     if (state.request.on_progress) {
       state.request.on_progress(state.part.size(), state.declared);
@@ -429,9 +459,12 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     case httplib::Error::SSLConnection:
     case httplib::Error::SSLLoadingCerts:
     case httplib::Error::SSLServerVerification:
-      return {Step::fail, make_error(FetchErrc::tls, shown + ": TLS failed (" + httplib::to_string(err) + ")"), {}};
+      return {Step::fail,
+              make_error(FetchErrc::tls, shown + ": TLS failed (" + httplib::to_string(err) + ")"),
+              {}};
     case httplib::Error::Connection:
-      return {Step::retry, make_error(FetchErrc::connect, shown + ": cannot connect to " + host_for_client), {}};
+      return {
+          Step::retry, make_error(FetchErrc::connect, shown + ": cannot connect to " + host_for_client), {}};
     case httplib::Error::ConnectionTimeout:
       return {Step::retry, make_error(FetchErrc::timeout, shown + ": connect timed out"), {}};
     default:
@@ -443,8 +476,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   }
   if (state.declared > 0 && state.part.size() < state.declared) {
     return {Step::retry,
-            make_error(FetchErrc::truncated, shown + ": body truncated: declared " + std::to_string(state.declared) +
-                                                 " bytes, received " + std::to_string(state.part.size())),
+            make_error(FetchErrc::truncated, shown + ": body truncated: declared " +
+                                                 std::to_string(state.declared) + " bytes, received " +
+                                                 std::to_string(state.part.size())),
             {}};
   }
   if (err != httplib::Error::Success) {
@@ -467,7 +501,8 @@ bool pause(std::chrono::milliseconds delay, const std::atomic<bool>* cancel) {
     if (cancel != nullptr && cancel->load()) {
       return false;
     }
-    std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(20), until - Clock::now()));
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(std::chrono::milliseconds(20), until - Clock::now()));
   }
   return cancel == nullptr || !cancel->load();
 }
@@ -552,12 +587,13 @@ bool OriginPolicy::names(std::string_view host) const {
 }
 
 std::optional<std::string> OriginPolicy::check_url(std::string_view origin) const {
+  const std::string scheme = url::scheme_of(origin);
+  if (!scheme.empty() && scheme != "http" && scheme != "https") {
+    return "refusing to fetch a " + scheme + ": URL (only http and https are fetched)";
+  }
   const auto target = url::parse_target(origin);
   if (!target) {
     return url::redact(origin) + ": " + target.error().message;
-  }
-  if (target->scheme != "http" && target->scheme != "https") {
-    return "refusing to fetch a " + target->scheme + ": URL (only http and https are fetched)";
   }
   if (!m_patterns.empty() && !names(target->host)) {
     return url::redact(origin) + ": host " + target->host + " is not allowed by --allow-origin";
@@ -590,8 +626,8 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
     if (entry == "*") {
       return std::nullopt;
     }
-    if (const std::size_t colon = entry.rfind(':'); colon != std::string::npos && entry.find(']') == std::string::npos &&
-                                                    entry.find(':') == colon) {
+    if (const std::size_t colon = entry.rfind(':');
+        colon != std::string::npos && entry.find(']') == std::string::npos && entry.find(':') == colon) {
       entry.resize(colon); // host:port entries match on the host
     }
     if (entry.starts_with('.')) {
@@ -600,9 +636,8 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
     if (entry.empty()) {
       continue;
     }
-    if (iequals(host, entry) ||
-        (host.size() > entry.size() && host[host.size() - entry.size() - 1] == '.' &&
-         iequals(host.substr(host.size() - entry.size()), entry))) {
+    if (iequals(host, entry) || (host.size() > entry.size() && host[host.size() - entry.size() - 1] == '.' &&
+                                 iequals(host.substr(host.size() - entry.size()), entry))) {
       return std::nullopt;
     }
   }
@@ -631,7 +666,8 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
   const std::string_view host_and_port = at == std::string_view::npos ? hostport : hostport.substr(at + 1);
   const std::size_t colon = host_and_port.rfind(':');
   const std::size_t bracket = host_and_port.rfind(']');
-  const bool explicit_port = colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket);
+  const bool explicit_port =
+      colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket);
   // Without a port, parse_target answers 80; curl's proxy default is 1080.
   proxy.port = explicit_port ? target->port : 1080;
   if (at != std::string_view::npos) {
@@ -678,14 +714,17 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
       }
       auto next = url::resolve_reference(current, result.location);
       if (!next) {
-        return unexpected(make_error(FetchErrc::http_status, url::redact(current) + ": bad redirect Location"));
+        return unexpected(
+            make_error(FetchErrc::http_status, url::redact(current) + ": bad redirect Location"));
       }
       if (auto refused = options.policy.check_url(*next)) {
         return unexpected(make_error(FetchErrc::refused_origin, "redirect refused: " + *refused));
       }
       if (!same_origin(current, *next)) {
         // Credentials meant for one host never follow a redirect to another (as curl).
-        std::erase_if(headers, [](const auto& h) { return iequals(h.first, "Authorization") || iequals(h.first, "Cookie"); });
+        std::erase_if(headers, [](const auto& h) {
+          return iequals(h.first, "Authorization") || iequals(h.first, "Cookie");
+        });
       }
       current = std::move(*next);
       continue;
@@ -702,8 +741,8 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
   }
 
   if (!state.part.sync()) {
-    return unexpected(make_error(FetchErrc::io, "cannot fsync " + request.part_path.string() + ": " +
-                                                    std::strerror(errno)));
+    return unexpected(make_error(FetchErrc::io,
+                                 "cannot fsync " + request.part_path.string() + ": " + std::strerror(errno)));
   }
   FetchResult done;
   done.size = state.part.size();

@@ -64,12 +64,17 @@ UnixTime now() {
       .count();
 }
 
-std::int64_t to_db(std::uint64_t value) { return static_cast<std::int64_t>(value); }
-std::uint64_t from_db(std::int64_t value) { return value < 0 ? 0 : static_cast<std::uint64_t>(value); }
+std::int64_t to_db(std::uint64_t value) {
+  return static_cast<std::int64_t>(value);
+}
+std::uint64_t from_db(std::int64_t value) {
+  return value < 0 ? 0 : static_cast<std::uint64_t>(value);
+}
 
 bool is_key_id(std::string_view name) {
-  return name.size() == 64 &&
-         std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 // fsync a file or directory by path; the rename-then-fsync(dir) dance is what
@@ -138,7 +143,8 @@ Artifact artifact_from_row(SQLite::Statement& row) {
   return a;
 }
 
-constexpr const char* k_artifact_columns = "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses";
+constexpr const char* k_artifact_columns =
+    "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses";
 
 } // namespace
 
@@ -277,8 +283,8 @@ void BlobStore::migrate() {
   const int version = m_db->execAndGet("PRAGMA user_version").getInt();
   const int latest = static_cast<int>(std::size(k_migrations));
   if (version > latest) {
-    throw StoreError("cache.db has schema version " + std::to_string(version) + ", newer than this withcache (" +
-                     std::to_string(latest) + "); upgrade withcache");
+    throw StoreError("cache.db has schema version " + std::to_string(version) +
+                     ", newer than this withcache (" + std::to_string(latest) + "); upgrade withcache");
   }
   for (int v = version; v < latest; ++v) {
     SQLite::Transaction tx(*m_db);
@@ -379,7 +385,9 @@ std::optional<Artifact> BlobStore::find(const std::string& key) const {
   return it->second;
 }
 
-fs::path BlobStore::blob_path(std::string_view key) const { return m_options.data_dir / "blobs" / key; }
+fs::path BlobStore::blob_path(std::string_view key) const {
+  return m_options.data_dir / "blobs" / key;
+}
 
 fs::path BlobStore::part_path(std::string_view key) const {
   return m_options.data_dir / "tmp" / (std::string(key) + ".part");
@@ -522,7 +530,9 @@ bool BlobStore::reserve(std::uint64_t bytes) noexcept {
   }
 }
 
-void BlobStore::release(std::uint64_t bytes) noexcept { m_reserved_bytes -= std::min(bytes, m_reserved_bytes.load()); }
+void BlobStore::release(std::uint64_t bytes) noexcept {
+  m_reserved_bytes -= std::min(bytes, m_reserved_bytes.load());
+}
 
 Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   const fs::path part = part_path(artifact.key);
@@ -571,7 +581,8 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
     SQLite::Statement forget_miss(*m_db, "DELETE FROM misses WHERE key = ?");
     forget_miss.bind(1, artifact.key);
     forget_miss.exec();
-    SQLite::Statement read(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts WHERE key = ?");
+    SQLite::Statement read(*m_db,
+                           std::string("SELECT ") + k_artifact_columns + " FROM artifacts WHERE key = ?");
     read.bind(1, artifact.key);
     read.executeStep();
     stored = artifact_from_row(read);
@@ -711,7 +722,8 @@ Totals BlobStore::totals() {
 std::int64_t BlobStore::add_pending_job(const std::string& key, std::string_view url,
                                         const std::vector<std::pair<std::string, std::string>>& headers) {
   std::lock_guard db_lock(m_db_mutex);
-  SQLite::Statement insert(*m_db, "INSERT INTO pending_jobs (key, url, headers, created_at) VALUES (?, ?, ?, ?)");
+  SQLite::Statement insert(*m_db,
+                           "INSERT INTO pending_jobs (key, url, headers, created_at) VALUES (?, ?, ?, ?)");
   insert.bind(1, key);
   insert.bind(2, url::strip_userinfo(url));
   insert.bind(3, encode_headers(headers));

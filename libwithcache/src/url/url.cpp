@@ -526,12 +526,25 @@ Expected<Target, UrlError> parse_target(std::string_view url) {
   } else if (target.scheme == "https") {
     target.port = 443;
   }
-  target.request = parts->path.empty() ? "/" : std::string(parts->path);
+  // Like curl (without --path-as-is), dot-segments are resolved before sending.
+  target.request = remove_dot_segments(parts->path);
+  if (target.request.empty()) {
+    target.request = "/";
+  }
   if (parts->has_query) {
     target.request += '?';
     target.request += parts->query;
   }
   return target;
+}
+
+std::string scheme_of(std::string_view url) {
+  const std::size_t colon = scheme_end(url);
+  std::string scheme(colon == std::string_view::npos ? std::string_view{} : url.substr(0, colon));
+  for (char& c : scheme) {
+    c = to_lower(c);
+  }
+  return scheme;
 }
 
 std::string strip_userinfo(std::string_view url) {

@@ -1,0 +1,488 @@
+// Fills against a real origin on 127.0.0.1: the fetcher and the download
+// pool end to end, with the store on a temp dir.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "support/origin.hpp"
+#include "support/temp_dir.hpp"
+#include "withcache/downloads.hpp"
+#include "withcache/fetch.hpp"
+#include "withcache/store.hpp"
+#include "withcache/url.hpp"
+
+namespace fs = std::filesystem;
+using namespace withcache;
+using namespace std::chrono_literals;
+using test::Origin;
+using test::Route;
+using test::TempDir;
+
+namespace {
+
+constexpr auto k_deadline = std::chrono::milliseconds(60'000);
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+fetch::FetchOptions local_options() {
+  fetch::FetchOptions options;
+  options.policy = fetch::OriginPolicy({"127.0.0.1"});
+  options.backoff = 10ms;
+  options.read_timeout = 10s;
+  options.getenv = [](const char*) -> const char* { return nullptr; }; // no proxy from the CI environment
+  return options;
+}
+
+downloads::PoolOptions pool_options(unsigned workers = 2) {
+  downloads::PoolOptions options;
+  options.workers = workers;
+  options.fetch = local_options();
+  return options;
+}
+
+std::size_t files_in(const fs::path& dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) {
+    ++n;
+  }
+  return n;
+}
+
+// Polls `done` until it is true or the deadline passes.
+template <class Predicate> bool eventually(Predicate done, std::chrono::milliseconds timeout = k_deadline) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("fetch_to_file downloads with the right size and sha", "[fills]") {
+  Origin origin;
+  const std::string body = test::make_bytes(3 * 1024 * 1024 + 7);
+  origin.add("/a.bin", {body, "application/x-test"});
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/a.bin");
+  request.part_path = dir / "a.part";
+  std::uint64_t last_done = 0;
+  std::uint64_t last_total = 0;
+  request.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+    CHECK(done >= last_done);
+    last_done = done;
+    last_total = total;
+  };
+  const auto result = fetch::fetch_to_file(request, local_options());
+  REQUIRE(result.has_value());
+  CHECK(result->size == body.size());
+  CHECK(result->sha256 == url::sha256_hex(body));
+  CHECK(result->content_type == "application/x-test");
+  CHECK(read_file(request.part_path) == body);
+  CHECK(last_done == body.size());
+  CHECK(last_total == body.size());
+}
+
+TEST_CASE("a truncated body is resumed with Range to the right sha", "[fills]") {
+  Origin origin;
+  const std::string body = test::make_bytes(1024 * 1024, 2);
+  Route route{body};
+  route.truncate_at = 300 * 1024;
+  route.truncate_times = 2;
+  origin.add("/t.bin", route);
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/t.bin");
+  request.part_path = dir / "t.part";
+  const auto result = fetch::fetch_to_file(request, local_options());
+  REQUIRE(result.has_value());
+  CHECK(result->sha256 == url::sha256_hex(body));
+  const auto ranges = origin.ranges("/t.bin");
+  REQUIRE(ranges.size() == 3);
+  CHECK(ranges[0].empty());
+  CHECK(ranges[1] == "bytes=" + std::to_string(300 * 1024) + "-");
+  CHECK(ranges[2] == "bytes=" + std::to_string(600 * 1024) + "-");
+}
+
+TEST_CASE("an origin that ignores Range restarts from zero", "[fills]") {
+  Origin origin;
+  const std::string body = test::make_bytes(512 * 1024, 3);
+  Route route{body};
+  route.truncate_at = 100 * 1024;
+  route.truncate_times = 1;
+  route.ignore_range = true;
+  origin.add("/r.bin", route);
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/r.bin");
+  request.part_path = dir / "r.part";
+  const auto result = fetch::fetch_to_file(request, local_options());
+  REQUIRE(result.has_value());
+  CHECK(result->size == body.size());
+  CHECK(result->sha256 == url::sha256_hex(body));
+}
+
+TEST_CASE("a body that never completes fails as truncated with both sizes", "[fills]") {
+  Origin origin;
+  Route route{test::make_bytes(200 * 1024, 4)};
+  route.truncate_at = 50 * 1024;
+  route.truncate_times = -1;
+  route.ignore_range = true;
+  origin.add("/never.bin", route);
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/never.bin");
+  request.part_path = dir / "never.part";
+  const auto result = fetch::fetch_to_file(request, local_options());
+  REQUIRE_FALSE(result.has_value());
+  CHECK(result.error().reason == fetch::FetchErrc::truncated);
+  CHECK(result.error().message.find("declared 204800 bytes, received 51200") != std::string::npos);
+  CHECK(result.error().message.find("5 attempts") != std::string::npos);
+  CHECK(origin.gets("/never.bin") == 5);
+}
+
+TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fills]") {
+  Origin origin;
+  Route missing = Route::error(404);
+  origin.add("/missing", missing);
+  Route secret{"secret bytes"};
+  secret.require_authorization = "Bearer lab-token";
+  origin.add("/secret", secret);
+  origin.add("/to-localhost", Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/secret"));
+  origin.add("/to-metadata", Route::redirect("http://169.254.169.254/latest/meta-data/"));
+  origin.add("/to-file", Route::redirect("file:///etc/passwd"));
+  origin.add("/hop", Route::redirect("/secret"));
+  TempDir dir;
+
+  auto run = [&](const std::string& url, fetch::Headers headers = {}, fetch::FetchOptions options = local_options()) {
+    fetch::FetchRequest request;
+    request.url = url;
+    request.headers = std::move(headers);
+    request.part_path = dir / "x.part";
+    fs::remove(request.part_path);
+    return fetch::fetch_to_file(request, options);
+  };
+
+  auto r = run(origin.url("/missing"));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().reason == fetch::FetchErrc::http_status);
+  CHECK(r.error().status == 404);
+  CHECK(origin.gets("/missing") == 1); // a 4xx is not retried
+
+  r = run(origin.url("/secret"));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().status == 401);
+  r = run(origin.url("/secret"), {{"Authorization", "Bearer lab-token"}});
+  REQUIRE(r.has_value());
+  CHECK(r->size == 12);
+
+  // Relative redirects are followed; the Authorization header stays on the same origin.
+  r = run(origin.url("/hop"), {{"Authorization", "Bearer lab-token"}});
+  REQUIRE(r.has_value());
+
+  const int before = origin.requests();
+  for (const char* url : {"file:///etc/passwd", "ftp://127.0.0.1/x", "data:text/plain,hi"}) {
+    INFO(url);
+    r = run(url);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+  }
+  fetch::FetchOptions closed = local_options();
+  closed.policy = fetch::OriginPolicy();
+  r = run(origin.url("/secret"), {}, closed);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+  CHECK(r.error().message.find("--allow-origin 127.0.0.1") != std::string::npos);
+  CHECK(origin.requests() == before); // refused before any I/O
+
+  for (const char* path : {"/to-localhost", "/to-metadata", "/to-file"}) {
+    INFO(path);
+    r = run(origin.url(path));
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+  }
+  CHECK(origin.gets("/secret") == 3); // the refused redirect never reached it
+}
+
+TEST_CASE("redirect loops end with a clear error", "[fills]") {
+  Origin origin;
+  origin.add("/loop", Route::redirect("/loop"));
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/loop");
+  request.part_path = dir / "loop.part";
+  const auto r = fetch::fetch_to_file(request, local_options());
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message.find("more than 10 redirects") != std::string::npos);
+}
+
+TEST_CASE("capacity: a declared size over the cap is refused", "[fills]") {
+  Origin origin;
+  origin.add("/big.bin", Route{test::make_bytes(100 * 1024)});
+  TempDir dir;
+  fetch::FetchRequest request;
+  request.url = origin.url("/big.bin");
+  request.part_path = dir / "big.part";
+  request.may_store = [](std::uint64_t bytes) { return bytes <= 50 * 1024; };
+  const auto r = fetch::fetch_to_file(request, local_options());
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().reason == fetch::FetchErrc::cache_full);
+}
+
+TEST_CASE("the pool fills a 64 MiB artifact with the right size and sha", "[fills][pool]") {
+  Origin origin;
+  const std::string body = test::make_bytes(64 * 1024 * 1024, 5);
+  origin.add("/cuda.run", Route{body, "application/x-sh"});
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::DownloadPool pool(s, pool_options());
+  const auto enqueued = pool.enqueue(origin.url("/cuda.run"));
+  REQUIRE(enqueued.has_value());
+  CHECK_FALSE(enqueued->joined);
+  const auto job = pool.wait(enqueued->job.id, k_deadline);
+  REQUIRE(job.has_value());
+  REQUIRE(job->status == downloads::JobStatus::completed);
+  CHECK(job->bytes_done == body.size());
+  CHECK(job->bytes_total == body.size());
+  const auto artifact = s.find(*url::key_id(origin.url("/cuda.run")));
+  REQUIRE(artifact.has_value());
+  CHECK(artifact->size == body.size());
+  CHECK(artifact->sha256 == url::sha256_hex(body));
+  CHECK(artifact->content_type == "application/x-sh");
+  CHECK(read_file(s.blob_path(artifact->key)) == body);
+  CHECK(files_in(dir / "tmp") == 0);
+  CHECK(s.pending_jobs().empty());
+}
+
+TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool]") {
+  Origin origin;
+  Route slow{test::make_bytes(2 * 1024 * 1024, 6)};
+  slow.chunk_delay = 2ms;
+  origin.add("/one.bin", slow);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::DownloadPool pool(s, pool_options(4));
+  std::vector<std::thread> threads;
+  std::vector<std::int64_t> ids(50);
+  std::atomic<int> joined{0};
+  for (int i = 0; i < 50; ++i) {
+    threads.emplace_back([&, i] {
+      // Spellings that normalise to one key.
+      const std::string url = i % 2 == 0 ? origin.url("/one.bin") : origin.url("/./one.bin?token=" + std::to_string(i));
+      const auto r = pool.enqueue(url);
+      if (r) {
+        ids[static_cast<std::size_t>(i)] = r->job.id;
+        joined += r->joined ? 1 : 0;
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  CHECK(joined == 49);
+  CHECK(std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return id == ids[0]; }));
+  const auto job = pool.wait(ids[0], k_deadline);
+  REQUIRE(job.has_value());
+  CHECK(job->status == downloads::JobStatus::completed);
+  CHECK(origin.gets("/one.bin") == 1);
+  const auto again = pool.enqueue(origin.url("/one.bin"));
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().code == downloads::EnqueueErrc::already_cached);
+}
+
+TEST_CASE("pool: truncation that never completes fails and leaves nothing", "[fills][pool]") {
+  Origin origin;
+  Route route{test::make_bytes(256 * 1024, 7)};
+  route.truncate_at = 1000;
+  route.truncate_times = -1;
+  route.ignore_range = true;
+  origin.add("/bad.bin", route);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::DownloadPool pool(s, pool_options());
+  const auto enqueued = pool.enqueue(origin.url("/bad.bin"));
+  REQUIRE(enqueued.has_value());
+  const auto job = pool.wait(enqueued->job.id, k_deadline);
+  REQUIRE(job.has_value());
+  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->error_reason == "truncated");
+  CHECK(job->error.find("declared 262144 bytes") != std::string::npos);
+  CHECK(files_in(dir / "blobs") == 0);
+  CHECK(files_in(dir / "tmp") == 0);
+  CHECK(s.pending_jobs().empty());
+  CHECK(s.totals().artifacts == 0);
+}
+
+TEST_CASE("pool: cancel works queued and running and leaves no file", "[fills][pool]") {
+  Origin origin;
+  Route slow{test::make_bytes(8 * 1024 * 1024, 8)};
+  slow.chunk_delay = 20ms;
+  origin.add("/slow.bin", slow);
+  origin.add("/queued.bin", Route{test::make_bytes(1024, 9)});
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::DownloadPool pool(s, pool_options(1));
+  const auto running = pool.enqueue(origin.url("/slow.bin"));
+  const auto queued = pool.enqueue(origin.url("/queued.bin"));
+  REQUIRE(running.has_value());
+  REQUIRE(queued.has_value());
+  REQUIRE(eventually([&] {
+    const auto j = pool.get(running->job.id);
+    return j && j->status == downloads::JobStatus::running && j->bytes_done > 0;
+  }));
+  CHECK(pool.get(queued->job.id)->status == downloads::JobStatus::queued);
+  CHECK(pool.queue_depth() == 1);
+
+  CHECK(pool.cancel(queued->job.id));
+  CHECK(pool.get(queued->job.id)->status == downloads::JobStatus::cancelled);
+  CHECK(pool.cancel(running->job.id));
+  const auto job = pool.wait(running->job.id, k_deadline);
+  REQUIRE(job.has_value());
+  CHECK(job->status == downloads::JobStatus::cancelled);
+  CHECK(job->bytes_done < 8 * 1024 * 1024);
+  CHECK_FALSE(pool.cancel(running->job.id)); // already ended
+  CHECK(files_in(dir / "tmp") == 0);
+  CHECK(files_in(dir / "blobs") == 0);
+  CHECK(s.pending_jobs().empty());
+  CHECK(origin.gets("/queued.bin") == 0);
+
+  CHECK(pool.clear_finished() == 2);
+  CHECK(pool.list().empty());
+}
+
+TEST_CASE("pool: capacity refuses new fills and aborts ones that would overflow", "[fills][pool]") {
+  Origin origin;
+  origin.add("/fits.bin", Route{test::make_bytes(60 * 1024, 10)});
+  origin.add("/too-big.bin", Route{test::make_bytes(60 * 1024, 11)});
+  origin.add("/more.bin", Route{test::make_bytes(10, 12)});
+  TempDir dir;
+  store::BlobStore s({dir.path(), 100 * 1024});
+  downloads::DownloadPool pool(s, pool_options());
+
+  auto first = pool.enqueue(origin.url("/fits.bin"));
+  REQUIRE(first.has_value());
+  CHECK(pool.wait(first->job.id, k_deadline)->status == downloads::JobStatus::completed);
+
+  auto second = pool.enqueue(origin.url("/too-big.bin"));
+  REQUIRE(second.has_value());
+  const auto job = pool.wait(second->job.id, k_deadline);
+  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->error_reason == "cache_full");
+  CHECK(files_in(dir / "tmp") == 0);
+
+  // Fill the rest by hand; then the store is full and enqueue refuses at once.
+  REQUIRE(s.reserve(40 * 1024));
+  auto refused = pool.enqueue(origin.url("/more.bin"));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == downloads::EnqueueErrc::cache_full);
+  CHECK(origin.gets("/more.bin") == 0);
+  s.release(40 * 1024);
+}
+
+TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills][pool]") {
+  Origin origin;
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::PoolOptions options = pool_options();
+  options.fetch.policy = fetch::OriginPolicy();
+  downloads::DownloadPool pool(s, options);
+  downloads::PoolOptions restricted_options = pool_options();
+  restricted_options.fetch.policy = fetch::OriginPolicy({"*.nvidia.com"});
+  downloads::DownloadPool restricted(s, restricted_options);
+  const auto not_allowed = restricted.enqueue("https://example.com/x.run");
+  REQUIRE_FALSE(not_allowed.has_value());
+  CHECK(not_allowed.error().code == downloads::EnqueueErrc::refused_origin);
+  CHECK(not_allowed.error().message.find("--allow-origin") != std::string::npos);
+  struct Case {
+    std::string url;
+    fetch::Headers headers;
+    downloads::EnqueueErrc code;
+  };
+  const Case cases[] = {
+      {"not a url", {}, downloads::EnqueueErrc::bad_url},
+      {"file:///etc/passwd", {}, downloads::EnqueueErrc::refused_origin},
+      {"ftp://127.0.0.1/x", {}, downloads::EnqueueErrc::refused_origin},
+      {origin.url("/x"), {{"X-Bad", "a\r\nInjected: 1"}}, downloads::EnqueueErrc::bad_header},
+      {origin.url("/x"), {{"Bad Name", "v"}}, downloads::EnqueueErrc::bad_header},
+  };
+  for (const auto& c : cases) {
+    INFO(c.url);
+    const auto r = pool.enqueue(c.url, c.headers);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == c.code);
+    CHECK(r.error().message.find("Injected") == std::string::npos);
+  }
+  // Loopback without --allow-origin is refused by the worker after resolving.
+  const auto loopback = pool.enqueue(origin.url("/x"));
+  REQUIRE(loopback.has_value());
+  const auto job = pool.wait(loopback->job.id, k_deadline);
+  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->error_reason == "refused_origin");
+  CHECK(origin.requests() == 0);
+}
+
+TEST_CASE("pool: userinfo becomes a Basic Authorization header", "[fills][pool]") {
+  Origin origin;
+  Route secret{"vendor bytes"};
+  secret.require_authorization = "Basic dXNlcjpwQHNz"; // user:p@ss
+  origin.add("/vendor.bin", secret);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::DownloadPool pool(s, pool_options());
+  const auto r = pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
+  REQUIRE(r.has_value());
+  CHECK(r->job.url.find("user") == std::string::npos);
+  CHECK(pool.wait(r->job.id, k_deadline)->status == downloads::JobStatus::completed);
+  const auto artifact = s.find(r->job.key);
+  REQUIRE(artifact.has_value());
+  CHECK(artifact->raw_url.find("p%40ss") == std::string::npos);
+}
+
+TEST_CASE("pool: a restart resumes queued and running fills from their .part bytes", "[fills][pool]") {
+  Origin origin;
+  const std::string big = test::make_bytes(4 * 1024 * 1024, 13);
+  Route slow{big};
+  slow.chunk_delay = 10ms;
+  origin.add("/big.bin", slow);
+  const std::string small = test::make_bytes(4096, 14);
+  origin.add("/small.bin", Route{small});
+  TempDir dir;
+  std::int64_t running_id = 0;
+  {
+    store::BlobStore s({dir.path()});
+    downloads::DownloadPool pool(s, pool_options(1));
+    running_id = pool.enqueue(origin.url("/big.bin"))->job.id;
+    pool.enqueue(origin.url("/small.bin"), {{"X-Lab", "kept across restarts"}});
+    REQUIRE(eventually([&] { return pool.get(running_id)->bytes_done >= 256 * 1024; }));
+    pool.shutdown();
+    CHECK(s.pending_jobs().size() == 2);
+  }
+  const auto big_key = *url::key_id(origin.url("/big.bin"));
+  const auto part_size = fs::file_size(dir / "tmp" / (big_key + ".part"));
+  CHECK(part_size >= 256 * 1024);
+  slow.chunk_delay = 0ms;
+  origin.add("/big.bin", slow);
+
+  store::BlobStore s({dir.path()});
+  CHECK(s.recovery().stray_parts_removed == 0);
+  downloads::DownloadPool pool(s, pool_options(1));
+  const auto resumed = pool.wait(running_id, k_deadline);
+  REQUIRE(resumed.has_value());
+  CHECK(resumed->status == downloads::JobStatus::completed);
+  REQUIRE(eventually([&] { return s.find(*url::key_id(origin.url("/small.bin"))).has_value(); }));
+  CHECK(s.find(big_key)->sha256 == url::sha256_hex(big));
+  CHECK(s.find(*url::key_id(origin.url("/small.bin")))->sha256 == url::sha256_hex(small));
+  const auto ranges = origin.ranges("/big.bin");
+  REQUIRE(ranges.size() == 2);
+  CHECK(ranges[1] == "bytes=" + std::to_string(part_size) + "-");
+  CHECK(s.pending_jobs().empty());
+}
