@@ -34,7 +34,9 @@ fetch::FetchOptions local_options() {
   options.policy = fetch::OriginPolicy({"127.0.0.1"});
   options.backoff = 10ms;
   options.read_timeout = 10s;
-  options.getenv = [](const char*) -> const char* { return nullptr; }; // no proxy from the CI environment
+  options.getenv = [](const char*) -> const char* {
+    return nullptr;
+  }; // no proxy from the CI environment
   return options;
 }
 
@@ -157,13 +159,15 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   Route secret{"secret bytes"};
   secret.require_authorization = "Bearer lab-token";
   origin.add("/secret", secret);
-  origin.add("/to-localhost", Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/secret"));
+  origin.add("/to-localhost",
+             Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/secret"));
   origin.add("/to-metadata", Route::redirect("http://169.254.169.254/latest/meta-data/"));
   origin.add("/to-file", Route::redirect("file:///etc/passwd"));
   origin.add("/hop", Route::redirect("/secret"));
   TempDir dir;
 
-  auto run = [&](const std::string& url, fetch::Headers headers = {}, fetch::FetchOptions options = local_options()) {
+  auto run = [&](const std::string& url, fetch::Headers headers = {},
+                 fetch::FetchOptions options = local_options()) {
     fetch::FetchRequest request;
     request.url = url;
     request.headers = std::move(headers);
@@ -232,7 +236,9 @@ TEST_CASE("capacity: a declared size over the cap is refused", "[fills]") {
   fetch::FetchRequest request;
   request.url = origin.url("/big.bin");
   request.part_path = dir / "big.part";
-  request.may_store = [](std::uint64_t bytes) { return bytes <= 50 * 1024; };
+  request.may_store = [](std::uint64_t bytes) {
+    return bytes <= 50 * 1024;
+  };
   const auto r = fetch::fetch_to_file(request, local_options());
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().reason == fetch::FetchErrc::cache_full);
@@ -277,7 +283,8 @@ TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool
   for (int i = 0; i < 50; ++i) {
     threads.emplace_back([&, i] {
       // Spellings that normalise to one key.
-      const std::string url = i % 2 == 0 ? origin.url("/one.bin") : origin.url("/./one.bin?token=" + std::to_string(i));
+      const std::string url =
+          i % 2 == 0 ? origin.url("/one.bin") : origin.url("/./one.bin?token=" + std::to_string(i));
       const auto r = pool.enqueue(url);
       if (r) {
         ids[static_cast<std::size_t>(i)] = r->job.id;
@@ -438,7 +445,8 @@ TEST_CASE("pool: userinfo becomes a Basic Authorization header", "[fills][pool]"
   TempDir dir;
   store::BlobStore s({dir.path()});
   downloads::DownloadPool pool(s, pool_options());
-  const auto r = pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
+  const auto r =
+      pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
   REQUIRE(r.has_value());
   CHECK(r->job.url.find("user") == std::string::npos);
   CHECK(pool.wait(r->job.id, k_deadline)->status == downloads::JobStatus::completed);
