@@ -1,31 +1,140 @@
-// withcache-server: the cache-host. Options are parsed here; the service
-// itself lives in libwithcache (withcache::server, a later milestone).
+// withcache-server: parses options, starts withcache::server, maps errors to exit codes.
+#include <csignal>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
+
+#include <pthread.h>
 
 #include <cxxopts.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
+#include "withcache/server.hpp"
+#include "withcache/store.hpp"
 #include "withcache/version.hpp"
+
+namespace {
+
+constexpr int k_exit_usage = 2;
+constexpr const char* k_help_footer =
+    "\nEnvironment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by "
+    "the\n"
+    "operator UI and API. Signals: SIGINT/SIGTERM stop accepting, keep queued and running fills for the\n"
+    "next start, and exit 0. Exit status 2: bad option or value, unusable data dir, port in use.\n";
+
+int fail(const std::string& message) {
+  std::cerr << "withcache-server: " << message << '\n';
+  return k_exit_usage;
+}
+
+} // namespace
 
 int main(int argc, char** argv) {
   cxxopts::Options options("withcache-server",
-                           "The withcache cache-host: serves cached artifacts at /b/<token>/<name>.\n"
-                           "This build only prints this help: the server lands with its own milestone.");
-  options.add_options()("host", "Address to listen on",
-                        cxxopts::value<std::string>()->default_value("0.0.0.0"))(
-      "port", "Port to listen on",
-      cxxopts::value<int>()->default_value("3000"))("data-dir", "Where blobs/, tmp/ and cache.db live",
-                                                    cxxopts::value<std::string>()->default_value("./data"))(
-      "version", "Print the version and exit")("h,help", "Print this help and exit");
+                           "The withcache cache-host. Serves cached artifacts at /b/<token>/<name> (and "
+                           "/blob?url=), records misses and fills them in the background.");
+  // clang-format off
+  options.add_options()
+      ("host", "Address to listen on", cxxopts::value<std::string>()->default_value("0.0.0.0"))
+      ("port", "Port to listen on (0 picks a free one)", cxxopts::value<int>()->default_value("3000"))
+      ("data-dir", "Where blobs/, tmp/ and cache.db live (created if missing)",
+       cxxopts::value<std::string>()->default_value("./data"))
+      ("workers", "Downloads that run at once", cxxopts::value<unsigned>()->default_value("2"))
+      ("curate", "Do not fetch misses automatically; an operator approves each fill")
+      ("keep-query", "Make the query string part of the cache key (by default it is dropped, since CDN and "
+                     "presigned tokens change per request)")
+      ("max-bytes", "Capacity, e.g. 50M, 20G, 1.5T (1024-based); 0 = unlimited. Fills that would not fit are "
+                    "refused; nothing is evicted", cxxopts::value<std::string>()->default_value("0"))
+      ("allow-origin", "Host glob that may be fetched, e.g. '*.nvidia.com' (repeatable). When given, only "
+                       "matching hosts are fetched; it also allows loopback/link-local hosts it names",
+       cxxopts::value<std::vector<std::string>>())
+      ("forward-auth", "Forward a missed read's Authorization header into its automatic fill. The bytes "
+                       "fetched with those credentials are then served to everyone who asks")
+      ("log-level", "trace, debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
+      ("version", "Print the version and exit")
+      ("h,help", "Print this help and exit");
+  // clang-format on
+  options.custom_help("[OPTIONS]");
+
+  withcache::server::ServerOptions config;
   try {
-    const auto result = options.parse(argc, argv);
-    if (result.count("version") != 0) {
+    const auto args = options.parse(argc, argv);
+    if (args.count("help") != 0) {
+      std::cout << options.help() << k_help_footer;
+      return 0;
+    }
+    if (args.count("version") != 0) {
       std::cout << withcache::k_product << '\n';
       return 0;
     }
+    if (!args.unmatched().empty()) {
+      return fail("unexpected argument '" + args.unmatched().front() + "' (see --help)");
+    }
+    config.host = args["host"].as<std::string>();
+    config.port = args["port"].as<int>();
+    if (config.port < 0 || config.port > 65535) {
+      return fail("--port must be between 0 and 65535");
+    }
+    config.data_dir = args["data-dir"].as<std::string>();
+    config.workers = args["workers"].as<unsigned>();
+    if (config.workers == 0 || config.workers > 64) {
+      return fail("--workers must be between 1 and 64");
+    }
+    config.curate = args.count("curate") != 0;
+    config.keep_query = args.count("keep-query") != 0;
+    config.forward_auth = args.count("forward-auth") != 0;
+    const auto max_bytes = withcache::store::parse_size(args["max-bytes"].as<std::string>());
+    if (!max_bytes) {
+      return fail("--max-bytes: " + max_bytes.error());
+    }
+    config.max_bytes = *max_bytes;
+    if (args.count("allow-origin") != 0) {
+      config.allow_origins = args["allow-origin"].as<std::vector<std::string>>();
+    }
+    const auto level = spdlog::level::from_str(args["log-level"].as<std::string>());
+    if (level == spdlog::level::off && args["log-level"].as<std::string>() != "off") {
+      return fail("--log-level must be trace, debug, info, warn, error or off");
+    }
+    spdlog::set_default_logger(spdlog::stderr_color_mt("withcache"));
+    spdlog::set_level(level);
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "withcache-server: " << e.what() << " (see --help)\n";
-    return 2;
+    return fail(std::string(e.what()) + " (see --help)");
   }
-  std::cout << options.help();
+
+  // Signals are taken by one thread with sigwait, never by a handler that
+  // would have to be async-signal-safe; every other thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    withcache::server::Server server(config);
+    server.bind();
+    spdlog::info("{} listening on http://{}:{} (data dir {}, {} workers, {}, capacity {})",
+                 withcache::k_product, config.host, server.port(), config.data_dir.string(), config.workers,
+                 config.curate ? "curated" : "auto-fetch",
+                 config.max_bytes == 0 ? "unlimited" : withcache::store::format_size(config.max_bytes));
+    if (config.forward_auth) {
+      spdlog::warn("--forward-auth: bytes fetched with a client's credentials are served to everyone");
+    }
+    std::thread signal_waiter([&server, stop_signals] {
+      int signal = 0;
+      sigwait(&stop_signals, &signal);
+      spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+      server.stop();
+    });
+    server.run();
+    // run() returned because of a signal, or because listening failed.
+    pthread_kill(signal_waiter.native_handle(), SIGTERM);
+    signal_waiter.join();
+    spdlog::info("stopped; queued and running fills resume on the next start");
+  } catch (const withcache::server::StartupError& e) {
+    return fail(e.what());
+  }
   return 0;
 }

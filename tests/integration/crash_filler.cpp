@@ -18,7 +18,9 @@ int main(int argc, char** argv) {
   downloads::PoolOptions options;
   options.workers = 3;
   options.fetch.policy = fetch::OriginPolicy({"127.0.0.1"});
-  options.fetch.getenv = [](const char*) -> const char* { return nullptr; };
+  options.fetch.getenv = [](const char*) -> const char* {
+    return nullptr;
+  };
   downloads::DownloadPool pool(store, options);
   const std::vector<std::string> urls(argv + 2, argv + argc);
   for (std::uint64_t round = 0;; ++round) {

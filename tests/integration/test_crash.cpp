@@ -45,7 +45,8 @@ TEST_CASE("kill -9 during fills and deletes never leaves a wrong artifact", "[cr
   std::vector<std::string> urls;
   for (int i = 0; i < 12; ++i) {
     const std::string path = "/file-" + std::to_string(i) + ".bin";
-    test::Route route(test::make_bytes(static_cast<std::size_t>(64 + i) * 1024, static_cast<std::uint32_t>(i)));
+    test::Route route(
+        test::make_bytes(static_cast<std::size_t>(64 + i) * 1024, static_cast<std::uint32_t>(i)));
     route.chunk_delay = 1ms;
     origin.add(path, route);
     urls.push_back(origin.url(path));

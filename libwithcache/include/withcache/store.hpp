@@ -175,6 +175,9 @@ class BlobStore {
   /** Writes queued counters now. */
   void flush();
 
+  /** Artifacts stored, from memory. */
+  [[nodiscard]] std::uint64_t artifact_count() const;
+
   /** The capacity, 0 = unlimited. */
   [[nodiscard]] std::uint64_t max_bytes() const noexcept { return m_options.max_bytes; }
   /** Bytes in committed blobs. */

@@ -385,6 +385,11 @@ std::optional<Artifact> BlobStore::find(const std::string& key) const {
   return it->second;
 }
 
+std::uint64_t BlobStore::artifact_count() const {
+  std::shared_lock lock(m_index_mutex);
+  return m_index.size();
+}
+
 fs::path BlobStore::blob_path(std::string_view key) const {
   return m_options.data_dir / "blobs" / key;
 }

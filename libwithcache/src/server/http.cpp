@@ -1,0 +1,170 @@
+#include "withcache/http.hpp"
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+
+namespace withcache::http {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view text) {
+  if (text.empty() || text.size() > 19) {
+    return std::nullopt;
+  }
+  std::uint64_t value = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') {
+      return std::nullopt;
+    }
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return value;
+}
+
+constexpr std::array<const char*, 7> k_days = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+constexpr std::array<const char*, 12> k_months = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+} // namespace
+
+ByteRange parse_range(std::string_view header, std::uint64_t size) {
+  ByteRange full;
+  header = trim(header);
+  if (!header.starts_with("bytes=")) {
+    return full;
+  }
+  std::string_view spec = trim(header.substr(6));
+  if (spec.find(',') != std::string_view::npos) {
+    return full; // several ranges: we answer with the whole representation
+  }
+  const std::size_t dash = spec.find('-');
+  if (dash == std::string_view::npos) {
+    return full;
+  }
+  const std::string_view first_text = trim(spec.substr(0, dash));
+  const std::string_view last_text = trim(spec.substr(dash + 1));
+  ByteRange range;
+  range.kind = ByteRange::Kind::partial;
+  if (first_text.empty()) {
+    // Suffix range: the last n bytes.
+    const auto n = parse_u64(last_text);
+    if (!n) {
+      return full;
+    }
+    if (*n == 0 || size == 0) {
+      range.kind = ByteRange::Kind::unsatisfiable;
+      return range;
+    }
+    range.first = *n >= size ? 0 : size - *n;
+    range.last = size - 1;
+    return range;
+  }
+  const auto first = parse_u64(first_text);
+  if (!first) {
+    return full;
+  }
+  std::uint64_t last = size == 0 ? 0 : size - 1;
+  if (!last_text.empty()) {
+    const auto parsed = parse_u64(last_text);
+    if (!parsed || *parsed < *first) {
+      return full;
+    }
+    last = std::min(*parsed, last);
+  }
+  if (*first >= size) {
+    range.kind = ByteRange::Kind::unsatisfiable;
+    return range;
+  }
+  range.first = *first;
+  range.last = last;
+  return range;
+}
+
+bool none_match(std::string_view if_none_match, std::string_view etag) {
+  const auto opaque = [](std::string_view tag) {
+    tag = trim(tag);
+    if (tag.starts_with("W/")) {
+      tag.remove_prefix(2);
+    }
+    return tag;
+  };
+  if (trim(if_none_match) == "*") {
+    return true;
+  }
+  while (!if_none_match.empty()) {
+    const std::size_t comma = if_none_match.find(',');
+    if (opaque(if_none_match.substr(0, comma)) == opaque(etag)) {
+      return true;
+    }
+    if_none_match = comma == std::string_view::npos ? std::string_view{} : if_none_match.substr(comma + 1);
+  }
+  return false;
+}
+
+std::string http_date(std::time_t time) {
+  std::tm tm{};
+  ::gmtime_r(&time, &tm);
+  char buffer[40];
+  std::snprintf(buffer, sizeof buffer, "%s, %02d %s %04d %02d:%02d:%02d GMT", k_days.at(static_cast<std::size_t>(tm.tm_wday)),
+                tm.tm_mday, k_months.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
+  return buffer;
+}
+
+std::optional<std::time_t> parse_http_date(std::string_view text) {
+  // "Sun, 06 Nov 1994 08:49:37 GMT"
+  text = trim(text);
+  if (text.size() != 29 || text.substr(3, 2) != ", " || !text.ends_with(" GMT")) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  const auto day = parse_u64(text.substr(5, 2));
+  const auto year = parse_u64(text.substr(12, 4));
+  const auto hour = parse_u64(text.substr(17, 2));
+  const auto minute = parse_u64(text.substr(20, 2));
+  const auto second = parse_u64(text.substr(23, 2));
+  if (!day || !year || !hour || !minute || !second || text[7] != ' ' || text[11] != ' ' || text[16] != ' ' ||
+      text[19] != ':' || text[22] != ':') {
+    return std::nullopt;
+  }
+  int month = -1;
+  for (std::size_t i = 0; i < k_months.size(); ++i) {
+    if (text.substr(8, 3) == k_months[i]) {
+      month = static_cast<int>(i);
+    }
+  }
+  if (month < 0 || *day < 1 || *day > 31 || *hour > 23 || *minute > 59 || *second > 60) {
+    return std::nullopt;
+  }
+  tm.tm_mday = static_cast<int>(*day);
+  tm.tm_mon = month;
+  tm.tm_year = static_cast<int>(*year) - 1900;
+  tm.tm_hour = static_cast<int>(*hour);
+  tm.tm_min = static_cast<int>(*minute);
+  tm.tm_sec = static_cast<int>(*second);
+  return ::timegm(&tm);
+}
+
+bool if_range_matches(std::string_view if_range, std::string_view etag, std::time_t last_modified) {
+  if_range = trim(if_range);
+  if (if_range.starts_with('"')) {
+    return if_range == etag;
+  }
+  if (if_range.starts_with("W/")) {
+    return false;
+  }
+  const auto date = parse_http_date(if_range);
+  return date && *date == last_modified;
+}
+
+} // namespace withcache::http
