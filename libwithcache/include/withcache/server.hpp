@@ -26,20 +26,20 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   int port = 3000; ///< 0 picks a free port (see Server::port())
   std::filesystem::path data_dir = "./data";
-  unsigned workers = 2;          ///< download pool threads
-  bool curate = false;           ///< misses are recorded, never filled automatically
-  bool keep_query = false;       ///< the query string is part of the cache key
-  std::uint64_t max_bytes = 0;   ///< 0 = unlimited
+  unsigned workers = 2;                   ///< download pool threads
+  bool curate = false;                    ///< misses are recorded, never filled automatically
+  bool keep_query = false;                ///< the query string is part of the cache key
+  std::uint64_t max_bytes = 0;            ///< 0 = unlimited
   std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
-  bool forward_auth = false;     ///< a missed read's Authorization goes into its auto-fill
-  unsigned http_threads = 64;    ///< concurrent connections served
+  bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
+  unsigned http_threads = 64;             ///< concurrent connections served
   std::chrono::seconds fetch_connect_timeout{10};
   std::chrono::seconds fetch_read_timeout{60};
 };
 
 /** A startup failure (data dir, database, port): one line, for the operator. */
 class StartupError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -49,7 +49,7 @@ public:
  * running fills and closes the database.
  */
 class Server {
-public:
+ public:
   /** Opens the store (recovering from a crash) and starts the download pool. @throws StartupError */
   explicit Server(ServerOptions options);
   ~Server();
@@ -66,7 +66,7 @@ public:
   /** Stops accepting and makes run() return; fills are interrupted and stay persisted. Thread-safe. */
   void stop();
 
-private:
+ private:
   struct Impl;
   std::unique_ptr<Impl> m_impl;
 };

@@ -115,8 +115,9 @@ std::string http_date(std::time_t time) {
   std::tm tm{};
   ::gmtime_r(&time, &tm);
   char buffer[40];
-  std::snprintf(buffer, sizeof buffer, "%s, %02d %s %04d %02d:%02d:%02d GMT", k_days.at(static_cast<std::size_t>(tm.tm_wday)),
-                tm.tm_mday, k_months.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+  std::snprintf(buffer, sizeof buffer, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                k_days.at(static_cast<std::size_t>(tm.tm_wday)), tm.tm_mday,
+                k_months.at(static_cast<std::size_t>(tm.tm_mon)), tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
                 tm.tm_sec);
   return buffer;
 }

@@ -90,7 +90,8 @@ struct Server::Impl {
       throw StartupError(e.what());
     }
     const auto& recovered = store->recovery();
-    if (recovered.stray_parts_removed + recovered.blobs_without_row_removed + recovered.rows_without_blob_dropped >
+    if (recovered.stray_parts_removed + recovered.blobs_without_row_removed +
+            recovered.rows_without_blob_dropped >
         0) {
       spdlog::warn("recovered the store: removed {} stray partial files, {} blobs without a row, {} rows "
                    "without a blob",
@@ -104,7 +105,9 @@ struct Server::Impl {
     pool_options.fetch.policy = fetch::OriginPolicy(options.allow_origins);
     pool_options.fetch.connect_timeout = options.fetch_connect_timeout;
     pool_options.fetch.read_timeout = options.fetch_read_timeout;
-    pool_options.on_finished = [this](const downloads::Job& job) { on_fill_finished(job); };
+    pool_options.on_finished = [this](const downloads::Job& job) {
+      on_fill_finished(job);
+    };
     pool = std::make_unique<downloads::DownloadPool>(*store, std::move(pool_options));
     configure_http();
   }
@@ -129,12 +132,20 @@ struct Server::Impl {
   }
 
   void configure_http() {
-    http.new_task_queue = [threads = options.http_threads] { return new httplib::ThreadPool(threads); };
+    http.new_task_queue = [threads = options.http_threads] {
+      return new httplib::ThreadPool(threads);
+    };
     http.set_keep_alive_max_count(1000);
     http.set_keep_alive_timeout(30);
     http.set_read_timeout(30);
     http.set_write_timeout(120);
     http.set_tcp_nodelay(true);
+    // cpp-httplib sets SO_REUSEPORT, which lets a second server silently share
+    // our port; SO_REUSEADDR alone allows a quick restart and nothing more.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     http.set_payload_max_length(1 << 20);
     http.set_default_headers({{"Server", k_product}});
 
@@ -146,8 +157,8 @@ struct Server::Impl {
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_request_start).count();
       const std::string length = res.get_header_value("Content-Length");
       // Only the path: query strings (and /blob?url=) may carry origin tokens.
-      spdlog::info("{} {} {} {} {:.1f}ms {}", req.remote_addr, req.method, loggable_path(req.path), res.status,
-                   ms, length.empty() ? "-" : length);
+      spdlog::info("{} {} {} {} {:.1f}ms {}", req.remote_addr, req.method, loggable_path(req.path),
+                   res.status, ms, length.empty() ? "-" : length);
     });
     http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       try {
@@ -172,7 +183,8 @@ struct Server::Impl {
   }
 
   // The read path of SPEC §3: open, never logged in.
-  void read_path(const httplib::Request& req, httplib::Response& res, const std::optional<std::string>& token) {
+  void read_path(const httplib::Request& req, httplib::Response& res,
+                 const std::optional<std::string>& token) {
     // cpp-httplib 0.11 applies Range itself (with bugs); we do it below.
     const_cast<httplib::Request&>(req).ranges.clear();
 
@@ -209,7 +221,8 @@ struct Server::Impl {
     plain(res, 400, reason + "\n");
   }
 
-  void miss(const httplib::Request& req, httplib::Response& res, const std::string& key, const std::string& origin) {
+  void miss(const httplib::Request& req, httplib::Response& res, const std::string& key,
+            const std::string& origin) {
     ++metrics.misses;
     if (store->record_miss(key, origin)) {
       spdlog::info("first miss: {}", url::redact(origin));
@@ -243,7 +256,8 @@ struct Server::Impl {
     res.set_header("Last-Modified", http::http_date(artifact.fetched_at));
     res.set_header("Accept-Ranges", "bytes");
     res.set_header("Cache-Control", "public, max-age=31536000, immutable");
-    const std::string type = artifact.content_type.empty() ? "application/octet-stream" : artifact.content_type;
+    const std::string type =
+        artifact.content_type.empty() ? "application/octet-stream" : artifact.content_type;
 
     if (req.has_header("If-None-Match") && http::none_match(req.get_header_value("If-None-Match"), etag)) {
       res.status = 304;
@@ -267,8 +281,8 @@ struct Server::Impl {
       first = range.first;
       length = range.last - range.first + 1;
       res.status = 206;
-      res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
-                                          "/" + std::to_string(size));
+      res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                          std::to_string(range.last) + "/" + std::to_string(size));
     } else {
       res.status = 200;
     }
@@ -304,17 +318,22 @@ struct Server::Impl {
   void metrics_page(httplib::Response& res) {
     std::ostringstream out;
     const auto counter = [&](const char* name, const char* help, std::uint64_t value) {
-      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << value << '\n';
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n"
+          << name << ' ' << value << '\n';
     };
     const auto gauge = [&](const char* name, const char* help, std::uint64_t value) {
-      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n" << name << ' ' << value << '\n';
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n"
+          << name << ' ' << value << '\n';
     };
     counter("withcache_hits_total", "GET requests served from the cache.", metrics.hits.load());
     counter("withcache_misses_total", "Requests for URLs that were not cached.", metrics.misses.load());
-    counter("withcache_bad_requests_total", "Read-path requests refused with 400.", metrics.bad_requests.load());
-    counter("withcache_bytes_served_total", "Body bytes sent from cached blobs.", metrics.bytes_served.load());
+    counter("withcache_bad_requests_total", "Read-path requests refused with 400.",
+            metrics.bad_requests.load());
+    counter("withcache_bytes_served_total", "Body bytes sent from cached blobs.",
+            metrics.bytes_served.load());
     counter("withcache_bytes_fetched_total", "Bytes of completed fills.", metrics.bytes_fetched.load());
-    out << "# HELP withcache_fills_total Fills that ended, by outcome.\n# TYPE withcache_fills_total counter\n";
+    out << "# HELP withcache_fills_total Fills that ended, by outcome.\n# TYPE withcache_fills_total "
+           "counter\n";
     out << "withcache_fills_total{outcome=\"completed\"} " << metrics.fills_completed.load() << '\n';
     out << "withcache_fills_total{outcome=\"failed\"} " << metrics.fills_failed.load() << '\n';
     out << "withcache_fills_total{outcome=\"cancelled\"} " << metrics.fills_cancelled.load() << '\n';
@@ -335,7 +354,8 @@ struct Server::Impl {
       out << " of " << store::format_size(store->max_bytes()) << (store->is_full() ? " (cache full)" : "");
     }
     out << "\nfills         " << pool->running() << " running, " << pool->queue_depth() << " queued\n"
-        << "mode          " << (options.curate ? "curated (misses wait for an operator)" : "auto-fetch") << "\n\n"
+        << "mode          " << (options.curate ? "curated (misses wait for an operator)" : "auto-fetch")
+        << "\n\n"
         << "Cache URL of an origin: /b/<url-safe base64 of the URL>/<file name>, or /blob?url=<URL>.\n"
         << "Metrics: /metrics   Health: /healthz\n";
     plain(res, 200, out.str());
@@ -367,10 +387,16 @@ void Server::bind() {
   m_impl->bound_port = o.port;
 }
 
-int Server::port() const noexcept { return m_impl->bound_port; }
+int Server::port() const noexcept {
+  return m_impl->bound_port;
+}
 
-void Server::run() { m_impl->http.listen_after_bind(); }
+void Server::run() {
+  m_impl->http.listen_after_bind();
+}
 
-void Server::stop() { m_impl->http.stop(); }
+void Server::stop() {
+  m_impl->http.stop();
+}
 
 } // namespace withcache::server

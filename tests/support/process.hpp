@@ -1,0 +1,223 @@
+#pragma once
+
+// Child processes for integration tests: started with posix_spawn, stopped by
+// their PID (SIGTERM, then SIGKILL after a deadline), every wait bounded.
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+extern char** environ;
+
+namespace withcache::test {
+
+/** A free TCP port on 127.0.0.1 (bound, read and released). */
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    throw std::runtime_error("free_port: bind failed");
+  }
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+/** Polls `done` every 5 ms until it is true; false when `timeout` passes first. */
+template <class Predicate> bool eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+inline std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/** Environment for a child: ours, with `overrides` ("NAME=value", or "NAME" to remove) applied. */
+inline std::vector<std::string> child_environment(const std::vector<std::string>& overrides) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string name = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const auto& o : overrides) {
+      replaced = replaced || o.substr(0, o.find('=')) == name;
+    }
+    if (!replaced) {
+      env.push_back(entry);
+    }
+  }
+  for (const auto& o : overrides) {
+    if (o.find('=') != std::string::npos) {
+      env.push_back(o);
+    }
+  }
+  return env;
+}
+
+/** A running child process; destroyed → stopped by PID. Output goes to `log` (or /dev/null). */
+class Process {
+public:
+  Process(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides = {},
+          const std::filesystem::path& log = "/dev/null") {
+    std::vector<std::string> args = argv;
+    std::vector<char*> c_argv;
+    for (auto& a : args) {
+      c_argv.push_back(a.data());
+    }
+    c_argv.push_back(nullptr);
+    std::vector<std::string> env = child_environment(env_overrides);
+    std::vector<char*> c_env;
+    for (auto& e : env) {
+      c_env.push_back(e.data());
+    }
+    c_env.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    const int rc = ::posix_spawnp(&m_pid, args[0].c_str(), &actions, nullptr, c_argv.data(), c_env.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      throw std::runtime_error("cannot start " + args[0]);
+    }
+  }
+  ~Process() { stop(); }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  [[nodiscard]] pid_t pid() const noexcept { return m_pid; }
+
+  /** Waits up to `timeout` for the process to exit; its wait status, or nothing. */
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    if (m_status) {
+      return m_status;
+    }
+    int status = 0;
+    const bool done = eventually([&] { return ::waitpid(m_pid, &status, WNOHANG) == m_pid; }, timeout);
+    if (done) {
+      m_status = status;
+    }
+    return m_status;
+  }
+
+  /** Sends `signal` and waits; SIGKILL after `grace`. Returns the wait status. */
+  int stop(int signal = SIGTERM, std::chrono::milliseconds grace = std::chrono::seconds(15)) {
+    if (m_status || m_pid <= 0) {
+      return m_status.value_or(0);
+    }
+    ::kill(m_pid, signal);
+    if (auto status = wait(grace)) {
+      return *status;
+    }
+    ::kill(m_pid, SIGKILL);
+    int status = 0;
+    ::waitpid(m_pid, &status, 0);
+    m_status = status;
+    return status;
+  }
+
+private:
+  pid_t m_pid = -1;
+  std::optional<int> m_status;
+};
+
+struct CommandResult {
+  int exit_code = -1; ///< -1 when killed for running past the timeout
+  std::string out;
+  std::string err;
+};
+
+/** Runs a command to completion (bounded by `timeout`), capturing stdout and stderr. */
+inline CommandResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides = {},
+                         std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
+  char out_template[] = "/tmp/withcache-run-out-XXXXXX";
+  char err_template[] = "/tmp/withcache-run-err-XXXXXX";
+  const int out_fd = ::mkstemp(out_template);
+  const int err_fd = ::mkstemp(err_template);
+  ::close(out_fd);
+  ::close(err_fd);
+  CommandResult result;
+  {
+    std::vector<std::string> args = argv;
+    std::vector<char*> c_argv;
+    for (auto& a : args) {
+      c_argv.push_back(a.data());
+    }
+    c_argv.push_back(nullptr);
+    std::vector<std::string> env = child_environment(env_overrides);
+    std::vector<char*> c_env;
+    for (auto& e : env) {
+      c_env.push_back(e.data());
+    }
+    c_env.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out_template, O_WRONLY | O_TRUNC, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, err_template, O_WRONLY | O_TRUNC, 0);
+    pid_t pid = 0;
+    const int rc = ::posix_spawnp(&pid, args[0].c_str(), &actions, nullptr, c_argv.data(), c_env.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc == 0) {
+      int status = 0;
+      const bool done = eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+      if (!done) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+      } else if (WIFEXITED(status)) {
+        result.exit_code = WEXITSTATUS(status);
+      }
+    } else {
+      result.exit_code = 127;
+    }
+  }
+  result.out = slurp(out_template);
+  result.err = slurp(err_template);
+  std::filesystem::remove(out_template);
+  std::filesystem::remove(err_template);
+  return result;
+}
+
+/** GETs `url_path` from 127.0.0.1:port until it answers 200 or the timeout passes. */
+inline bool wait_until_healthy(int port, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  return eventually(
+      [&] {
+        httplib::Client client("127.0.0.1", port);
+        client.set_connection_timeout(std::chrono::milliseconds(200));
+        const auto res = client.Get("/healthz");
+        return res && res->status == 200;
+      },
+      timeout);
+}
+
+} // namespace withcache::test
