@@ -21,13 +21,20 @@ using test::Route;
 namespace {
 
 class ServerProcess {
-public:
+ public:
   explicit ServerProcess(std::vector<std::string> args = {}) : m_args(std::move(args)) { start(); }
 
   void start() {
     m_port = test::free_port();
-    std::vector<std::string> argv = {WITHCACHE_SERVER, "--host", "127.0.0.1", "--port", std::to_string(m_port),
-                                     "--data-dir", (m_dir / "data").string(), "--allow-origin", "127.0.0.1"};
+    std::vector<std::string> argv = {WITHCACHE_SERVER,
+                                     "--host",
+                                     "127.0.0.1",
+                                     "--port",
+                                     std::to_string(m_port),
+                                     "--data-dir",
+                                     (m_dir / "data").string(),
+                                     "--allow-origin",
+                                     "127.0.0.1"};
     argv.insert(argv.end(), m_args.begin(), m_args.end());
     m_process = std::make_unique<test::Process>(argv, std::vector<std::string>{}, m_dir / "server.log");
     REQUIRE(test::wait_until_healthy(m_port));
@@ -68,7 +75,7 @@ public:
     return test::eventually([&] { return metric("withcache_fills_total{outcome=\"completed\"}") >= n; });
   }
 
-private:
+ private:
   test::TempDir m_dir;
   std::vector<std::string> m_args;
   int m_port = 0;
@@ -293,8 +300,9 @@ TEST_CASE("curl -C - and wget -c resume a partial file from the cache", "[server
   CHECK(url::sha256_hex(test::slurp(tmp / "resume.iso")) == url::sha256_hex(body));
 
   // Plain wget names the file after the artifact.
-  const auto named = test::run({"sh", "-c", "cd '" + tmp.path().string() + "' && mkdir plain && cd plain && wget -q '" +
-                                                blob + "' && ls"});
+  const auto named = test::run(
+      {"sh", "-c",
+       "cd '" + tmp.path().string() + "' && mkdir plain && cd plain && wget -q '" + blob + "' && ls"});
   CHECK(named.exit_code == 0);
   CHECK(named.out == "resume.iso\n");
 }
@@ -337,11 +345,11 @@ TEST_CASE("malformed requests get 4xx and the server keeps serving", "[server]")
     int status;
   };
   const std::vector<Case> cases = {
-      {"/b/ab*c/x", 400},                                     // not base64url
-      {"/b/YQ=/x", 400},                                      // padded wrong
-      {"/b/" + std::string(100 * 1024, 'A') + "/x", 414},     // 100 KiB token
-      {"/b/_w/x", 400},                                       // not UTF-8
-      {"/b//x", 400},                                         // empty token
+      {"/b/ab*c/x", 400},                                 // not base64url
+      {"/b/YQ=/x", 400},                                  // padded wrong
+      {"/b/" + std::string(100 * 1024, 'A') + "/x", 414}, // 100 KiB token
+      {"/b/_w/x", 400},                                   // not UTF-8
+      {"/b//x", 400},                                     // empty token
       {"/b/" + url::encode_token("file:///etc/passwd") + "/passwd", 400},
       {"/b/" + url::encode_token("ftp://127.0.0.1/x") + "/x", 400},
       {"/b/" + url::encode_token("https://h/a b") + "/x", 400},
@@ -424,8 +432,8 @@ TEST_CASE("bad options are one-line errors with exit status 2", "[server]") {
     std::string message;
   };
   const int busy_port = test::free_port();
-  test::Process holder({WITHCACHE_SERVER, "--host", "127.0.0.1", "--port", std::to_string(busy_port), "--data-dir",
-                        (tmp / "busy").string()});
+  test::Process holder({WITHCACHE_SERVER, "--host", "127.0.0.1", "--port", std::to_string(busy_port),
+                        "--data-dir", (tmp / "busy").string()});
   REQUIRE(test::wait_until_healthy(busy_port));
   const std::vector<Case> cases = {
       {{"--no-such-option"}, "no-such-option"},

@@ -45,7 +45,8 @@ inline int free_port() {
 }
 
 /** Polls `done` every 5 ms until it is true; false when `timeout` passes first. */
-template <class Predicate> bool eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+template <class Predicate>
+bool eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
     if (std::chrono::steady_clock::now() > deadline) {
@@ -85,7 +86,7 @@ inline std::vector<std::string> child_environment(const std::vector<std::string>
 
 /** A running child process; destroyed → stopped by PID. Output goes to `log` (or /dev/null). */
 class Process {
-public:
+ public:
   Process(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides = {},
           const std::filesystem::path& log = "/dev/null") {
     std::vector<std::string> args = argv;
@@ -146,7 +147,7 @@ public:
     return status;
   }
 
-private:
+ private:
   pid_t m_pid = -1;
   std::optional<int> m_status;
 };
@@ -158,7 +159,8 @@ struct CommandResult {
 };
 
 /** Runs a command to completion (bounded by `timeout`), capturing stdout and stderr. */
-inline CommandResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides = {},
+inline CommandResult run(const std::vector<std::string>& argv,
+                         const std::vector<std::string>& env_overrides = {},
                          std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
   char out_template[] = "/tmp/withcache-run-out-XXXXXX";
   char err_template[] = "/tmp/withcache-run-err-XXXXXX";

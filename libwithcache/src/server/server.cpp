@@ -149,11 +149,28 @@ struct Server::Impl {
     http.set_payload_max_length(1 << 20);
     http.set_default_headers({{"Server", k_product}});
 
-    http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    // The read path is dispatched here, before cpp-httplib tries each route's
+    // std::regex in turn: it is the hot path (every shim probe is a HEAD).
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       t_request_start = Clock::now();
+      if (req.method != "GET" && req.method != "HEAD") {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      if (req.path.starts_with("/b/")) {
+        const std::size_t end = req.path.find('/', 3);
+        read_path(req, res, req.path.substr(3, end == std::string::npos ? std::string::npos : end - 3));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (req.path == "/blob") {
+        read_path(req, res, std::nullopt);
+        return httplib::Server::HandlerResponse::Handled;
+      }
       return httplib::Server::HandlerResponse::Unhandled;
     });
     http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+      if (!spdlog::should_log(spdlog::level::info)) {
+        return;
+      }
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_request_start).count();
       const std::string length = res.get_header_value("Content-Length");
       // Only the path: query strings (and /blob?url=) may carry origin tokens.
@@ -174,12 +191,6 @@ struct Server::Impl {
     http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { plain(res, 200, "ok\n"); });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics_page(res); });
     http.Get("/", [this](const httplib::Request&, httplib::Response& res) { status_page(res); });
-    http.Get(R"(/b/([^/]*)(/.*)?)", [this](const httplib::Request& req, httplib::Response& res) {
-      read_path(req, res, std::optional<std::string>(req.matches[1].str()));
-    });
-    http.Get("/blob", [this](const httplib::Request& req, httplib::Response& res) {
-      read_path(req, res, std::nullopt);
-    });
   }
 
   // The read path of SPEC §3: open, never logged in.
@@ -244,10 +255,13 @@ struct Server::Impl {
 
   // Returns false when the blob vanished (deleted since the lookup): a miss.
   bool serve_blob(const httplib::Request& req, httplib::Response& res, const store::Artifact& artifact) {
+    // A HEAD needs no file: the index entry is removed before a blob is unlinked.
     auto blob = std::make_shared<OpenBlob>();
-    blob->fd = ::open(store->blob_path(artifact.key).c_str(), O_RDONLY | O_CLOEXEC);
-    if (blob->fd < 0) {
-      return false;
+    if (req.method == "GET") {
+      blob->fd = ::open(store->blob_path(artifact.key).c_str(), O_RDONLY | O_CLOEXEC);
+      if (blob->fd < 0) {
+        return false;
+      }
     }
     const std::string etag = "\"" + artifact.sha256 + "\"";
     const std::uint64_t size = artifact.size;
