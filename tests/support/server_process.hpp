@@ -1,0 +1,121 @@
+#pragma once
+
+// withcache-server as a child process on 127.0.0.1 with a temp data dir, and
+// a curl wrapper that returns status, headers and body. WITHCACHE_SERVER must
+// be defined to the server binary's path.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+#include "withcache/url.hpp"
+
+namespace withcache::test {
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> args = {}) : m_args(std::move(args)) { start(); }
+
+  void start() {
+    m_port = free_port();
+    std::vector<std::string> argv = {WITHCACHE_SERVER,
+                                     "--host",
+                                     "127.0.0.1",
+                                     "--port",
+                                     std::to_string(m_port),
+                                     "--data-dir",
+                                     (m_dir / "data").string(),
+                                     "--allow-origin",
+                                     "127.0.0.1"};
+    argv.insert(argv.end(), m_args.begin(), m_args.end());
+    m_process = std::make_unique<Process>(argv, std::vector<std::string>{}, m_dir / "server.log");
+    REQUIRE(wait_until_healthy(m_port));
+  }
+  int stop(int signal = SIGTERM) {
+    const int status = m_process->stop(signal);
+    m_process.reset();
+    return status;
+  }
+  void restart() {
+    stop();
+    start();
+  }
+
+  [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+  [[nodiscard]] std::string blob(const std::string& origin) const { return url::blob_url(base(), origin); }
+  [[nodiscard]] const std::filesystem::path& dir() const { return m_dir.path(); }
+  [[nodiscard]] int port() const { return m_port; }
+  [[nodiscard]] std::string log() const { return slurp(m_dir / "server.log"); }
+
+  /** One sample from /metrics (`name` may carry labels). */
+  double metric(const std::string& name) const {
+    httplib::Client client("127.0.0.1", m_port);
+    const auto res = client.Get("/metrics");
+    REQUIRE(res);
+    std::istringstream lines(res->body);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with(name + " ")) {
+        return std::stod(line.substr(name.size() + 1));
+      }
+    }
+    FAIL("no metric " << name);
+    return 0;
+  }
+
+  /** Waits until a completed fill count reaches `n`. */
+  bool fills_completed(double n) const {
+    return eventually([&] { return metric("withcache_fills_total{outcome=\"completed\"}") >= n; });
+  }
+
+ private:
+  TempDir m_dir;
+  std::vector<std::string> m_args;
+  int m_port = 0;
+  std::unique_ptr<Process> m_process;
+};
+
+struct Response {
+  int exit_code = 0;
+  int status = 0;
+  std::map<std::string, std::string> headers; // lower-case names
+  std::string body;
+};
+
+// curl -sS -D <headers> -o <body> [extra...] URL
+inline Response curl(const std::string& target, std::vector<std::string> extra = {}) {
+  TempDir tmp;
+  std::vector<std::string> argv = {"curl", "-sS", "-D", (tmp / "h").string(), "-o", (tmp / "b").string()};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(target);
+  const auto result = run(argv);
+  Response r;
+  r.exit_code = result.exit_code;
+  r.body = slurp(tmp / "b");
+  std::istringstream lines(slurp(tmp / "h"));
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') {
+      line.pop_back();
+    }
+    if (line.starts_with("HTTP/")) {
+      r.status = std::stoi(line.substr(line.find(' ') + 1, 3));
+      r.headers.clear();
+    } else if (const auto colon = line.find(':'); colon != std::string::npos) {
+      std::string name = line.substr(0, colon);
+      for (char& c : name) {
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+      r.headers[name] = line.substr(colon + 2);
+    }
+  }
+  return r;
+}
+
+
+} // namespace withcache::test
