@@ -36,10 +36,14 @@ struct Deployment {
     env.push_back("PATH=" + path);
     return test::run({"/bin/sh", "-c", "cd '" + (dir / "work").string() + "' && " + command}, env);
   }
-  [[nodiscard]] std::string work_file(const std::string& name) const { return test::slurp(dir / "work" / name); }
+  [[nodiscard]] std::string work_file(const std::string& name) const {
+    return test::slurp(dir / "work" / name);
+  }
 };
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string quoted(const std::string& s) {
+  return "'" + s + "'";
+}
 
 } // namespace
 
@@ -103,8 +107,10 @@ TEST_CASE("an unreachable or unset server leaves the command as written", "[shim
   const fs::path echo_args = d.dir / "echo-args";
   std::ofstream(echo_args) << "#!/bin/sh\nprintf '%s\\n' \"$@\"\n";
   fs::permissions(echo_args, fs::perms::owner_all);
-  const std::string args = "-H 'Referer: https://ref' --data u=https://x " + quoted(origin.url("/f.tgz")) + " -o 'a b'";
-  const std::string expected = "-H\nReferer: https://ref\n--data\nu=https://x\n" + origin.url("/f.tgz") + "\n-o\na b\n";
+  const std::string args =
+      "-H 'Referer: https://ref' --data u=https://x " + quoted(origin.url("/f.tgz")) + " -o 'a b'";
+  const std::string expected =
+      "-H\nReferer: https://ref\n--data\nu=https://x\n" + origin.url("/f.tgz") + "\n-o\na b\n";
   auto unset = d.sh("curl " + args, {"REAL_CURL=" + echo_args.string(), "WITHCACHE_SERVER="});
   CHECK(unset.out == expected);
   CHECK(origin.requests() == 2);
@@ -119,7 +125,8 @@ TEST_CASE("a hit rewrites exactly the URL argument and a miss leaves every byte"
   std::ofstream(echo_args) << "#!/bin/sh\nprintf '%s\\n' \"$@\"\n";
   fs::permissions(echo_args, fs::perms::owner_all);
   const std::string url = origin.url("/pkg.deb");
-  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base(), "REAL_CURL=" + echo_args.string()};
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base(),
+                                        "REAL_CURL=" + echo_args.string()};
 
   auto miss = d.sh("curl -fsSL --url=" + quoted(url) + " -o out", env);
   CHECK(miss.out == "-fsSL\n--url=" + url + "\n-o\nout\n");

@@ -117,5 +117,4 @@ inline Response curl(const std::string& target, std::vector<std::string> extra =
   return r;
 }
 
-
 } // namespace withcache::test

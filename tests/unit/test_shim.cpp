@@ -17,7 +17,8 @@ using shim::Tool;
 
 namespace {
 
-const std::string k_url = "https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/cuda.run";
+const std::string k_url =
+    "https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/cuda.run";
 const std::string k_url2 = "https://repo.radeon.com/rocm/rocm.deb";
 const std::string k_server = "http://cache.lab:3000";
 
@@ -106,7 +107,7 @@ TEST_CASE("plan: a table of argv cases as curl and wget, for hit, miss and unrea
       {{"-d", "@body.json", "--url=" + k_url}, 2, "--url="},
       {{"--output", "a b", k_url}, 2, ""},
       {{"-x", "http://proxy:3128", k_url}, 1, ""}, // SPEC §4: the first scheme-looking argument
-      {{"--url=", k_url}, -1, ""},                  // an empty --url= is not probed
+      {{"--url=", k_url}, -1, ""},                 // an empty --url= is not probed
   };
   Layout layout;
   const auto env = env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}});
@@ -181,10 +182,13 @@ TEST_CASE("plan: server variables", "[shim]") {
 
 TEST_CASE("find_real_tool skips the shim however it is linked", "[shim]") {
   Layout layout;
-  CHECK(shim::find_real_tool(Tool::curl, env_of({{"PATH", layout.path}}), layout.self) == layout.real_curl.string());
-  CHECK(shim::find_real_tool(Tool::wget, env_of({{"PATH", layout.path}}), layout.self) == layout.real_wget.string());
+  CHECK(shim::find_real_tool(Tool::curl, env_of({{"PATH", layout.path}}), layout.self) ==
+        layout.real_curl.string());
+  CHECK(shim::find_real_tool(Tool::wget, env_of({{"PATH", layout.path}}), layout.self) ==
+        layout.real_wget.string());
   // Without knowing itself, the shim's own symlink would be found first.
-  CHECK(shim::find_real_tool(Tool::curl, env_of({{"PATH", layout.path}}), {}) == (layout.dir / "shim" / "curl").string());
+  CHECK(shim::find_real_tool(Tool::curl, env_of({{"PATH", layout.path}}), {}) ==
+        (layout.dir / "shim" / "curl").string());
   // REAL_CURL wins when it is executable, and is ignored when it is not.
   const fs::path other = layout.dir / "other-curl";
   make_executable(other);
@@ -193,27 +197,30 @@ TEST_CASE("find_real_tool skips the shim however it is linked", "[shim]") {
   CHECK(shim::find_real_tool(Tool::curl, env_of({{"PATH", layout.path}, {"REAL_CURL", "/nonexistent/curl"}}),
                              layout.self) == layout.real_curl.string());
   std::ofstream(layout.dir / "not-executable") << "x";
-  CHECK(shim::find_real_tool(Tool::curl,
-                             env_of({{"PATH", layout.path}, {"REAL_CURL", (layout.dir / "not-executable").string()}}),
-                             layout.self) == layout.real_curl.string());
+  CHECK(shim::find_real_tool(
+            Tool::curl,
+            env_of({{"PATH", layout.path}, {"REAL_CURL", (layout.dir / "not-executable").string()}}),
+            layout.self) == layout.real_curl.string());
 }
 
 TEST_CASE("no real tool is a clear error and exit 127", "[shim]") {
   Layout layout;
   const auto env = env_of({{"PATH", (layout.dir / "shim").string()}, {"WITHCACHE_SERVER", k_server}});
   bool probed = false;
-  const auto curl = shim::plan(Tool::curl, {k_url}, env, [&](const std::string&) { return probed = true; }, layout.self);
+  const auto curl = shim::plan(
+      Tool::curl, {k_url}, env, [&](const std::string&) { return probed = true; }, layout.self);
   CHECK(curl.error == "curlwithcache: no real curl found on PATH (set $REAL_CURL)");
   CHECK(curl.program.empty());
   CHECK_FALSE(probed);
-  const auto wget = shim::plan(Tool::wget, {k_url}, env, [&](const std::string&) { return probed = true; }, layout.self);
+  const auto wget = shim::plan(
+      Tool::wget, {k_url}, env, [&](const std::string&) { return probed = true; }, layout.self);
   CHECK(wget.error == "wgetwithcache: no real wget found on PATH (set $REAL_WGET)");
 }
 
 TEST_CASE("probe_timeout reads WITHCACHE_PROBE_TIMEOUT", "[shim]") {
   using std::chrono::milliseconds;
   const std::pair<const char*, milliseconds> cases[] = {
-      {nullptr, milliseconds(5000)}, {"", milliseconds(5000)},   {"2", milliseconds(2000)},
+      {nullptr, milliseconds(5000)}, {"", milliseconds(5000)},    {"2", milliseconds(2000)},
       {"0.25", milliseconds(250)},   {"abc", milliseconds(5000)}, {"-1", milliseconds(5000)},
       {"0", milliseconds(5000)},     {"3s", milliseconds(5000)},  {"99999", milliseconds(5000)},
   };

@@ -37,12 +37,13 @@ using Probe = std::function<bool(const std::string& cache_url)>;
 
 /** What a shim decided. */
 struct Plan {
-  std::string program;           ///< the real tool to execv; empty with an error
-  std::vector<std::string> argv; ///< its argv: argv[0] is `program`, the rest the user's, one argument rewritten on a hit
-  std::string error;             ///< when non-empty: print it and exit 127
-  bool probed = false;           ///< a probe was made
-  bool hit = false;              ///< the probe said 200 and the URL was rewritten
-  std::string cache_url;         ///< the cache URL probed, when probed
+  std::string program; ///< the real tool to execv; empty with an error
+  std::vector<std::string>
+      argv;          ///< its argv: argv[0] is `program`, the rest the user's, one argument rewritten on a hit
+  std::string error; ///< when non-empty: print it and exit 127
+  bool probed = false;   ///< a probe was made
+  bool hit = false;      ///< the probe said 200 and the URL was rewritten
+  std::string cache_url; ///< the cache URL probed, when probed
 };
 
 /**
@@ -53,13 +54,14 @@ struct Plan {
  */
 std::string find_real_tool(Tool tool, const Getenv& getenv, const std::filesystem::path& self);
 
-/** The cache server for a tool: `CURLWITHCACHE_SERVER`/`WGETWITHCACHE_SERVER`, else `WITHCACHE_SERVER`; empty = unset. */
+/** The cache server for a tool: `CURLWITHCACHE_SERVER`/`WGETWITHCACHE_SERVER`, else `WITHCACHE_SERVER`; empty
+ * = unset. */
 std::string server_for(Tool tool, const Getenv& getenv);
 
 /** Where the URL is in the user's arguments (not counting argv[0]). */
 struct UrlArgument {
-  std::size_t index = 0;  ///< index into the arguments
-  std::string prefix;     ///< `--url=` when the URL came that way, else empty
+  std::size_t index = 0; ///< index into the arguments
+  std::string prefix;    ///< `--url=` when the URL came that way, else empty
   std::string url;
 };
 
@@ -78,7 +80,8 @@ std::optional<UrlArgument> find_url(const std::vector<std::string>& args);
 Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv, const Probe& probe,
           const std::filesystem::path& self);
 
-/** `WITHCACHE_PROBE_TIMEOUT` in seconds (fractions allowed), default 5 s; bad values fall back to the default. */
+/** `WITHCACHE_PROBE_TIMEOUT` in seconds (fractions allowed), default 5 s; bad values fall back to the
+ * default. */
 std::chrono::milliseconds probe_timeout(const Getenv& getenv);
 
 /**

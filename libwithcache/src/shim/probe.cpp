@@ -27,7 +27,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 class Socket {
-public:
+ public:
   explicit Socket(int fd) : m_fd(fd) {}
   ~Socket() {
     if (m_fd >= 0) {
@@ -38,7 +38,7 @@ public:
   Socket& operator=(const Socket&) = delete;
   [[nodiscard]] int fd() const noexcept { return m_fd; }
 
-private:
+ private:
   int m_fd;
 };
 
@@ -105,15 +105,16 @@ bool send_all(int fd, const std::string& data, Clock::time_point deadline) {
 // "HTTP/1.1 200 OK" → true.
 bool status_is_200(const std::string& head) {
   const std::size_t space = head.find(' ');
-  return head.starts_with("HTTP/1.") && space != std::string::npos && head.compare(space + 1, 3, "200") == 0 &&
+  return head.starts_with("HTTP/1.") && space != std::string::npos &&
+         head.compare(space + 1, 3, "200") == 0 &&
          (head.size() == space + 4 || head[space + 4] == ' ' || head[space + 4] == '\r');
 }
 
 std::string request_for(const url::Target& target) {
   const bool ipv6 = target.host.find(':') != std::string::npos;
   std::string host = ipv6 ? "[" + target.host + "]" : target.host;
-  const bool default_port = (target.scheme == "http" && target.port == 80) ||
-                            (target.scheme == "https" && target.port == 443);
+  const bool default_port =
+      (target.scheme == "http" && target.port == 80) || (target.scheme == "https" && target.port == 443);
   if (!default_port) {
     host += ":" + std::to_string(target.port);
   }
@@ -169,7 +170,8 @@ bool tls_head(int fd, const url::Target& target, const std::string& request, Clo
   if (SSL_connect(ssl.get()) != 1 || SSL_get_verify_result(ssl.get()) != X509_V_OK) {
     return false;
   }
-  if (SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) != static_cast<int>(request.size())) {
+  if (SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) !=
+      static_cast<int>(request.size())) {
     return false;
   }
   std::string received;
@@ -198,7 +200,8 @@ bool head_is_200(const std::string& target_url, std::chrono::milliseconds timeou
   }
   Socket socket(fd);
   const std::string request = request_for(*target);
-  return target->scheme == "https" ? tls_head(fd, *target, request, deadline) : plain_head(fd, request, deadline);
+  return target->scheme == "https" ? tls_head(fd, *target, request, deadline)
+                                   : plain_head(fd, request, deadline);
 }
 
 } // namespace withcache::shim

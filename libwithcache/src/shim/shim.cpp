@@ -39,7 +39,9 @@ Tool tool_for(std::string_view argv0) {
   return name.find("wget") != std::string_view::npos ? Tool::wget : Tool::curl;
 }
 
-std::string_view name_of(Tool tool) { return tool == Tool::wget ? "wget" : "curl"; }
+std::string_view name_of(Tool tool) {
+  return tool == Tool::wget ? "wget" : "curl";
+}
 
 std::string find_real_tool(Tool tool, const Getenv& getenv, const std::filesystem::path& self) {
   struct stat info {};
