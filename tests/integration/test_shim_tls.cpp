@@ -16,7 +16,7 @@ using namespace withcache;
 namespace {
 
 class TlsServer {
-public:
+ public:
   TlsServer(const std::string& cert, const std::string& key) : m_server(cert.c_str(), key.c_str()) {
     m_server.Get(".*", [](const httplib::Request& req, httplib::Response& res) {
       res.status = req.path.starts_with("/b/hit") ? 200 : 404;
@@ -31,7 +31,7 @@ public:
   }
   [[nodiscard]] int port() const { return m_port; }
 
-private:
+ private:
   httplib::SSLServer m_server;
   int m_port = 0;
   std::thread m_thread;
@@ -41,9 +41,10 @@ private:
 
 TEST_CASE("the probe speaks TLS and verifies the certificate and host", "[shim][tls]") {
   test::TempDir dir;
-  const auto made = test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                               "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout",
-                               (dir / "key.pem").string(), "-out", (dir / "cert.pem").string()});
+  const auto made =
+      test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                 "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout",
+                 (dir / "key.pem").string(), "-out", (dir / "cert.pem").string()});
   REQUIRE(made.exit_code == 0);
   TlsServer server((dir / "cert.pem").string(), (dir / "key.pem").string());
   const std::string base = "https://localhost:" + std::to_string(server.port());

@@ -79,7 +79,7 @@ TEST_CASE("format_size prints binary units", "[store]") {
   CHECK(store::format_size(20ULL << 30) == "20.0 GiB");
 }
 
-TEST_CASE("commit stores a blob and its row; reopening keeps it", "[store]") {
+TEST_CASE("commit stores a blob and its row, and reopening keeps it", "[store]") {
   TempDir dir;
   const std::string bytes = "hello artifact";
   const std::string origin = "https://u:p@Example.COM/x/a.tgz?token=1";
@@ -144,7 +144,7 @@ TEST_CASE("misses are counted, listed, dismissed and move onto the artifact", "[
   CHECK(s.record_miss(other, "https://h/other")); // first again after dismissal
 }
 
-TEST_CASE("hits are queued and written in batches; they survive a re-fetch", "[store]") {
+TEST_CASE("hits are queued, written in batches and survive a re-fetch", "[store]") {
   TempDir dir;
   const std::string origin = "https://h/a";
   const auto key = *url::key_id(origin);
@@ -291,4 +291,26 @@ TEST_CASE("concurrent reads and queued counters stay consistent", "[store]") {
   }
   CHECK(s.totals().hits == 8000);
   CHECK(s.list_misses({}).total == 2000);
+}
+
+TEST_CASE("the events log records, pages and filters", "[store]") {
+  TempDir dir;
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    s.record_event("login", "admin", "10.0.0.5", "signed in");
+    s.record_event("delete", "admin", "10.0.0.5", "https://h/a.tgz");
+    s.record_event("fill_failed", "system", "", "https://h/b.tgz: HTTP 404");
+    const auto all = s.list_events({});
+    REQUIRE(all.total == 3);
+    CHECK(all.items[0].kind == "fill_failed"); // newest first
+    CHECK(all.items[2].kind == "login");
+    CHECK(all.items[2].address == "10.0.0.5");
+    CHECK(all.items[2].time > 0);
+    CHECK(s.list_events({0, 10, "a.tgz"}).total == 1);
+    CHECK(s.list_events({0, 10, "ADMIN"}).total == 2);
+    CHECK(s.list_events({1, 1, ""}).items.at(0).kind == "delete");
+    s.record_event("logout", "admin", "10.0.0.5", "");
+  }
+  store::BlobStore reopened({dir.path()});
+  CHECK(reopened.list_events({}).total == 4);
 }

@@ -74,6 +74,16 @@ struct Miss {
   UnixTime last_seen = 0;
 };
 
+/** One line of the operator's events log. */
+struct Event {
+  std::int64_t id = 0;
+  UnixTime time = 0;
+  std::string kind;    ///< e.g. `login`, `login_failed`, `delete`, `first_miss`, `fill_completed`
+  std::string actor;   ///< `admin`, `api`, `system`, …
+  std::string address; ///< the client address, or empty
+  std::string details; ///< one line; never a header value or credential
+};
+
 /** What a completed fill hands to commit(). */
 struct NewArtifact {
   std::string key;
@@ -215,6 +225,11 @@ class BlobStore {
   /** Counts and sizes. */
   Totals totals();
 
+  /** Appends to the events log; queued like the counters (the newest 100 000 are kept). */
+  void record_event(std::string kind, std::string actor, std::string address, std::string details);
+  /** Events, newest first; the filter matches kind, actor or details. */
+  Page<Event> list_events(const ListQuery& query);
+
   /** Persists a queued fill; returns its id (never reused). */
   std::int64_t add_pending_job(const std::string& key, std::string_view url,
                                const std::vector<std::pair<std::string, std::string>>& headers);
@@ -235,6 +250,7 @@ class BlobStore {
   void recover();
   void load_artifacts();
   void flush_locked(); // m_db_mutex held
+  void write_events(const std::vector<Event>& events);
   void write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
                       const std::unordered_map<std::string, PendingMiss>& misses);
   void flusher_loop();
@@ -254,6 +270,7 @@ class BlobStore {
   std::unordered_map<std::string, std::uint64_t> m_pending_hits;
   std::unordered_map<std::string, PendingMiss> m_pending_misses;
   std::unordered_set<std::string> m_known_misses; // keys with a miss row or a queued miss
+  std::vector<Event> m_pending_events;
 
   std::condition_variable m_flusher_cv;
   bool m_stopping = false;

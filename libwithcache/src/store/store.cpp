@@ -57,7 +57,20 @@ CREATE TABLE IF NOT EXISTS pending_jobs (
   created_at INTEGER NOT NULL
 );
 )sql",
+    R"sql(
+CREATE TABLE IF NOT EXISTS events (
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
+  time    INTEGER NOT NULL,
+  kind    TEXT NOT NULL,
+  actor   TEXT NOT NULL,
+  address TEXT NOT NULL,
+  details TEXT NOT NULL
+);
+)sql",
 };
+
+// The events log keeps this many of the newest rows.
+constexpr std::int64_t k_max_events = 100'000;
 
 UnixTime now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -423,7 +436,7 @@ void BlobStore::flusher_loop() {
     if (m_stopping) {
       break;
     }
-    if (m_pending_hits.empty() && m_pending_misses.empty()) {
+    if (m_pending_hits.empty() && m_pending_misses.empty() && m_pending_events.empty()) {
       continue;
     }
     lock.unlock();
@@ -444,10 +457,15 @@ void BlobStore::flush() {
 void BlobStore::flush_locked() {
   std::unordered_map<std::string, std::uint64_t> hits;
   std::unordered_map<std::string, PendingMiss> misses;
+  std::vector<Event> events;
   {
     std::lock_guard lock(m_counter_mutex);
     hits.swap(m_pending_hits);
     misses.swap(m_pending_misses);
+    events.swap(m_pending_events);
+  }
+  if (!events.empty()) {
+    write_events(events);
   }
   if (hits.empty() && misses.empty()) {
     return;
@@ -470,6 +488,60 @@ void BlobStore::flush_locked() {
     }
     throw;
   }
+}
+
+void BlobStore::write_events(const std::vector<Event>& events) {
+  SQLite::Transaction tx(*m_db);
+  SQLite::Statement insert(*m_db,
+                           "INSERT INTO events (time, kind, actor, address, details) VALUES (?, ?, ?, ?, ?)");
+  for (const auto& e : events) {
+    insert.bind(1, e.time);
+    insert.bind(2, e.kind);
+    insert.bind(3, e.actor);
+    insert.bind(4, e.address);
+    insert.bind(5, e.details);
+    insert.exec();
+    insert.reset();
+  }
+  SQLite::Statement prune(*m_db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?");
+  prune.bind(1, k_max_events);
+  prune.exec();
+  tx.commit();
+}
+
+void BlobStore::record_event(std::string kind, std::string actor, std::string address, std::string details) {
+  std::lock_guard lock(m_counter_mutex);
+  m_pending_events.push_back(
+      Event{0, now(), std::move(kind), std::move(actor), std::move(address), std::move(details)});
+}
+
+Page<Event> BlobStore::list_events(const ListQuery& query) {
+  std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
+  const bool filtered = !query.filter.empty();
+  const std::string where =
+      filtered ? " WHERE kind LIKE ?1 ESCAPE '\\' OR actor LIKE ?1 ESCAPE '\\' OR details LIKE ?1 ESCAPE '\\'"
+               : "";
+  Page<Event> page;
+  SQLite::Statement count(*m_db, "SELECT count(*) FROM events" + where);
+  if (filtered) {
+    count.bind(1, like_pattern(query.filter));
+  }
+  count.executeStep();
+  page.total = from_db(count.getColumn(0).getInt64());
+  SQLite::Statement rows(*m_db, "SELECT id, time, kind, actor, address, details FROM events" + where +
+                                    " ORDER BY id DESC LIMIT ?2 OFFSET ?3");
+  if (filtered) {
+    rows.bind(1, like_pattern(query.filter));
+  }
+  rows.bind(2, to_db(query.limit));
+  rows.bind(3, to_db(query.offset));
+  while (rows.executeStep()) {
+    page.items.push_back(Event{rows.getColumn(0).getInt64(), rows.getColumn(1).getInt64(),
+                               rows.getColumn(2).getString(), rows.getColumn(3).getString(),
+                               rows.getColumn(4).getString(), rows.getColumn(5).getString()});
+  }
+  return page;
 }
 
 void BlobStore::write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,

@@ -1,0 +1,78 @@
+#pragma once
+
+/**
+ * @file
+ * withcache::auth — the operator surface's sessions (SPEC §3 "Operator
+ * surface"): HMAC-SHA256-signed cookies, the session secret, constant-time
+ * comparison, the CSRF origin check and slowing down wrong passwords.
+ * Sessions and LoginThrottle are thread-safe.
+ */
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace withcache::auth {
+
+/** The session cookie's name. */
+inline constexpr const char* k_cookie = "withcache-token";
+
+/** Compares two strings in time that depends only on their lengths' maximum (CRYPTO_memcmp). */
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+/**
+ * The key that signs sessions: `env_secret` when it is not blank, else the
+ * contents of `<data_dir>/session-secret`, created (32 random bytes, hex, mode
+ * 0600) on first use so cookies survive restarts.
+ * @throws std::runtime_error when the file cannot be read or created.
+ */
+std::string session_secret(const std::filesystem::path& data_dir, const char* env_secret);
+
+/** Issues and verifies `<payload>.<HMAC-SHA256 hex>` session tokens. */
+class Sessions {
+public:
+  explicit Sessions(std::string secret, std::chrono::seconds lifetime = std::chrono::hours(24 * 7));
+
+  /** A new token for `user`, valid for the lifetime from `now`. */
+  [[nodiscard]] std::string issue(std::string_view user, std::chrono::system_clock::time_point now =
+                                                             std::chrono::system_clock::now()) const;
+  /** The user of a valid, unexpired token signed with this secret; nothing otherwise. */
+  [[nodiscard]] std::optional<std::string> verify(std::string_view token, std::chrono::system_clock::time_point now =
+                                                                              std::chrono::system_clock::now()) const;
+  [[nodiscard]] std::chrono::seconds lifetime() const noexcept { return m_lifetime; }
+
+private:
+  [[nodiscard]] std::string sign(std::string_view payload) const;
+  std::string m_secret;
+  std::chrono::seconds m_lifetime;
+};
+
+/** The value of cookie `name` in a `Cookie` header, if present. */
+std::optional<std::string> cookie_value(std::string_view cookie_header, std::string_view name);
+
+/**
+ * CSRF check for a state-changing request: true when `origin` (or, lacking
+ * it, `referer`) names the same host[:port] as `host` (the Host header), or
+ * when both are empty (scripts and curl send neither).
+ */
+bool same_origin(std::string_view origin, std::string_view referer, std::string_view host);
+
+/** Slows down repeated wrong passwords from one address: 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. */
+class LoginThrottle {
+public:
+  /** How long to wait before answering this address's next login attempt. */
+  std::chrono::milliseconds delay_for(const std::string& address);
+  void record_failure(const std::string& address);
+  void reset(const std::string& address);
+
+private:
+  std::mutex m_mutex;
+  std::unordered_map<std::string, unsigned> m_failures;
+};
+
+} // namespace withcache::auth

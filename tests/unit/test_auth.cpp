@@ -1,0 +1,103 @@
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include <sys/stat.h>
+
+#include "support/temp_dir.hpp"
+#include "withcache/auth.hpp"
+
+using namespace withcache;
+using namespace std::chrono_literals;
+
+TEST_CASE("constant_time_equal compares exactly", "[auth]") {
+  CHECK(auth::constant_time_equal("secret", "secret"));
+  CHECK_FALSE(auth::constant_time_equal("secret", "secreT"));
+  CHECK_FALSE(auth::constant_time_equal("secret", "secret2"));
+  CHECK_FALSE(auth::constant_time_equal("", "x"));
+  CHECK(auth::constant_time_equal("", ""));
+}
+
+TEST_CASE("sessions: signed, expiring, bound to their secret", "[auth]") {
+  const auth::Sessions sessions("key-one", 7 * 24h);
+  const auto now = std::chrono::system_clock::now();
+  const std::string token = sessions.issue("admin", now);
+  CHECK(sessions.verify(token, now) == std::optional<std::string>("admin"));
+  CHECK(sessions.verify(token, now + 7 * 24h - 1s).has_value());
+  CHECK_FALSE(sessions.verify(token, now + 7 * 24h).has_value()); // expired
+  CHECK_FALSE(auth::Sessions("key-two").verify(token, now).has_value()); // foreign key
+  CHECK(sessions.issue("admin", now) != token); // a nonce makes every token distinct
+
+  std::string tampered = token;
+  tampered[3] = tampered[3] == 'A' ? 'B' : 'A';
+  CHECK_FALSE(sessions.verify(tampered, now).has_value());
+  std::string bad_sig = token;
+  bad_sig.back() = bad_sig.back() == '0' ? '1' : '0';
+  CHECK_FALSE(sessions.verify(bad_sig, now).has_value());
+  for (const char* junk : {"", ".", "abc", "abc.def", "..", "v1:admin:99999999999:x"}) {
+    INFO(junk);
+    CHECK_FALSE(sessions.verify(junk, now).has_value());
+  }
+}
+
+TEST_CASE("the session secret comes from the environment or a 0600 file", "[auth]") {
+  test::TempDir dir;
+  CHECK(auth::session_secret(dir.path(), " from-env \n") == "from-env");
+  CHECK_FALSE(std::filesystem::exists(dir / "session-secret"));
+  const std::string created = auth::session_secret(dir.path(), "   ");
+  CHECK(created.size() == 64);
+  struct stat info {};
+  REQUIRE(::stat((dir / "session-secret").c_str(), &info) == 0);
+  CHECK((info.st_mode & 0777) == 0600);
+  CHECK(auth::session_secret(dir.path(), nullptr) == created); // reused: cookies survive restarts
+}
+
+TEST_CASE("cookie_value finds one cookie", "[auth]") {
+  CHECK(auth::cookie_value("a=1; withcache-token=abc.def; b=2", "withcache-token") == std::optional<std::string>("abc.def"));
+  CHECK(auth::cookie_value("withcache-token=x", "withcache-token") == std::optional<std::string>("x"));
+  CHECK_FALSE(auth::cookie_value("xwithcache-token=x", "withcache-token").has_value());
+  CHECK_FALSE(auth::cookie_value("", "withcache-token").has_value());
+}
+
+TEST_CASE("same_origin is the CSRF check", "[auth]") {
+  struct Case {
+    const char* origin;
+    const char* referer;
+    const char* host;
+    bool allowed;
+  };
+  const Case cases[] = {
+      {"", "", "cache:3000", true}, // scripts and curl
+      {"http://cache:3000", "", "cache:3000", true},
+      {"http://CACHE:3000", "", "cache:3000", true},
+      {"http://evil.example", "", "cache:3000", false},
+      {"http://cache:3001", "", "cache:3000", false},
+      {"", "http://cache:3000/ui/misses?x", "cache:3000", true},
+      {"", "https://evil.example/cache:3000", "cache:3000", false},
+      {"null", "", "cache:3000", false},
+      {"https://cache.lab", "", "cache.lab:443", true},
+      {"http://cache", "", "", false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.origin << " | " << c.referer << " | " << c.host);
+    CHECK(auth::same_origin(c.origin, c.referer, c.host) == c.allowed);
+  }
+}
+
+TEST_CASE("LoginThrottle slows repeated failures from one address", "[auth]") {
+  auth::LoginThrottle throttle;
+  CHECK(throttle.delay_for("a") == 0ms);
+  throttle.record_failure("a");
+  CHECK(throttle.delay_for("a") == 0ms);
+  throttle.record_failure("a");
+  CHECK(throttle.delay_for("a") == 250ms);
+  throttle.record_failure("a");
+  CHECK(throttle.delay_for("a") == 500ms);
+  for (int i = 0; i < 20; ++i) {
+    throttle.record_failure("a");
+  }
+  CHECK(throttle.delay_for("a") == 5000ms);
+  CHECK(throttle.delay_for("b") == 0ms);
+  throttle.reset("a");
+  CHECK(throttle.delay_for("a") == 0ms);
+}
