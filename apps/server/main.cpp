@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
     return fail(std::string(e.what()) + " (see --help)");
   }
 
+  const auto env = [](const char* name) {
+    const char* value = std::getenv(name);
+    return std::string(value == nullptr ? "" : value);
+  };
+  config.admin_password = env("WITHCACHE_ADMIN_PASSWORD");
+  config.session_secret = env("WITHCACHE_SESSION_SECRET");
+  config.api_token = env("WITHCACHE_API_TOKEN");
+
   // Signals are taken by one thread with sigwait, never by a handler that
   // would have to be async-signal-safe; every other thread inherits the mask.
   sigset_t stop_signals;
@@ -119,6 +127,10 @@ int main(int argc, char** argv) {
                  withcache::k_product, config.host, server.port(), config.data_dir.string(), config.workers,
                  config.curate ? "curated" : "auto-fetch",
                  config.max_bytes == 0 ? "unlimited" : withcache::store::format_size(config.max_bytes));
+    if (config.admin_password.empty()) {
+      spdlog::warn("WITHCACHE_ADMIN_PASSWORD is not set: the operator UI and its actions (fetch, delete, "
+                   "cancel) are OPEN to anyone who can reach this port");
+    }
     if (config.forward_auth) {
       spdlog::warn("--forward-auth: bytes fetched with a client's credentials are served to everyone");
     }

@@ -24,9 +24,9 @@ TEST_CASE("sessions: signed, expiring, bound to their secret", "[auth]") {
   const std::string token = sessions.issue("admin", now);
   CHECK(sessions.verify(token, now) == std::optional<std::string>("admin"));
   CHECK(sessions.verify(token, now + 7 * 24h - 1s).has_value());
-  CHECK_FALSE(sessions.verify(token, now + 7 * 24h).has_value()); // expired
+  CHECK_FALSE(sessions.verify(token, now + 7 * 24h).has_value());        // expired
   CHECK_FALSE(auth::Sessions("key-two").verify(token, now).has_value()); // foreign key
-  CHECK(sessions.issue("admin", now) != token); // a nonce makes every token distinct
+  CHECK(sessions.issue("admin", now) != token);                          // a nonce makes every token distinct
 
   std::string tampered = token;
   tampered[3] = tampered[3] == 'A' ? 'B' : 'A';
@@ -53,7 +53,8 @@ TEST_CASE("the session secret comes from the environment or a 0600 file", "[auth
 }
 
 TEST_CASE("cookie_value finds one cookie", "[auth]") {
-  CHECK(auth::cookie_value("a=1; withcache-token=abc.def; b=2", "withcache-token") == std::optional<std::string>("abc.def"));
+  CHECK(auth::cookie_value("a=1; withcache-token=abc.def; b=2", "withcache-token") ==
+        std::optional<std::string>("abc.def"));
   CHECK(auth::cookie_value("withcache-token=x", "withcache-token") == std::optional<std::string>("x"));
   CHECK_FALSE(auth::cookie_value("xwithcache-token=x", "withcache-token").has_value());
   CHECK_FALSE(auth::cookie_value("", "withcache-token").has_value());

@@ -43,10 +43,31 @@ TEST_CASE("json::parse accepts RFC 8259 texts", "[json]") {
 
 TEST_CASE("json::parse refuses what is not strict JSON", "[json]") {
   const char* bad[] = {
-      "",          "{",           "[1,]",          "{\"a\":1,}",   "{\"a\" 1}",      "{'a':1}",  "{\"a\":1}x",
-      "01",        "1.",          ".5",            "-",            "1e",             "NaN",      "Infinity",
-      "tru",       "\"a",         "\"\\x\"",       "\"\\u12\"",    "\"\\ud800\"",    "\"\\udc00\"",
-      "\"\x01\"",  "\"\xFF\"",    "{\"a\":1,\"a\":2}", "// c\n1", "1e999",
+      "",
+      "{",
+      "[1,]",
+      "{\"a\":1,}",
+      "{\"a\" 1}",
+      "{'a':1}",
+      "{\"a\":1}x",
+      "01",
+      "1.",
+      ".5",
+      "-",
+      "1e",
+      "NaN",
+      "Infinity",
+      "tru",
+      "\"a",
+      "\"\\x\"",
+      "\"\\u12\"",
+      "\"\\ud800\"",
+      "\"\\udc00\"",
+      "\"\x01\"",
+      "\"\xFF\"",
+      "{\"a\":1,\"a\":2}",
+      "// c\n1",
+      "1e999",
   };
   for (const char* text : bad) {
     INFO(text);
@@ -83,8 +104,9 @@ TEST_CASE("json::Writer writes compact, escaped JSON that parses back", "[json]"
       .key("total")
       .value(1)
       .end_object();
-  CHECK(w.str() == R"({"items":[{"url":"https://h/<script>\"x\"\n\u0001","size":18446744073709551615,"rate":1.5,)"
-                   R"("ok":true,"error":null}],"total":1})");
+  CHECK(w.str() ==
+        R"({"items":[{"url":"https://h/<script>\"x\"\n\u0001","size":18446744073709551615,"rate":1.5,)"
+        R"("ok":true,"error":null}],"total":1})");
   const auto back = json::parse(w.str());
   REQUIRE(back.has_value());
   CHECK(*back->as_object()->at("items").as_array()->at(0).as_object()->at("url").as_string() ==

@@ -35,18 +35,20 @@ std::string session_secret(const std::filesystem::path& data_dir, const char* en
 
 /** Issues and verifies `<payload>.<HMAC-SHA256 hex>` session tokens. */
 class Sessions {
-public:
+ public:
   explicit Sessions(std::string secret, std::chrono::seconds lifetime = std::chrono::hours(24 * 7));
 
   /** A new token for `user`, valid for the lifetime from `now`. */
-  [[nodiscard]] std::string issue(std::string_view user, std::chrono::system_clock::time_point now =
-                                                             std::chrono::system_clock::now()) const;
+  [[nodiscard]] std::string
+  issue(std::string_view user,
+        std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
   /** The user of a valid, unexpired token signed with this secret; nothing otherwise. */
-  [[nodiscard]] std::optional<std::string> verify(std::string_view token, std::chrono::system_clock::time_point now =
-                                                                              std::chrono::system_clock::now()) const;
+  [[nodiscard]] std::optional<std::string>
+  verify(std::string_view token,
+         std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
   [[nodiscard]] std::chrono::seconds lifetime() const noexcept { return m_lifetime; }
 
-private:
+ private:
   [[nodiscard]] std::string sign(std::string_view payload) const;
   std::string m_secret;
   std::chrono::seconds m_lifetime;
@@ -64,13 +66,13 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
 
 /** Slows down repeated wrong passwords from one address: 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. */
 class LoginThrottle {
-public:
+ public:
   /** How long to wait before answering this address's next login attempt. */
   std::chrono::milliseconds delay_for(const std::string& address);
   void record_failure(const std::string& address);
   void reset(const std::string& address);
 
-private:
+ private:
   std::mutex m_mutex;
   std::unordered_map<std::string, unsigned> m_failures;
 };

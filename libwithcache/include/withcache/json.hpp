@@ -49,7 +49,7 @@ std::string quote(std::string_view text);
  * before each member value); the writer inserts the commas.
  */
 class Writer {
-public:
+ public:
   Writer& begin_object();
   Writer& end_object();
   Writer& begin_array();
@@ -67,7 +67,7 @@ public:
   /** The text written so far. */
   [[nodiscard]] const std::string& str() const noexcept { return m_out; }
 
-private:
+ private:
   void separate();
   std::string m_out;
   std::vector<bool> m_first; // per open container: no member written yet

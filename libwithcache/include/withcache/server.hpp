@@ -33,6 +33,9 @@ struct ServerOptions {
   std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
   bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
   unsigned http_threads = 64;             ///< concurrent connections served
+  std::string admin_password; ///< WITHCACHE_ADMIN_PASSWORD; empty = the UI and its actions are open
+  std::string session_secret; ///< WITHCACHE_SESSION_SECRET; blank = <data-dir>/session-secret
+  std::string api_token;      ///< WITHCACHE_API_TOKEN; empty = the API only with a session
   std::chrono::seconds fetch_connect_timeout{10};
   std::chrono::seconds fetch_read_timeout{60};
 };

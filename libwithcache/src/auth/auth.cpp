@@ -89,7 +89,8 @@ std::string session_secret(const std::filesystem::path& data_dir, const char* en
     throw std::runtime_error("cannot create " + path.string());
   }
   const std::string line = secret + "\n";
-  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  const bool ok =
+      ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
   ::fchmod(fd, S_IRUSR | S_IWUSR);
   ::close(fd);
   if (!ok) {
@@ -112,14 +113,16 @@ std::string Sessions::sign(std::string_view payload) const {
 std::string Sessions::issue(std::string_view user, std::chrono::system_clock::time_point now) const {
   std::array<unsigned char, 12> nonce{};
   RAND_bytes(nonce.data(), static_cast<int>(nonce.size()));
-  const auto expires = std::chrono::duration_cast<std::chrono::seconds>((now + m_lifetime).time_since_epoch()).count();
+  const auto expires =
+      std::chrono::duration_cast<std::chrono::seconds>((now + m_lifetime).time_since_epoch()).count();
   // v1:<user>:<expiry>:<nonce>, base64url so the cookie value needs no quoting.
-  const std::string payload =
-      url::encode_token("v1:" + std::string(user) + ":" + std::to_string(expires) + ":" + hex(nonce.data(), nonce.size()));
+  const std::string payload = url::encode_token("v1:" + std::string(user) + ":" + std::to_string(expires) +
+                                                ":" + hex(nonce.data(), nonce.size()));
   return payload + "." + sign(payload);
 }
 
-std::optional<std::string> Sessions::verify(std::string_view token, std::chrono::system_clock::time_point now) const {
+std::optional<std::string> Sessions::verify(std::string_view token,
+                                            std::chrono::system_clock::time_point now) const {
   const std::size_t dot = token.rfind('.');
   if (dot == std::string_view::npos) {
     return std::nullopt;

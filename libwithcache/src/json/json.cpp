@@ -13,7 +13,7 @@ namespace {
 constexpr int k_max_depth = 64;
 
 class Parser {
-public:
+ public:
   explicit Parser(std::string_view text) : m_text(text) {}
 
   Expected<Value, std::string> run() {
@@ -29,14 +29,14 @@ public:
     return value;
   }
 
-private:
+ private:
   Unexpected<std::string> fail(const std::string& what) const {
     return unexpected("invalid JSON at byte " + std::to_string(m_pos) + ": " + what);
   }
 
   void skip_space() {
-    while (m_pos < m_text.size() &&
-           (m_text[m_pos] == ' ' || m_text[m_pos] == '\t' || m_text[m_pos] == '\n' || m_text[m_pos] == '\r')) {
+    while (m_pos < m_text.size() && (m_text[m_pos] == ' ' || m_text[m_pos] == '\t' || m_text[m_pos] == '\n' ||
+                                     m_text[m_pos] == '\r')) {
       ++m_pos;
     }
   }
@@ -189,14 +189,30 @@ private:
       }
       const char e = m_text[m_pos++];
       switch (e) {
-      case '"': out += '"'; break;
-      case '\\': out += '\\'; break;
-      case '/': out += '/'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
+      case '"':
+        out += '"';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '/':
+        out += '/';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
       case 'u': {
         auto cp = hex4();
         if (!cp) {
@@ -301,17 +317,29 @@ private:
 
 } // namespace
 
-Expected<Value, std::string> parse(std::string_view text) { return Parser(text).run(); }
+Expected<Value, std::string> parse(std::string_view text) {
+  return Parser(text).run();
+}
 
 std::string quote(std::string_view text) {
   std::string out = "\"";
   for (const char c : text) {
     switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
     default:
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
         char buffer[8];

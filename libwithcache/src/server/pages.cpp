@@ -1,0 +1,266 @@
+#include "pages.hpp"
+
+#include <ctime>
+
+#include "withcache/url.hpp"
+
+namespace withcache::server::pages {
+namespace {
+
+std::string utc(store::UnixTime t) {
+  if (t <= 0) {
+    return "–";
+  }
+  const std::time_t time = t;
+  std::tm tm{};
+  ::gmtime_r(&time, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buffer;
+}
+
+std::string query_escape(std::string_view text) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : text) {
+    const auto b = static_cast<unsigned char>(c);
+    if (std::isalnum(b) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += hex[b >> 4];
+      out += hex[b & 0xF];
+    }
+  }
+  return out;
+}
+
+// A form button that posts one action; HTMX swaps the section's fragment, and
+// without JavaScript the plain POST answers 303 back to the page.
+std::string action(std::string_view route, std::string_view field, std::string_view value, std::string_view label,
+                   std::string_view target, std::string_view confirm = {}) {
+  std::string out = "<form method=\"post\" action=\"" + std::string(route) + "\" hx-post=\"" + std::string(route) +
+                    "\" hx-target=\"#" + std::string(target) + "\" hx-swap=\"innerHTML\"";
+  if (!confirm.empty()) {
+    out += " hx-confirm=\"" + escape(confirm) + "\" onsubmit=\"return confirm(this.getAttribute('hx-confirm'))\"";
+  }
+  out += " class=\"inline\">";
+  if (!field.empty()) {
+    out += "<input type=\"hidden\" name=\"" + std::string(field) + "\" value=\"" + escape(value) + "\">";
+  }
+  out += "<button type=\"submit\" class=\"secondary outline small\">" + std::string(label) + "</button></form>";
+  return out;
+}
+
+std::string filter_and_pages(const Listing& l) {
+  std::string out = "<form method=\"get\" action=\"" + l.path + "\" role=\"search\"><input type=\"search\" name=\"q\" "
+                    "placeholder=\"Filter\" value=\"" + escape(l.filter) + "\"><button type=\"submit\">Filter</button></form>";
+  const auto link = [&](std::uint64_t offset, const char* label) {
+    return "<a href=\"" + l.path + "?q=" + query_escape(l.filter) + "&amp;offset=" + std::to_string(offset) +
+           "&amp;limit=" + std::to_string(l.limit) + "\">" + label + "</a>";
+  };
+  out += "<p class=\"paging\">";
+  const std::uint64_t last = l.total == 0 ? 0 : std::min(l.total, l.offset + l.limit);
+  out += std::to_string(l.total == 0 ? 0 : l.offset + 1) + "–" + std::to_string(last) + " of " + std::to_string(l.total);
+  if (l.offset > 0) {
+    out += " · " + link(l.offset > l.limit ? l.offset - l.limit : 0, "previous");
+  }
+  if (l.offset + l.limit < l.total) {
+    out += " · " + link(l.offset + l.limit, "next");
+  }
+  out += "</p>";
+  return out;
+}
+
+} // namespace
+
+std::string escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+    case '&': out += "&amp;"; break;
+    case '<': out += "&lt;"; break;
+    case '>': out += "&gt;"; break;
+    case '"': out += "&quot;"; break;
+    case '\'': out += "&#39;"; break;
+    default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body) {
+  static constexpr std::pair<const char*, const char*> nav[] = {
+      {"/", "Dashboard"},          {"/ui/downloads", "Downloads"}, {"/ui/misses", "Misses"},
+      {"/ui/artifacts", "Cached"}, {"/ui/add", "Add from URI"},   {"/ui/events", "Events"},
+  };
+  std::string out = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                    "<title>" + escape(title) + " · withcache</title>"
+                    "<link rel=\"stylesheet\" href=\"/static/pico.min.css\">"
+                    "<script src=\"/static/htmx.min.js\"></script>"
+                    "<style>form.inline{display:inline;margin:0}form.inline button{margin:0;padding:.2rem .6rem;"
+                    "font-size:.8rem;width:auto}td,th{font-size:.85rem;word-break:break-all}progress{margin:0}"
+                    "code.sha{font-size:.75rem}form[role=search]{display:flex;gap:.5rem}</style></head><body>"
+                    "<header class=\"container\"><nav><ul><li><strong>withcache</strong></li></ul><ul>";
+  for (const auto& [href, label] : nav) {
+    out += std::string("<li><a href=\"") + href + "\"" + (active == label ? " aria-current=\"page\"" : "") + ">" + label +
+           "</a></li>";
+  }
+  if (auth) {
+    out += "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
+           "class=\"secondary outline small\">Log out</button></form></li>";
+  }
+  out += "</ul></nav></header><main class=\"container\"><h2>" + escape(title) + "</h2>" + std::string(body) +
+         "</main></body></html>";
+  return out;
+}
+
+std::string login(bool failed) {
+  std::string body = "<article><form method=\"post\" action=\"/ui/login\">";
+  if (failed) {
+    body += "<p role=\"alert\"><strong>Wrong password.</strong></p>";
+  }
+  body += "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus "
+          "required></label><button type=\"submit\">Log in</button></form></article>";
+  return "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log in · withcache</title>"
+         "<link rel=\"stylesheet\" href=\"/static/pico.min.css\"></head><body><main class=\"container\">"
+         "<h2>withcache: log in</h2>" + body + "</main></body></html>";
+}
+
+std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment) {
+  return "<section id=\"" + std::string(id) + "\" hx-get=\"" + std::string(fragment_url) +
+         "\" hx-trigger=\"every 1s\" hx-swap=\"innerHTML\">" + std::string(fragment) + "</section>";
+}
+
+std::string dashboard_fragment(const Dashboard& d) {
+  const auto& t = d.totals;
+  std::string out = "<div class=\"grid\">";
+  const auto card = [&](const std::string& label, const std::string& value) {
+    out += "<article><small>" + label + "</small><h3>" + value + "</h3></article>";
+  };
+  card("Artifacts", std::to_string(t.artifacts));
+  card("Stored", store::format_size(t.stored_bytes));
+  card("Served", store::format_size(d.bytes_served));
+  const std::uint64_t asked = t.hits + t.misses;
+  card("Hit ratio", asked == 0 ? "–" : std::to_string(t.hits * 100 / asked) + " %");
+  out += "</div><div class=\"grid\">";
+  card("Downloads running", std::to_string(d.running));
+  card("Queued", std::to_string(d.queued));
+  card("URLs missing", std::to_string(t.pending_misses));
+  card("Mode", d.curate ? "curated" : "auto-fetch");
+  out += "</div>";
+  if (t.max_bytes == 0) {
+    out += "<p>Capacity: unlimited.</p>";
+  } else {
+    const bool full = t.stored_bytes >= t.max_bytes;
+    out += "<p>Capacity: " + store::format_size(t.stored_bytes) + " of " + store::format_size(t.max_bytes) +
+           (full ? " — <strong>cache full</strong>: delete artifacts to make room." : "") + "</p>";
+    out += "<progress value=\"" + std::to_string(std::min(t.stored_bytes, t.max_bytes)) + "\" max=\"" +
+           std::to_string(t.max_bytes) + "\"></progress>";
+  }
+  return out;
+}
+
+std::string downloads_fragment(const std::vector<downloads::Job>& jobs) {
+  std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
+  out += "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
+         "</thead><tbody>";
+  if (jobs.empty()) {
+    out += "<tr><td colspan=\"6\">No downloads.</td></tr>";
+  }
+  for (const auto& j : jobs) {
+    out += "<tr data-status=\"" + std::string(downloads::to_string(j.status)) + "\"><td>" + escape(url::redact(j.url)) +
+           "</td><td>" + std::string(downloads::to_string(j.status));
+    if (!j.error.empty()) {
+      out += "<br><small>" + escape(j.error) + "</small>";
+    }
+    out += "</td><td>";
+    if (j.bytes_total > 0) {
+      out += "<progress value=\"" + std::to_string(j.bytes_done) + "\" max=\"" + std::to_string(j.bytes_total) +
+             "\"></progress>" + store::format_size(j.bytes_done) + " / " + store::format_size(j.bytes_total) + " (" +
+             std::to_string(j.bytes_done * 100 / j.bytes_total) + " %)";
+    } else {
+      out += store::format_size(j.bytes_done);
+    }
+    out += "</td><td>" + (j.rate > 0 ? store::format_size(static_cast<std::uint64_t>(j.rate)) + "/s" : "–") + "</td><td>";
+    if (j.status == downloads::JobStatus::running && j.rate > 0 && j.bytes_total > j.bytes_done) {
+      out += std::to_string(static_cast<std::uint64_t>(static_cast<double>(j.bytes_total - j.bytes_done) / j.rate)) + " s";
+    } else {
+      out += "–";
+    }
+    out += "</td><td>";
+    if (!j.ended()) {
+      out += action("/admin/cancel", "id", std::to_string(j.id), "Cancel", "downloads");
+    }
+    out += "</td></tr>";
+  }
+  out += "</tbody></table>";
+  return out;
+}
+
+std::string misses_fragment(const store::Page<store::Miss>& page, const Listing& listing, bool curate) {
+  std::string out = curate ? "" : "<p><small>Auto-fetch is on: misses fill themselves when the origin is "
+                                  "allowed and there is room.</small></p>";
+  out += filter_and_pages(listing);
+  out += "<table><thead><tr><th>URL</th><th>Count</th><th>Last seen</th><th></th></tr></thead><tbody>";
+  if (page.items.empty()) {
+    out += "<tr><td colspan=\"4\">No misses.</td></tr>";
+  }
+  for (const auto& m : page.items) {
+    out += "<tr><td>" + escape(url::redact(m.url)) + "</td><td>" + std::to_string(m.count) + "</td><td>" +
+           utc(m.last_seen) + "</td><td>" + action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
+           action("/admin/dismiss", "key", m.key, "Dismiss", "misses") + "</td></tr>";
+  }
+  out += "</tbody></table>";
+  return out;
+}
+
+std::string artifacts_fragment(const store::Page<store::Artifact>& page, const Listing& listing) {
+  std::string out = filter_and_pages(listing);
+  out += "<table><thead><tr><th>URL</th><th>Size</th><th>Hits</th><th>Misses</th><th>SHA-256</th><th>Fetched</th>"
+         "<th></th></tr></thead><tbody>";
+  if (page.items.empty()) {
+    out += "<tr><td colspan=\"7\">Nothing cached yet.</td></tr>";
+  }
+  for (const auto& a : page.items) {
+    out += "<tr><td>" + escape(a.url) + "</td><td>" + store::format_size(a.size) + "</td><td>" +
+           std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) + "</td><td><code class=\"sha\" title=\"" +
+           a.sha256 + "\">" + a.sha256.substr(0, 12) + "…</code> <button type=\"button\" class=\"secondary outline "
+           "small\" onclick=\"navigator.clipboard.writeText('" + a.sha256 + "')\">Copy</button></td><td>" +
+           utc(a.fetched_at) + "</td><td>" +
+           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") + "</td></tr>";
+  }
+  out += "</tbody></table>";
+  return out;
+}
+
+std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing) {
+  std::string out = filter_and_pages(listing);
+  out += "<table><thead><tr><th>Time</th><th>Event</th><th>Actor</th><th>Address</th><th>Details</th></tr></thead><tbody>";
+  if (page.items.empty()) {
+    out += "<tr><td colspan=\"5\">No events.</td></tr>";
+  }
+  for (const auto& e : page.items) {
+    out += "<tr><td>" + utc(e.time) + "</td><td>" + escape(e.kind) + "</td><td>" + escape(e.actor) + "</td><td>" +
+           escape(e.address) + "</td><td>" + escape(e.details) + "</td></tr>";
+  }
+  out += "</tbody></table>";
+  return out;
+}
+
+std::string add_form(std::string_view message, bool ok) {
+  std::string out;
+  if (!message.empty()) {
+    out += std::string("<p role=\"") + (ok ? "status" : "alert") + "\">" + escape(message) + "</p>";
+  }
+  out += "<form method=\"post\" action=\"/admin/fetch\" hx-post=\"/admin/fetch\" hx-target=\"#add\" "
+         "hx-swap=\"innerHTML\"><label>URL <input type=\"url\" name=\"url\" required "
+         "placeholder=\"https://developer.download.nvidia.com/…/cuda.run\"></label><label>Request headers "
+         "<small>(optional, one <code>Name: Value</code> per line; never shown again)</small>"
+         "<textarea name=\"header\" rows=\"3\"></textarea></label><button type=\"submit\">Download</button></form>";
+  return out;
+}
+
+} // namespace withcache::server::pages

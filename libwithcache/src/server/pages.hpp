@@ -1,0 +1,57 @@
+#pragma once
+
+// HTML of the operator UI (server-side rendered; HTMX swaps the fragments).
+// Everything that came from a URL, a header or the database goes through
+// escape(). Internal to withcache::server.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "withcache/downloads.hpp"
+#include "withcache/store.hpp"
+
+namespace withcache::server {
+
+/** The embedded asset `name` (e.g. `htmx.min.js`); empty when unknown. Generated at build time. */
+std::string_view embedded_asset(std::string_view name);
+
+namespace pages {
+
+/** HTML-escapes `& < > " '`. */
+std::string escape(std::string_view text);
+
+/** Numbers for the dashboard. */
+struct Dashboard {
+  store::Totals totals;
+  std::uint64_t queued = 0;
+  std::uint64_t running = 0;
+  std::uint64_t bytes_served = 0;
+  bool curate = false;
+};
+
+/** A listing's query, echoed into filter forms and paging links. */
+struct Listing {
+  std::string path; ///< e.g. /ui/artifacts
+  std::string filter;
+  std::uint64_t offset = 0;
+  std::uint64_t limit = 50;
+  std::uint64_t total = 0;
+};
+
+/** The whole page around `body`. `auth` shows the log-out button. */
+std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body);
+std::string login(bool failed);
+
+std::string dashboard_fragment(const Dashboard& d);
+std::string downloads_fragment(const std::vector<downloads::Job>& jobs);
+std::string misses_fragment(const store::Page<store::Miss>& page, const Listing& listing, bool curate);
+std::string artifacts_fragment(const store::Page<store::Artifact>& page, const Listing& listing);
+std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing);
+std::string add_form(std::string_view message, bool ok);
+
+/** A section that re-fetches `fragment_url` every second and swaps only its own content. */
+std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment);
+
+} // namespace pages
+} // namespace withcache::server
