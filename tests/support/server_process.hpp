@@ -21,7 +21,10 @@ namespace withcache::test {
 
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> args = {}) : m_args(std::move(args)) { start(); }
+  explicit ServerProcess(std::vector<std::string> args = {}, std::vector<std::string> env = {})
+      : m_args(std::move(args)), m_env(std::move(env)) {
+    start();
+  }
 
   void start() {
     m_port = free_port();
@@ -35,7 +38,7 @@ class ServerProcess {
                                      "--allow-origin",
                                      "127.0.0.1"};
     argv.insert(argv.end(), m_args.begin(), m_args.end());
-    m_process = std::make_unique<Process>(argv, std::vector<std::string>{}, m_dir / "server.log");
+    m_process = std::make_unique<Process>(argv, m_env, m_dir / "server.log");
     REQUIRE(wait_until_healthy(m_port));
   }
   int stop(int signal = SIGTERM) {
@@ -45,6 +48,12 @@ class ServerProcess {
   }
   void restart() {
     stop();
+    start();
+  }
+  /** Restarts with another environment (same data dir). */
+  void restart(std::vector<std::string> env) {
+    stop();
+    m_env = std::move(env);
     start();
   }
 
@@ -77,6 +86,7 @@ class ServerProcess {
  private:
   TempDir m_dir;
   std::vector<std::string> m_args;
+  std::vector<std::string> m_env;
   int m_port = 0;
   std::unique_ptr<Process> m_process;
 };

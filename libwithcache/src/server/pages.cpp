@@ -37,31 +37,37 @@ std::string query_escape(std::string_view text) {
 
 // A form button that posts one action; HTMX swaps the section's fragment, and
 // without JavaScript the plain POST answers 303 back to the page.
-std::string action(std::string_view route, std::string_view field, std::string_view value, std::string_view label,
-                   std::string_view target, std::string_view confirm = {}) {
-  std::string out = "<form method=\"post\" action=\"" + std::string(route) + "\" hx-post=\"" + std::string(route) +
-                    "\" hx-target=\"#" + std::string(target) + "\" hx-swap=\"innerHTML\"";
+std::string action(std::string_view route, std::string_view field, std::string_view value,
+                   std::string_view label, std::string_view target, std::string_view confirm = {}) {
+  std::string out = "<form method=\"post\" action=\"" + std::string(route) + "\" hx-post=\"" +
+                    std::string(route) + "\" hx-target=\"#" + std::string(target) +
+                    "\" hx-swap=\"innerHTML\"";
   if (!confirm.empty()) {
-    out += " hx-confirm=\"" + escape(confirm) + "\" onsubmit=\"return confirm(this.getAttribute('hx-confirm'))\"";
+    out += " hx-confirm=\"" + escape(confirm) +
+           "\" onsubmit=\"return confirm(this.getAttribute('hx-confirm'))\"";
   }
   out += " class=\"inline\">";
   if (!field.empty()) {
     out += "<input type=\"hidden\" name=\"" + std::string(field) + "\" value=\"" + escape(value) + "\">";
   }
-  out += "<button type=\"submit\" class=\"secondary outline small\">" + std::string(label) + "</button></form>";
+  out +=
+      "<button type=\"submit\" class=\"secondary outline small\">" + std::string(label) + "</button></form>";
   return out;
 }
 
 std::string filter_and_pages(const Listing& l) {
-  std::string out = "<form method=\"get\" action=\"" + l.path + "\" role=\"search\"><input type=\"search\" name=\"q\" "
-                    "placeholder=\"Filter\" value=\"" + escape(l.filter) + "\"><button type=\"submit\">Filter</button></form>";
+  std::string out = "<form method=\"get\" action=\"" + l.path +
+                    "\" role=\"search\"><input type=\"search\" name=\"q\" "
+                    "placeholder=\"Filter\" value=\"" +
+                    escape(l.filter) + "\"><button type=\"submit\">Filter</button></form>";
   const auto link = [&](std::uint64_t offset, const char* label) {
     return "<a href=\"" + l.path + "?q=" + query_escape(l.filter) + "&amp;offset=" + std::to_string(offset) +
            "&amp;limit=" + std::to_string(l.limit) + "\">" + label + "</a>";
   };
   out += "<p class=\"paging\">";
   const std::uint64_t last = l.total == 0 ? 0 : std::min(l.total, l.offset + l.limit);
-  out += std::to_string(l.total == 0 ? 0 : l.offset + 1) + "–" + std::to_string(last) + " of " + std::to_string(l.total);
+  out += std::to_string(l.total == 0 ? 0 : l.offset + 1) + "–" + std::to_string(last) + " of " +
+         std::to_string(l.total);
   if (l.offset > 0) {
     out += " · " + link(l.offset > l.limit ? l.offset - l.limit : 0, "previous");
   }
@@ -79,12 +85,23 @@ std::string escape(std::string_view text) {
   out.reserve(text.size());
   for (const char c : text) {
     switch (c) {
-    case '&': out += "&amp;"; break;
-    case '<': out += "&lt;"; break;
-    case '>': out += "&gt;"; break;
-    case '"': out += "&quot;"; break;
-    case '\'': out += "&#39;"; break;
-    default: out += c;
+    case '&':
+      out += "&amp;";
+      break;
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '"':
+      out += "&quot;";
+      break;
+    case '\'':
+      out += "&#39;";
+      break;
+    default:
+      out += c;
     }
   }
   return out;
@@ -93,20 +110,23 @@ std::string escape(std::string_view text) {
 std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body) {
   static constexpr std::pair<const char*, const char*> nav[] = {
       {"/", "Dashboard"},          {"/ui/downloads", "Downloads"}, {"/ui/misses", "Misses"},
-      {"/ui/artifacts", "Cached"}, {"/ui/add", "Add from URI"},   {"/ui/events", "Events"},
+      {"/ui/artifacts", "Cached"}, {"/ui/add", "Add from URI"},    {"/ui/events", "Events"},
   };
-  std::string out = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-                    "<title>" + escape(title) + " · withcache</title>"
-                    "<link rel=\"stylesheet\" href=\"/static/pico.min.css\">"
-                    "<script src=\"/static/htmx.min.js\"></script>"
-                    "<style>form.inline{display:inline;margin:0}form.inline button{margin:0;padding:.2rem .6rem;"
-                    "font-size:.8rem;width:auto}td,th{font-size:.85rem;word-break:break-all}progress{margin:0}"
-                    "code.sha{font-size:.75rem}form[role=search]{display:flex;gap:.5rem}</style></head><body>"
-                    "<header class=\"container\"><nav><ul><li><strong>withcache</strong></li></ul><ul>";
+  std::string out =
+      "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+      "<title>" +
+      escape(title) +
+      " · withcache</title>"
+      "<link rel=\"stylesheet\" href=\"/static/pico.min.css\">"
+      "<script src=\"/static/htmx.min.js\"></script>"
+      "<style>form.inline{display:inline;margin:0}form.inline button{margin:0;padding:.2rem .6rem;"
+      "font-size:.8rem;width:auto}td,th{font-size:.85rem;word-break:break-all}progress{margin:0}"
+      "code.sha{font-size:.75rem}form[role=search]{display:flex;gap:.5rem}</style></head><body>"
+      "<header class=\"container\"><nav><ul><li><strong>withcache</strong></li></ul><ul>";
   for (const auto& [href, label] : nav) {
-    out += std::string("<li><a href=\"") + href + "\"" + (active == label ? " aria-current=\"page\"" : "") + ">" + label +
-           "</a></li>";
+    out += std::string("<li><a href=\"") + href + "\"" + (active == label ? " aria-current=\"page\"" : "") +
+           ">" + label + "</a></li>";
   }
   if (auth) {
     out += "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
@@ -122,11 +142,13 @@ std::string login(bool failed) {
   if (failed) {
     body += "<p role=\"alert\"><strong>Wrong password.</strong></p>";
   }
-  body += "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus "
+  body += "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" "
+          "autofocus "
           "required></label><button type=\"submit\">Log in</button></form></article>";
   return "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log in · withcache</title>"
          "<link rel=\"stylesheet\" href=\"/static/pico.min.css\"></head><body><main class=\"container\">"
-         "<h2>withcache: log in</h2>" + body + "</main></body></html>";
+         "<h2>withcache: log in</h2>" +
+         body + "</main></body></html>";
 }
 
 std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment) {
@@ -165,28 +187,33 @@ std::string dashboard_fragment(const Dashboard& d) {
 
 std::string downloads_fragment(const std::vector<downloads::Job>& jobs) {
   std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
-  out += "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
-         "</thead><tbody>";
+  out +=
+      "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
+      "</thead><tbody>";
   if (jobs.empty()) {
     out += "<tr><td colspan=\"6\">No downloads.</td></tr>";
   }
   for (const auto& j : jobs) {
-    out += "<tr data-status=\"" + std::string(downloads::to_string(j.status)) + "\"><td>" + escape(url::redact(j.url)) +
-           "</td><td>" + std::string(downloads::to_string(j.status));
+    out += "<tr data-status=\"" + std::string(downloads::to_string(j.status)) + "\"><td>" +
+           escape(url::redact(j.url)) + "</td><td>" + std::string(downloads::to_string(j.status));
     if (!j.error.empty()) {
       out += "<br><small>" + escape(j.error) + "</small>";
     }
     out += "</td><td>";
     if (j.bytes_total > 0) {
-      out += "<progress value=\"" + std::to_string(j.bytes_done) + "\" max=\"" + std::to_string(j.bytes_total) +
-             "\"></progress>" + store::format_size(j.bytes_done) + " / " + store::format_size(j.bytes_total) + " (" +
-             std::to_string(j.bytes_done * 100 / j.bytes_total) + " %)";
+      out += "<progress value=\"" + std::to_string(j.bytes_done) + "\" max=\"" +
+             std::to_string(j.bytes_total) + "\"></progress>" + store::format_size(j.bytes_done) + " / " +
+             store::format_size(j.bytes_total) + " (" + std::to_string(j.bytes_done * 100 / j.bytes_total) +
+             " %)";
     } else {
       out += store::format_size(j.bytes_done);
     }
-    out += "</td><td>" + (j.rate > 0 ? store::format_size(static_cast<std::uint64_t>(j.rate)) + "/s" : "–") + "</td><td>";
+    out += "</td><td>" + (j.rate > 0 ? store::format_size(static_cast<std::uint64_t>(j.rate)) + "/s" : "–") +
+           "</td><td>";
     if (j.status == downloads::JobStatus::running && j.rate > 0 && j.bytes_total > j.bytes_done) {
-      out += std::to_string(static_cast<std::uint64_t>(static_cast<double>(j.bytes_total - j.bytes_done) / j.rate)) + " s";
+      out += std::to_string(
+                 static_cast<std::uint64_t>(static_cast<double>(j.bytes_total - j.bytes_done) / j.rate)) +
+             " s";
     } else {
       out += "–";
     }
@@ -201,8 +228,9 @@ std::string downloads_fragment(const std::vector<downloads::Job>& jobs) {
 }
 
 std::string misses_fragment(const store::Page<store::Miss>& page, const Listing& listing, bool curate) {
-  std::string out = curate ? "" : "<p><small>Auto-fetch is on: misses fill themselves when the origin is "
-                                  "allowed and there is room.</small></p>";
+  std::string out = curate ? ""
+                           : "<p><small>Auto-fetch is on: misses fill themselves when the origin is "
+                             "allowed and there is room.</small></p>";
   out += filter_and_pages(listing);
   out += "<table><thead><tr><th>URL</th><th>Count</th><th>Last seen</th><th></th></tr></thead><tbody>";
   if (page.items.empty()) {
@@ -219,18 +247,21 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
 
 std::string artifacts_fragment(const store::Page<store::Artifact>& page, const Listing& listing) {
   std::string out = filter_and_pages(listing);
-  out += "<table><thead><tr><th>URL</th><th>Size</th><th>Hits</th><th>Misses</th><th>SHA-256</th><th>Fetched</th>"
+  out += "<table><thead><tr><th>URL</th><th>Size</th><th>Hits</th><th>Misses</th><th>SHA-256</"
+         "th><th>Fetched</th>"
          "<th></th></tr></thead><tbody>";
   if (page.items.empty()) {
     out += "<tr><td colspan=\"7\">Nothing cached yet.</td></tr>";
   }
   for (const auto& a : page.items) {
     out += "<tr><td>" + escape(a.url) + "</td><td>" + store::format_size(a.size) + "</td><td>" +
-           std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) + "</td><td><code class=\"sha\" title=\"" +
-           a.sha256 + "\">" + a.sha256.substr(0, 12) + "…</code> <button type=\"button\" class=\"secondary outline "
-           "small\" onclick=\"navigator.clipboard.writeText('" + a.sha256 + "')\">Copy</button></td><td>" +
-           utc(a.fetched_at) + "</td><td>" +
-           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") + "</td></tr>";
+           std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) +
+           "</td><td><code class=\"sha\" title=\"" + a.sha256 + "\">" + a.sha256.substr(0, 12) +
+           "…</code> <button type=\"button\" class=\"secondary outline "
+           "small\" onclick=\"navigator.clipboard.writeText('" +
+           a.sha256 + "')\">Copy</button></td><td>" + utc(a.fetched_at) + "</td><td>" +
+           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") +
+           "</td></tr>";
   }
   out += "</tbody></table>";
   return out;
@@ -238,13 +269,14 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
 
 std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing) {
   std::string out = filter_and_pages(listing);
-  out += "<table><thead><tr><th>Time</th><th>Event</th><th>Actor</th><th>Address</th><th>Details</th></tr></thead><tbody>";
+  out += "<table><thead><tr><th>Time</th><th>Event</th><th>Actor</th><th>Address</th><th>Details</th></tr></"
+         "thead><tbody>";
   if (page.items.empty()) {
     out += "<tr><td colspan=\"5\">No events.</td></tr>";
   }
   for (const auto& e : page.items) {
-    out += "<tr><td>" + utc(e.time) + "</td><td>" + escape(e.kind) + "</td><td>" + escape(e.actor) + "</td><td>" +
-           escape(e.address) + "</td><td>" + escape(e.details) + "</td></tr>";
+    out += "<tr><td>" + utc(e.time) + "</td><td>" + escape(e.kind) + "</td><td>" + escape(e.actor) +
+           "</td><td>" + escape(e.address) + "</td><td>" + escape(e.details) + "</td></tr>";
   }
   out += "</tbody></table>";
   return out;
@@ -259,7 +291,8 @@ std::string add_form(std::string_view message, bool ok) {
          "hx-swap=\"innerHTML\"><label>URL <input type=\"url\" name=\"url\" required "
          "placeholder=\"https://developer.download.nvidia.com/…/cuda.run\"></label><label>Request headers "
          "<small>(optional, one <code>Name: Value</code> per line; never shown again)</small>"
-         "<textarea name=\"header\" rows=\"3\"></textarea></label><button type=\"submit\">Download</button></form>";
+         "<textarea name=\"header\" rows=\"3\"></textarea></label><button "
+         "type=\"submit\">Download</button></form>";
   return out;
 }
 
