@@ -44,7 +44,9 @@ std::string login(const ServerProcess& server) {
   return cookie.substr(0, cookie.find(';')); // withcache-token=...
 }
 
-httplib::Headers with_cookie(const std::string& cookie) { return {{"Cookie", cookie}}; }
+httplib::Headers with_cookie(const std::string& cookie) {
+  return {{"Cookie", cookie}};
+}
 
 json::Value parse(const httplib::Result& res) {
   REQUIRE(res);
@@ -53,7 +55,9 @@ json::Value parse(const httplib::Result& res) {
   return *v;
 }
 
-double number(const json::Value& v, const char* key) { return *v.as_object()->at(key).as_number(); }
+double number(const json::Value& v, const char* key) {
+  return *v.as_object()->at(key).as_number();
+}
 
 } // namespace
 
@@ -73,7 +77,8 @@ TEST_CASE("without a password the UI is open and startup warns", "[operator]") {
 }
 
 TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookies, logout", "[operator]") {
-  ServerProcess server({}, {"WITHCACHE_ADMIN_PASSWORD=" + k_password, "WITHCACHE_SESSION_SECRET=" + k_secret});
+  ServerProcess server({},
+                       {"WITHCACHE_ADMIN_PASSWORD=" + k_password, "WITHCACHE_SESSION_SECRET=" + k_secret});
   auto c = client_for(server);
   auto page = c.Get("/ui/misses");
   CHECK(page->status == 303);
@@ -100,7 +105,8 @@ TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookie
   const std::string expired =
       std::string(auth::k_cookie) + "=" + same_key.issue("admin", std::chrono::system_clock::now() - 8 * 24h);
   CHECK(c.Get("/", with_cookie(expired))->status == 303);
-  const std::string foreign = std::string(auth::k_cookie) + "=" + auth::Sessions("another-key").issue("admin");
+  const std::string foreign =
+      std::string(auth::k_cookie) + "=" + auth::Sessions("another-key").issue("admin");
   CHECK(c.Get("/", with_cookie(foreign))->status == 303);
 
   const auto out = c.Post("/ui/logout", with_cookie(cookie), "", "application/x-www-form-urlencoded");
@@ -159,7 +165,8 @@ TEST_CASE("Bearer tokens authorise the API only", "[operator]") {
   CHECK(c.Get("/api/v1/stats", httplib::Headers{{"Authorization", "Basic api-secret"}})->status == 401);
   CHECK(c.Get("/", httplib::Headers{{"Authorization", "Bearer api-secret"}})->status == 303);
   // A Bearer request needs no Origin check: no browser sends it by itself.
-  CHECK(c.Post("/api/v1/downloads", httplib::Headers{{"Authorization", "Bearer api-secret"}, {"Origin", "http://x"}},
+  CHECK(c.Post("/api/v1/downloads",
+               httplib::Headers{{"Authorization", "Bearer api-secret"}, {"Origin", "http://x"}},
                R"({"url": "ftp://h/x"})", "application/json")
             ->status == 400);
 }
@@ -190,8 +197,9 @@ TEST_CASE("form actions: 0.3 routes and fields, HTMX fragments and 303s", "[oper
   CHECK(test::curl(server.blob(origin.url("/tool.tgz"))).body == body);
 
   // Headers go with the fill and are never shown back.
-  auto with_header = c.Post("/admin/fetch", htmx,
-                            httplib::Params{{"url", origin.url("/vendor.run")}, {"header", "Authorization: Bearer vendor-token"}});
+  auto with_header = c.Post(
+      "/admin/fetch", htmx,
+      httplib::Params{{"url", origin.url("/vendor.run")}, {"header", "Authorization: Bearer vendor-token"}});
   CHECK(with_header->status == 200);
   CHECK(with_header->body.find("Queued.") != std::string::npos);
   REQUIRE(server.fills_completed(2));
@@ -201,8 +209,10 @@ TEST_CASE("form actions: 0.3 routes and fields, HTMX fragments and 303s", "[oper
   CHECK(server.log().find("vendor-token") == std::string::npos);
 
   CHECK(c.Post("/admin/fetch", httplib::Params{{"url", "file:///etc/passwd"}})->status == 400);
-  CHECK(c.Post("/admin/fetch", httplib::Params{{"url", origin.url("/x")}, {"header", "no colon"}})->status == 400);
-  CHECK(c.Post("/admin/fetch", httplib::Params{{"url", origin.url("/tool.tgz")}})->status == 400); // already cached
+  CHECK(c.Post("/admin/fetch", httplib::Params{{"url", origin.url("/x")}, {"header", "no colon"}})->status ==
+        400);
+  CHECK(c.Post("/admin/fetch", httplib::Params{{"url", origin.url("/tool.tgz")}})->status ==
+        400); // already cached
   CHECK(c.Post("/admin/fetch", "url=a&url=b", "application/x-www-form-urlencoded")->status == 400);
 
   // Cancel a running fill, clear finished.
@@ -212,7 +222,8 @@ TEST_CASE("form actions: 0.3 routes and fields, HTMX fragments and 303s", "[oper
   const std::string id = std::to_string(static_cast<long long>(number(newest, "id")));
   CHECK(c.Post("/admin/cancel", htmx, httplib::Params{{"id", id}})->status == 200);
   CHECK(c.Post("/admin/cancel", httplib::Params{{"id", "999999"}})->status == 400);
-  REQUIRE(test::eventually([&] { return c.Get("/api/v1/downloads")->body.find("\"cancelled\"") != std::string::npos; }));
+  REQUIRE(test::eventually(
+      [&] { return c.Get("/api/v1/downloads")->body.find("\"cancelled\"") != std::string::npos; }));
   CHECK(c.Post("/admin/clear", "", "application/x-www-form-urlencoded")->status == 303);
   CHECK(number(parse(c.Get("/api/v1/downloads")), "total") == 0);
 
@@ -232,8 +243,9 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   ServerProcess server({"--curate"});
   auto c = client_for(server);
 
-  auto posted = c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/a.bin") + R"(", "headers": {"X-Lab": "1"}})",
-                       "application/json");
+  auto posted =
+      c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/a.bin") + R"(", "headers": {"X-Lab": "1"}})",
+             "application/json");
   CHECK(posted->status == 202);
   const auto job = parse(posted);
   CHECK(*job.as_object()->at("status").as_string() == "queued");
@@ -249,11 +261,14 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   CHECK(a.as_object()->at("fetched_at").as_string()->ends_with("Z"));
   const std::string key = *a.as_object()->at("key").as_string();
 
-  CHECK(c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/a.bin") + R"("})", "application/json")->status == 409);
+  CHECK(c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/a.bin") + R"("})", "application/json")
+            ->status == 409);
   CHECK(c.Post("/api/v1/downloads", "{not json", "application/json")->status == 400);
-  CHECK(c.Post("/api/v1/downloads", R"({"url": "http://h/x", "extra": 1})", "application/json")->status == 400);
+  CHECK(c.Post("/api/v1/downloads", R"({"url": "http://h/x", "extra": 1})", "application/json")->status ==
+        400);
   CHECK(c.Post("/api/v1/downloads", R"({"headers": {}})", "application/json")->status == 400);
-  CHECK(c.Post("/api/v1/downloads", R"({"url": "http://h/x", "headers": {"A": 1}})", "application/json")->status == 400);
+  CHECK(c.Post("/api/v1/downloads", R"({"url": "http://h/x", "headers": {"A": 1}})", "application/json")
+            ->status == 400);
   CHECK(parse(c.Post("/api/v1/downloads", "[]", "application/json")).as_object()->count("error") == 1);
   CHECK(c.Get("/api/v1/artifacts?offset=-1")->status == 400);
   CHECK(c.Get("/api/v1/artifacts?limit=abc")->status == 400);
@@ -282,8 +297,8 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   CHECK(c.Delete("/api/v1/downloads/424242")->status == 404);
 
   const auto stats = parse(c.Get("/api/v1/stats"));
-  for (const char* field :
-       {"artifacts", "stored_bytes", "capacity", "hits", "misses", "bytes_served", "bytes_fetched", "queue_depth"}) {
+  for (const char* field : {"artifacts", "stored_bytes", "capacity", "hits", "misses", "bytes_served",
+                            "bytes_fetched", "queue_depth"}) {
     CHECK(stats.as_object()->count(field) == 1);
   }
   CHECK(number(stats, "artifacts") == 1);

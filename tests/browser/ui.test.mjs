@@ -1,0 +1,142 @@
+// The operator UI in a real browser: Debian's headless Chromium driven by
+// playwright-core. Starts withcache-server ($WITHCACHE_SERVER_BIN) and an
+// origin (python3 -m http.server), both on 127.0.0.1 and stopped by PID.
+//
+//   WITHCACHE_SERVER_BIN=build/test/apps/server/withcache-server node --test tests/browser/ui.test.mjs
+//   WITHCACHE_SCREENSHOT=docs/operator-ui.png  also saves a screenshot of the dashboard there.
+// (npm ci --prefix tests/browser installs playwright-core; scripts/setup does it.)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const PASSWORD = 'browser-test-password';
+const DEADLINE_MS = 60_000;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url) {
+  const until = Date.now() + DEADLINE_MS;
+  while (Date.now() < until) {
+    try {
+      const response = await fetch(url);
+      if (response.ok) return;
+    } catch { /* not listening yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} did not answer in time`);
+}
+
+function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.once('exit', () => { clearTimeout(timer); resolve(); });
+    child.kill('SIGTERM');
+  });
+}
+
+test('operator UI: log in, add, watch it complete, delete, dismiss, log out', async () => {
+  const binary = process.env.WITHCACHE_SERVER_BIN;
+  assert.ok(binary, 'set WITHCACHE_SERVER_BIN to withcache-server');
+  const work = mkdtempSync(join(tmpdir(), 'withcache-browser-'));
+  const children = [];
+  let browser;
+  try {
+    mkdirSync(join(work, 'www'));
+    writeFileSync(join(work, 'www', 'driver-550.run'), Buffer.alloc(8 * 1024 * 1024, 7));
+    const originPort = await freePort();
+    children.push(spawn('python3', ['-m', 'http.server', String(originPort), '--bind', '127.0.0.1',
+      '--directory', join(work, 'www')], { stdio: 'ignore' }));
+    const origin = `http://127.0.0.1:${originPort}/driver-550.run`;
+    await waitFor(origin);
+
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    children.push(spawn(binary, ['--host', '127.0.0.1', '--port', String(port), '--data-dir', join(work, 'data'),
+      '--allow-origin', '127.0.0.1', '--curate'], {
+      stdio: 'ignore',
+      env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '' },
+    }));
+    await waitFor(`${base}/healthz`);
+
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    });
+    const page = await browser.newPage();
+    page.setDefaultTimeout(DEADLINE_MS);
+    page.on('dialog', (dialog) => dialog.accept()); // "Delete …?" confirmations
+
+    // Unauthenticated pages send us to the login form; a wrong password says so.
+    await page.goto(`${base}/ui/artifacts`);
+    assert.match(page.url(), /\/ui\/login$/);
+    await page.fill('input[name=password]', 'wrong');
+    await page.click('button[type=submit]');
+    await page.getByText('Wrong password.').waitFor();
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+
+    // Add from URI (HTMX posts the form and swaps in the answer).
+    await page.goto(`${base}/ui/add`);
+    await page.fill('input[name=url]', origin);
+    await page.fill('textarea[name=header]', 'X-Lab: browser-test-secret-value');
+    await page.click('#add button[type=submit]');
+    await page.getByText('Queued.').waitFor();
+
+    // The Downloads page refreshes itself until the fill has completed.
+    await page.goto(`${base}/ui/downloads`);
+    await page.locator('tr[data-status=completed]').waitFor();
+    const progress = page.locator('tr[data-status=completed] progress');
+    assert.equal(await progress.getAttribute('value'), await progress.getAttribute('max'));
+    assert.ok(!(await page.content()).includes('browser-test-secret-value'), 'header values are never shown');
+
+    if (process.env.WITHCACHE_SCREENSHOT) {
+      await page.setViewportSize({ width: 1200, height: 640 });
+      await page.goto(`${base}/`);
+      await page.getByText('8.0 MiB').first().waitFor();
+      await page.screenshot({ path: process.env.WITHCACHE_SCREENSHOT });
+    }
+
+    // The artifact is listed; Delete (with confirmation) removes it.
+    await page.goto(`${base}/ui/artifacts`);
+    await page.getByText(origin).waitFor();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByText('Nothing cached yet.').waitFor();
+
+    // A miss appears in Misses; Dismiss removes it.
+    const missing = `http://127.0.0.1:${originPort}/never-fetched.iso`;
+    const token = Buffer.from(missing).toString('base64url');
+    assert.equal((await fetch(`${base}/b/${token}/never-fetched.iso`)).status, 404);
+    await page.goto(`${base}/ui/misses`);
+    await page.getByText(missing).waitFor();
+    await page.getByRole('button', { name: 'Dismiss' }).click();
+    await page.getByText('No misses.').waitFor();
+
+    // Log out: the session is gone.
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.locator('input[name=password]').waitFor();
+    await page.goto(`${base}/ui/events`);
+    assert.match(page.url(), /\/ui\/login$/);
+  } finally {
+    if (browser) await browser.close();
+    for (const child of children) await stop(child);
+    rmSync(work, { recursive: true, force: true });
+  }
+});
