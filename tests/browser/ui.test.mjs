@@ -126,6 +126,12 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     assert.equal((await fetch(`${base}/b/${token}/never-fetched.iso`)).status, 404);
     await page.goto(`${base}/ui/misses`);
     await page.getByText(missing).waitFor();
+    // What the operator types survives the once-a-second refresh of the list.
+    await page.fill('input[name=q]', 'never-fe');
+    await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('misses').addEventListener('htmx:afterSwap', resolve, { once: true });
+    }));
+    assert.equal(await page.inputValue('input[name=q]'), 'never-fe');
     await page.getByRole('button', { name: 'Dismiss' }).click();
     await page.getByText('No misses.').waitFor();
 

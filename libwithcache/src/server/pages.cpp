@@ -43,8 +43,7 @@ std::string action(std::string_view route, std::string_view field, std::string_v
                     std::string(route) + "\" hx-target=\"#" + std::string(target) +
                     "\" hx-swap=\"innerHTML\"";
   if (!confirm.empty()) {
-    out += " hx-confirm=\"" + escape(confirm) +
-           "\" onsubmit=\"return confirm(this.getAttribute('hx-confirm'))\"";
+    out += " hx-confirm=\"" + escape(confirm) + "\"";
   }
   out += " class=\"inline\">";
   if (!field.empty()) {
@@ -55,11 +54,8 @@ std::string action(std::string_view route, std::string_view field, std::string_v
   return out;
 }
 
-std::string filter_and_pages(const Listing& l) {
-  std::string out = "<form method=\"get\" action=\"" + l.path +
-                    "\" role=\"search\"><input type=\"search\" name=\"q\" "
-                    "placeholder=\"Filter\" value=\"" +
-                    escape(l.filter) + "\"><button type=\"submit\">Filter</button></form>";
+std::string pages_line(const Listing& l) {
+  std::string out;
   const auto link = [&](std::uint64_t offset, const char* label) {
     return "<a href=\"" + l.path + "?q=" + query_escape(l.filter) + "&amp;offset=" + std::to_string(offset) +
            "&amp;limit=" + std::to_string(l.limit) + "\">" + label + "</a>";
@@ -151,6 +147,13 @@ std::string login(bool failed) {
          body + "</main></body></html>";
 }
 
+std::string filter_form(std::string_view path, std::string_view filter) {
+  return "<form method=\"get\" action=\"" + std::string(path) +
+         "\" role=\"search\"><input type=\"search\" "
+         "name=\"q\" placeholder=\"Filter by URL\" value=\"" +
+         escape(filter) + "\"><button type=\"submit\">Filter</button></form>";
+}
+
 std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment) {
   return "<section id=\"" + std::string(id) + "\" hx-get=\"" + std::string(fragment_url) +
          "\" hx-trigger=\"every 1s\" hx-swap=\"innerHTML\">" + std::string(fragment) + "</section>";
@@ -231,7 +234,7 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
   std::string out = curate ? ""
                            : "<p><small>Auto-fetch is on: misses fill themselves when the origin is "
                              "allowed and there is room.</small></p>";
-  out += filter_and_pages(listing);
+  out += pages_line(listing);
   out += "<table><thead><tr><th>URL</th><th>Count</th><th>Last seen</th><th></th></tr></thead><tbody>";
   if (page.items.empty()) {
     out += "<tr><td colspan=\"4\">No misses.</td></tr>";
@@ -246,7 +249,7 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
 }
 
 std::string artifacts_fragment(const store::Page<store::Artifact>& page, const Listing& listing) {
-  std::string out = filter_and_pages(listing);
+  std::string out = pages_line(listing);
   out += "<table><thead><tr><th>URL</th><th>Size</th><th>Hits</th><th>Misses</th><th>SHA-256</"
          "th><th>Fetched</th>"
          "<th></th></tr></thead><tbody>";
@@ -268,7 +271,7 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
 }
 
 std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing) {
-  std::string out = filter_and_pages(listing);
+  std::string out = pages_line(listing);
   out += "<table><thead><tr><th>Time</th><th>Event</th><th>Actor</th><th>Address</th><th>Details</th></tr></"
          "thead><tbody>";
   if (page.items.empty()) {

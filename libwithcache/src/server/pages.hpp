@@ -50,6 +50,9 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
 std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing);
 std::string add_form(std::string_view message, bool ok);
 
+/** The filter box of a listing; outside the live section, so a refresh never resets what is typed. */
+std::string filter_form(std::string_view path, std::string_view filter);
+
 /** A section that re-fetches `fragment_url` every second and swaps only its own content. */
 std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment);
 

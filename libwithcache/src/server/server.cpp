@@ -557,7 +557,11 @@ struct Server::Impl {
       self += "?q=" + httplib::detail::encode_query_param(q->filter) +
               "&offset=" + std::to_string(q->offset) + "&limit=" + std::to_string(q->limit);
     }
-    html(res, 200, pages::layout(title, title, !ui_open(), pages::live_section(section, self, fragment)));
+    const std::string filter = section == "dashboard" || section == "downloads"
+                                   ? ""
+                                   : pages::filter_form("/ui/" + section, q->filter);
+    html(res, 200,
+         pages::layout(title, title, !ui_open(), filter + pages::live_section(section, self, fragment)));
   }
 
   // A state-changing form action: session, CSRF, then `act`, which returns an
