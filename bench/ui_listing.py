@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Operator listings with 100 000 artifacts, beside serving the same page as a static file.
+
+    bench/ui_listing.py [--build build/test] [--artifacts 100000]
+
+Builds a data dir with N artifacts (1-byte blobs and their rows), starts
+withcache-server on it and times the Cached page, a filtered page, a deep page
+of the JSON API and the dashboard (median of 20 curl requests each). The
+reference is python3 -m http.server sending the same HTML as a file: what is
+left is the cost of querying and rendering. Everything on 127.0.0.1, every
+process stopped by PID.
+"""
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ok(url, deadline_s=120):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+def timed(url, runs=20):
+    times = []
+    for _ in range(runs):
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{http_code}", url],
+                             check=True, capture_output=True, text=True).stdout.split()
+        if out[1] != "200":
+            raise SystemExit(f"{url}: HTTP {out[1]}")
+        times.append(float(out[0]) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", default="build/test")
+    parser.add_argument("--artifacts", type=int, default=100_000)
+    args = parser.parse_args()
+    server_bin = os.path.join(args.build, "apps", "server", "withcache-server")
+    work = tempfile.mkdtemp(prefix="withcache-ui-bench-")
+    children = []
+    try:
+        data = os.path.join(work, "data")
+        port = free_port()
+        argv = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--data-dir", data, "--log-level", "warn"]
+        first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ok(f"http://127.0.0.1:{port}/healthz")
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+
+        db = sqlite3.connect(os.path.join(data, "cache.db"))
+        blob_sha = hashlib.sha256(b"x").hexdigest()
+        rows = []
+        now = int(time.time())
+        for i in range(args.artifacts):
+            url = f"https://repo.example.org/pool/main/p/pkg-{i}/pkg-{i}_1.0_amd64.deb"
+            key = hashlib.sha256(url.encode()).hexdigest()
+            with open(os.path.join(data, "blobs", key), "wb") as f:
+                f.write(b"x")
+            rows.append((key, url, url, 1, blob_sha, "application/vnd.debian.binary-package", now - i, i % 7, 0))
+        db.executemany("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.commit()
+        db.close()
+
+        start = time.monotonic()
+        children.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        wait_ok(f"{base}/healthz")
+        startup = time.monotonic() - start
+
+        www = os.path.join(work, "www")
+        os.mkdir(www)
+        with urllib.request.urlopen(f"{base}/ui/artifacts") as r, open(os.path.join(www, "artifacts.html"), "wb") as f:
+            f.write(r.read())
+        ref_port = free_port()
+        children.append(subprocess.Popen([sys.executable, "-m", "http.server", str(ref_port), "--bind", "127.0.0.1",
+                                          "--directory", www], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_ok(f"http://127.0.0.1:{ref_port}/artifacts.html")
+
+        reference = timed(f"http://127.0.0.1:{ref_port}/artifacts.html")
+        cases = [("Cached page (first 50 of all)", f"{base}/ui/artifacts"),
+                 ("Cached page, filtered (q=pkg-9999)", f"{base}/ui/artifacts?q=pkg-9999"),
+                 ("JSON API, deep page (offset 99 950)", f"{base}/api/v1/artifacts?offset=99950&limit=50"),
+                 ("Dashboard (totals over all rows)", f"{base}/")]
+        print(f"| {args.artifacts} artifacts (curl, median of 20) | ms | vs static file |")
+        print("|---|---|---|")
+        print(f"| reference: the same page as a static file (python3 -m http.server) | {reference:.1f} | 1.00x |")
+        for name, url in cases:
+            ms = timed(url)
+            print(f"| {name} | {ms:.1f} | {ms / reference:.2f}x |")
+        print(f"\nServer start-up with {args.artifacts} artifacts (recovery checks every blob): {startup:.1f} s")
+    finally:
+        for p in children:
+            p.send_signal(signal.SIGTERM)
+        for p in children:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
