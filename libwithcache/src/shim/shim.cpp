@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "withcache/client.hpp"
 #include "withcache/url.hpp"
 
 namespace withcache::shim {
@@ -137,6 +138,10 @@ Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
     result.argv[found->index + 1] = found->prefix + result.cache_url;
   }
   return result;
+}
+
+bool head_is_200(const std::string& url, std::chrono::milliseconds timeout) {
+  return client::head_status(url, client::ProbeOptions{timeout, {}}) == 200;
 }
 
 std::chrono::milliseconds probe_timeout(const Getenv& getenv) {

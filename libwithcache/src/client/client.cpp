@@ -1,7 +1,7 @@
-// The shim's probe: one HEAD over a plain socket (or OpenSSL for https), with
-// an overall deadline. Written against POSIX sockets rather than cpp-httplib
-// so the shim loads no HTTP library at start-up.
-#include "withcache/shim.hpp"
+// One HEAD over a plain socket (or OpenSSL for https), with an overall
+// deadline. Written against POSIX sockets rather than cpp-httplib so the shim,
+// which links this, loads no HTTP library at start-up.
+#include "withcache/client.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -21,7 +21,7 @@
 #include "withcache/url.hpp"
 #include "withcache/version.hpp"
 
-namespace withcache::shim {
+namespace withcache::client {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -103,14 +103,23 @@ bool send_all(int fd, const std::string& data, Clock::time_point deadline) {
 }
 
 // "HTTP/1.1 200 OK" → true.
-bool status_is_200(const std::string& head) {
+// "HTTP/1.1 404 Not Found" → 404; 0 for anything else.
+int status_of(const std::string& head) {
   const std::size_t space = head.find(' ');
-  return head.starts_with("HTTP/1.") && space != std::string::npos &&
-         head.compare(space + 1, 3, "200") == 0 &&
-         (head.size() == space + 4 || head[space + 4] == ' ' || head[space + 4] == '\r');
+  if (!head.starts_with("HTTP/1.") || space == std::string::npos || head.size() < space + 4) {
+    return 0;
+  }
+  int status = 0;
+  for (std::size_t i = space + 1; i < space + 4; ++i) {
+    if (head[i] < '0' || head[i] > '9') {
+      return 0;
+    }
+    status = status * 10 + (head[i] - '0');
+  }
+  return status;
 }
 
-std::string request_for(const url::Target& target) {
+std::string request_for(const url::Target& target, const ProbeOptions& options) {
   const bool ipv6 = target.host.find(':') != std::string::npos;
   std::string host = ipv6 ? "[" + target.host + "]" : target.host;
   const bool default_port =
@@ -118,20 +127,27 @@ std::string request_for(const url::Target& target) {
   if (!default_port) {
     host += ":" + std::to_string(target.port);
   }
-  return "HEAD " + target.request + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: " + k_product +
-         " (shim)\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  std::string request = "HEAD " + target.request + " HTTP/1.1\r\nHost: " + host +
+                        "\r\nUser-Agent: " + k_product + "\r\nAccept: */*\r\nConnection: close\r\n";
+  for (const auto& [name, value] : options.headers) {
+    if (name.find_first_of("\r\n:") == std::string::npos &&
+        value.find_first_of("\r\n") == std::string::npos) {
+      request += name + ": " + value + "\r\n";
+    }
+  }
+  return request + "\r\n";
 }
 
-bool plain_head(int fd, const std::string& request, Clock::time_point deadline) {
+int plain_head(int fd, const std::string& request, Clock::time_point deadline) {
   if (!send_all(fd, request, deadline)) {
-    return false;
+    return 0;
   }
   std::string received;
   char buffer[512];
   while (received.find('\n') == std::string::npos && received.size() < 4096) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, remaining_ms(deadline)) != 1) {
-      return false;
+      return 0;
     }
     const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
     if (n <= 0) {
@@ -142,10 +158,10 @@ bool plain_head(int fd, const std::string& request, Clock::time_point deadline) 
     }
     received.append(buffer, static_cast<std::size_t>(n));
   }
-  return status_is_200(received);
+  return status_of(received);
 }
 
-bool tls_head(int fd, const url::Target& target, const std::string& request, Clock::time_point deadline) {
+int tls_head(int fd, const url::Target& target, const std::string& request, Clock::time_point deadline) {
   // Blocking I/O bounded by socket timeouts keeps the OpenSSL part simple.
   const int flags = ::fcntl(fd, F_GETFL);
   ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
@@ -156,23 +172,23 @@ bool tls_head(int fd, const url::Target& target, const std::string& request, Clo
 
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
   if (!ctx || SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
-    return false;
+    return 0;
   }
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
   if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) {
-    return false;
+    return 0;
   }
   SSL_set_tlsext_host_name(ssl.get(), target.host.c_str());
   if (SSL_set1_host(ssl.get(), target.host.c_str()) != 1) {
-    return false;
+    return 0;
   }
   if (SSL_connect(ssl.get()) != 1 || SSL_get_verify_result(ssl.get()) != X509_V_OK) {
-    return false;
+    return 0;
   }
   if (SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) !=
       static_cast<int>(request.size())) {
-    return false;
+    return 0;
   }
   std::string received;
   char buffer[512];
@@ -183,25 +199,42 @@ bool tls_head(int fd, const url::Target& target, const std::string& request, Clo
     }
     received.append(buffer, static_cast<std::size_t>(n));
   }
-  return status_is_200(received);
+  return status_of(received);
 }
 
 } // namespace
 
-bool head_is_200(const std::string& target_url, std::chrono::milliseconds timeout) {
+int head_status(const std::string& target_url, const ProbeOptions& options) {
   const auto target = url::parse_target(target_url);
   if (!target || (target->scheme != "http" && target->scheme != "https")) {
-    return false;
+    return 0;
   }
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = Clock::now() + options.timeout;
   const int fd = connect_with_deadline(target->host, target->port, deadline);
   if (fd < 0) {
-    return false;
+    return 0;
   }
   Socket socket(fd);
-  const std::string request = request_for(*target);
+  const std::string request = request_for(*target, options);
   return target->scheme == "https" ? tls_head(fd, *target, request, deadline)
                                    : plain_head(fd, request, deadline);
 }
 
-} // namespace withcache::shim
+bool is_cached(std::string_view server, std::string_view origin, const ProbeOptions& options) {
+  return head_status(url::blob_url(server, origin), options) == 200;
+}
+
+std::optional<std::string> serve_url(std::string_view server, std::string_view origin,
+                                     const ProbeOptions& options) {
+  std::string cache_url = url::blob_url(server, origin);
+  if (head_status(cache_url, options) == 200) {
+    return cache_url;
+  }
+  return std::nullopt;
+}
+
+bool is_healthy(std::string_view server, const ProbeOptions& options) {
+  return head_status(url::cache_base(server) + "/healthz", options) == 200;
+}
+
+} // namespace withcache::client
