@@ -55,6 +55,7 @@ struct Route {
   int truncate_times = 0;                   ///< ...for this many responses (-1 = always)
   bool ignore_range = false;                ///< answer Range requests with the whole body (200)
   std::chrono::milliseconds chunk_delay{0}; ///< pause between 64 KiB chunks
+  std::vector<std::pair<std::string, std::string>> headers; ///< extra response headers
 };
 
 class Origin {
@@ -164,6 +165,9 @@ class Origin {
                                           std::to_string(route.body.size()));
     }
     const_cast<httplib::Request&>(req).ranges.clear();
+    for (const auto& [name, value] : route.headers) {
+      res.set_header(name, value);
+    }
     const std::size_t length = route.body.size() - offset;
     const std::size_t limit = cut ? std::min(route.truncate_at, length) : length;
     auto body = std::make_shared<std::string>(route.body.substr(offset));

@@ -112,4 +112,6 @@ TEST_CASE("json::Writer writes compact, escaped JSON that parses back", "[json]"
   CHECK(*back->as_object()->at("items").as_array()->at(0).as_object()->at("url").as_string() ==
         "https://h/<script>\"x\"\n\x01");
   CHECK(json::quote("a\"b") == R"("a\"b")");
+  CHECK(json::write(*json::parse(R"({"b": [1, 2.5, null, true], "a": "x"})")) ==
+        R"({"a":"x","b":[1,2.5,null,true]})");
 }

@@ -38,11 +38,13 @@ struct ProbeOptions {
  */
 int head_status(const std::string& url, const ProbeOptions& options = {});
 
-/** True when the cache at `server` holds `origin` (its HEAD answers 200). A probe also warms an auto-fetch server. */
+/** True when the cache at `server` holds `origin` (its HEAD answers 200). A probe also warms an auto-fetch
+ * server. */
 bool is_cached(std::string_view server, std::string_view origin, const ProbeOptions& options = {});
 
 /** The cache URL when the cache holds `origin`, else nothing (download from the origin then). */
-std::optional<std::string> serve_url(std::string_view server, std::string_view origin, const ProbeOptions& options = {});
+std::optional<std::string> serve_url(std::string_view server, std::string_view origin,
+                                     const ProbeOptions& options = {});
 
 /** True when `server`'s `/healthz` answers 200. */
 bool is_healthy(std::string_view server, const ProbeOptions& options = {});

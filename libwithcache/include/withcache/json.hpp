@@ -41,6 +41,9 @@ struct Value {
 /** Parses one JSON text (surrounding whitespace allowed). Errors are one line with the byte offset. */
 Expected<Value, std::string> parse(std::string_view text);
 
+/** `value` as compact JSON text (numbers that are whole print without a fraction). */
+std::string write(const Value& value);
+
 /** `text` as a JSON string literal, quotes included. */
 std::string quote(std::string_view text);
 

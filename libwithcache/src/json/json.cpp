@@ -321,6 +321,45 @@ Expected<Value, std::string> parse(std::string_view text) {
   return Parser(text).run();
 }
 
+namespace {
+
+void write_value(Writer& w, const Value& v) {
+  if (v.is_null()) {
+    w.null();
+  } else if (const auto* b = v.as_bool()) {
+    w.value(*b);
+  } else if (const auto* n = v.as_number()) {
+    if (std::trunc(*n) == *n && std::fabs(*n) < 9.007199254740992e15) {
+      w.value(static_cast<std::int64_t>(*n));
+    } else {
+      w.value(*n);
+    }
+  } else if (const auto* s = v.as_string()) {
+    w.value(*s);
+  } else if (const auto* a = v.as_array()) {
+    w.begin_array();
+    for (const auto& item : *a) {
+      write_value(w, item);
+    }
+    w.end_array();
+  } else if (const auto* o = v.as_object()) {
+    w.begin_object();
+    for (const auto& [name, member] : *o) {
+      w.key(name);
+      write_value(w, member);
+    }
+    w.end_object();
+  }
+}
+
+} // namespace
+
+std::string write(const Value& value) {
+  Writer w;
+  write_value(w, value);
+  return w.str();
+}
+
 std::string quote(std::string_view text) {
   std::string out = "\"";
   for (const char c : text) {

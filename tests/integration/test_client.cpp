@@ -1,0 +1,193 @@
+// withcache::client and withcache-client against a real server and origin on 127.0.0.1.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "support/origin.hpp"
+#include "support/process.hpp"
+#include "support/server_process.hpp"
+#include "withcache/client.hpp"
+#include "withcache/url.hpp"
+
+namespace fs = std::filesystem;
+using namespace withcache;
+using namespace std::chrono_literals;
+using test::Origin;
+using test::Route;
+
+namespace {
+
+// A socket that accepts connections (the kernel does, from its backlog) but never answers.
+class SilentServer {
+public:
+  SilentServer() : m_fd(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(m_fd, 16) == 0);
+    socklen_t length = sizeof address;
+    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length);
+    m_port = ntohs(address.sin_port);
+  }
+  ~SilentServer() { ::close(m_fd); }
+  [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+
+private:
+  int m_fd;
+  int m_port = 0;
+};
+
+test::CommandResult cli(std::vector<std::string> args, std::vector<std::string> env = {}) {
+  args.insert(args.begin(), WITHCACHE_CLIENT);
+  env.emplace_back("WITHCACHE_SERVER");
+  env.emplace_back("WITHCACHE_API_TOKEN");
+  return test::run(args, env);
+}
+
+} // namespace
+
+TEST_CASE("client library: is_cached, serve_url, is_healthy", "[client]") {
+  Origin origin;
+  origin.add("/lib.tgz", Route("library bytes"));
+  test::ServerProcess server;
+  const std::string url = origin.url("/lib.tgz");
+  CHECK(client::is_healthy(server.base()));
+  CHECK_FALSE(client::is_cached(server.base(), url)); // a miss, which also warms the cache
+  REQUIRE(server.fills_completed(1));
+  CHECK(client::is_cached(server.base(), url));
+  CHECK(client::serve_url(server.base(), url) == std::optional<std::string>(url::blob_url(server.base(), url)));
+  CHECK_FALSE(client::serve_url(server.base(), origin.url("/other")).has_value());
+  CHECK(client::head_status(server.blob(origin.url("/other"))) == 404);
+
+  // Unreachable: a refused connection answers at once (an hour's timeout would trip ctest's).
+  const std::string closed = "127.0.0.1:" + std::to_string(test::free_port());
+  CHECK_FALSE(client::is_cached(closed, url, {std::chrono::hours(1), {}}));
+  CHECK_FALSE(client::is_healthy(closed, {std::chrono::hours(1), {}}));
+  // A server that accepts but never answers: bounded by the timeout.
+  SilentServer silent;
+  CHECK_FALSE(client::is_cached(silent.base(), url, {300ms, {}}));
+  CHECK(client::head_status(silent.base() + "/healthz", {300ms, {}}) == 0);
+}
+
+TEST_CASE("withcache-client: url, probe, serve-url, health", "[client]") {
+  Origin origin;
+  origin.add("/cli.run", Route("cli bytes"));
+  test::ServerProcess server;
+  const std::string url = origin.url("/cli.run");
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
+
+  CHECK(cli({"url", url}, env).out == url::blob_url(server.base(), url) + "\n");
+  auto miss = cli({"probe", url}, env);
+  CHECK(miss.exit_code == 1);
+  CHECK(miss.out == "miss\n");
+  REQUIRE(server.fills_completed(1));
+  CHECK(cli({"probe", url}, env).exit_code == 0);
+  CHECK(cli({"serve-url", url}, env).out == url::blob_url(server.base(), url) + "\n");
+  CHECK(cli({"serve-url", origin.url("/cold")}, env).out == origin.url("/cold") + "\n");
+  CHECK(cli({"health"}, env).exit_code == 0);
+
+  const std::string closed = "--server=127.0.0.1:" + std::to_string(test::free_port());
+  CHECK(cli({closed, "probe", url}).exit_code == 2);
+  CHECK(cli({closed, "health"}).exit_code == 2);
+  auto no_server = cli({"probe", url});
+  CHECK(no_server.exit_code == 64);
+  CHECK(no_server.err.find("WITHCACHE_SERVER") != std::string::npos);
+  CHECK(cli({"probe"}, env).exit_code == 64);
+  CHECK(cli({"probe", "not a url"}, env).exit_code == 64);
+  CHECK(cli({"frobnicate"}, env).exit_code == 64);
+  CHECK(cli({"--help"}).out.find("Exit status") != std::string::npos);
+}
+
+TEST_CASE("withcache-client get: from the cache with the sha checked, from the origin, resumed", "[client]") {
+  Origin origin;
+  const std::string body = test::make_bytes(700'000, 61);
+  origin.add("/pkg.deb", Route(body));
+  test::ServerProcess server;
+  test::TempDir tmp;
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
+  const std::string url = origin.url("/pkg.deb");
+
+  // Cold: from the origin (and the probe warms the cache).
+  auto cold = cli({"get", url, "-o", (tmp / "cold.deb").string()}, env);
+  CHECK(cold.exit_code == 0);
+  CHECK(cold.err.find("from the origin") != std::string::npos);
+  CHECK(test::slurp(tmp / "cold.deb") == body);
+  REQUIRE(server.fills_completed(1));
+
+  auto warm = cli({"get", url, "-o", (tmp / "warm.deb").string()}, env);
+  CHECK(warm.exit_code == 0);
+  CHECK(warm.err.find("from the cache, SHA-256 verified") != std::string::npos);
+  CHECK(warm.out == url::sha256_hex(body) + "  " + (tmp / "warm.deb").string() + "\n");
+  CHECK_FALSE(fs::exists(tmp / "warm.deb.part"));
+
+  // An interrupted earlier run left a .part: it is resumed and still verified.
+  {
+    std::ofstream part(tmp / "resumed.deb.part", std::ios::binary);
+    part << body.substr(0, 300'000);
+  }
+  auto resumed = cli({"get", url, "-o", (tmp / "resumed.deb").string()}, env);
+  CHECK(resumed.exit_code == 0);
+  CHECK(resumed.err.find("resumed") != std::string::npos);
+  CHECK(test::slurp(tmp / "resumed.deb") == body);
+
+  // Without -o the artifact's own name is used.
+  auto named = test::run({"sh", "-c", "cd '" + tmp.path().string() + "' && " + WITHCACHE_CLIENT + " get '" + url + "'"},
+                         env);
+  CHECK(named.exit_code == 0);
+  CHECK(test::slurp(tmp / "pkg.deb") == body);
+
+  CHECK(cli({"get", origin.url("/missing.iso"), "-o", (tmp / "m.iso").string()}, env).exit_code == 3);
+  CHECK_FALSE(fs::exists(tmp / "m.iso"));
+}
+
+TEST_CASE("withcache-client get refuses bytes that do not match the cache's SHA-256", "[client]") {
+  // A "cache" that lies: it serves /b/<token>/name with a wrong X-Withcache-Sha256.
+  Origin liar;
+  const std::string origin_url = "http://origin.invalid/x.bin";
+  Route lie("these are not the bytes");
+  lie.headers = {{"X-Withcache-Sha256", std::string(64, '0')}};
+  liar.add("/b/" + url::encode_token(origin_url) + "/x.bin", lie);
+  test::TempDir tmp;
+  auto r = cli({"--server", liar.url(""), "get", origin_url, "-o", (tmp / "x.bin").string()});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("SHA-256 mismatch") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "x.bin"));
+  CHECK_FALSE(fs::exists(tmp / "x.bin.part"));
+}
+
+TEST_CASE("withcache-client operator commands over the JSON API", "[client]") {
+  Origin origin;
+  origin.add("/op.iso", Route(test::make_bytes(5000, 62)));
+  test::ServerProcess server({"--curate"}, {"WITHCACHE_API_TOKEN=cli-token", "WITHCACHE_ADMIN_PASSWORD=pw"});
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base(), "WITHCACHE_API_TOKEN=cli-token"};
+
+  auto unauthorized = cli({"--token", "wrong", "ls"}, {"WITHCACHE_SERVER=" + server.base()});
+  CHECK(unauthorized.exit_code == 4);
+  CHECK(unauthorized.err.find("--token") != std::string::npos);
+
+  auto queued = cli({"fetch", origin.url("/op.iso"), "-H", "X-Lab: yes"}, env);
+  CHECK(queued.exit_code == 0);
+  CHECK(queued.out.starts_with("queued "));
+  REQUIRE(server.fills_completed(1));
+  CHECK(cli({"fetch", origin.url("/op.iso")}, env).exit_code == 4); // already cached: 409
+
+  auto listed = cli({"ls"}, env);
+  CHECK(listed.exit_code == 0);
+  const std::string key = *url::key_id(origin.url("/op.iso"));
+  CHECK(listed.out.starts_with(key + "  5000  0  " + origin.url("/op.iso")));
+  CHECK(cli({"ls", "--json"}, env).out.find("\"total\":1") != std::string::npos);
+  CHECK(cli({"stats"}, env).out.find("artifacts 1\n") != std::string::npos);
+
+  test::curl(server.blob(origin.url("/wanted.iso")));
+  CHECK(cli({"misses"}, env).out.find(origin.url("/wanted.iso")) != std::string::npos);
+
+  CHECK(cli({"rm", key}, env).exit_code == 0);
+  CHECK(cli({"rm", key}, env).exit_code == 1);
+  CHECK(cli({"rm", "not-a-key"}, env).exit_code == 64);
+}
