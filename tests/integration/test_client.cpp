@@ -24,7 +24,7 @@ namespace {
 
 // A socket that accepts connections (the kernel does, from its backlog) but never answers.
 class SilentServer {
-public:
+ public:
   SilentServer() : m_fd(::socket(AF_INET, SOCK_STREAM, 0)) {
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -38,7 +38,7 @@ public:
   ~SilentServer() { ::close(m_fd); }
   [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
 
-private:
+ private:
   int m_fd;
   int m_port = 0;
 };
@@ -61,7 +61,8 @@ TEST_CASE("client library: is_cached, serve_url, is_healthy", "[client]") {
   CHECK_FALSE(client::is_cached(server.base(), url)); // a miss, which also warms the cache
   REQUIRE(server.fills_completed(1));
   CHECK(client::is_cached(server.base(), url));
-  CHECK(client::serve_url(server.base(), url) == std::optional<std::string>(url::blob_url(server.base(), url)));
+  CHECK(client::serve_url(server.base(), url) ==
+        std::optional<std::string>(url::blob_url(server.base(), url)));
   CHECK_FALSE(client::serve_url(server.base(), origin.url("/other")).has_value());
   CHECK(client::head_status(server.blob(origin.url("/other"))) == 404);
 
@@ -137,8 +138,8 @@ TEST_CASE("withcache-client get: from the cache with the sha checked, from the o
   CHECK(test::slurp(tmp / "resumed.deb") == body);
 
   // Without -o the artifact's own name is used.
-  auto named = test::run({"sh", "-c", "cd '" + tmp.path().string() + "' && " + WITHCACHE_CLIENT + " get '" + url + "'"},
-                         env);
+  auto named = test::run(
+      {"sh", "-c", "cd '" + tmp.path().string() + "' && " + WITHCACHE_CLIENT + " get '" + url + "'"}, env);
   CHECK(named.exit_code == 0);
   CHECK(test::slurp(tmp / "pkg.deb") == body);
 

@@ -32,7 +32,7 @@ struct ApiError {
 };
 
 class Api {
-public:
+ public:
   Api(std::string server, std::string token, std::chrono::seconds timeout = std::chrono::seconds(30));
 
   /** GET a list route (`artifacts`, `misses`, `downloads`, `events`) with paging and a filter. */
@@ -41,12 +41,12 @@ public:
   /** GET /api/v1/stats. */
   Expected<json::Value, ApiError> stats() const;
   /** POST /api/v1/downloads; the job on success. */
-  Expected<json::Value, ApiError> fetch(const std::string& url,
-                                        const std::vector<std::pair<std::string, std::string>>& headers) const;
+  Expected<json::Value, ApiError>
+  fetch(const std::string& url, const std::vector<std::pair<std::string, std::string>>& headers) const;
   /** DELETE /api/v1/artifacts/{key}. */
   Expected<json::Value, ApiError> remove(const std::string& key) const;
 
-private:
+ private:
   Expected<json::Value, ApiError> call(const std::string& method, const std::string& path,
                                        const std::string& body) const;
   std::string m_base;

@@ -24,7 +24,8 @@ Expected<json::Value, ApiError> Api::call(const std::string& method, const std::
                            : method == "POST" ? http.Post(path, headers, body, "application/json")
                                               : http.Delete(path, headers);
   if (!result) {
-    return unexpected(ApiError{ApiErrc::unreachable, "cannot reach " + m_base + ": " + httplib::to_string(result.error())});
+    return unexpected(
+        ApiError{ApiErrc::unreachable, "cannot reach " + m_base + ": " + httplib::to_string(result.error())});
   }
   auto value = json::parse(result->body);
   const auto* object = value ? value->as_object() : nullptr;
@@ -57,10 +58,12 @@ Expected<json::Value, ApiError> Api::list(const std::string& what, std::uint64_t
               "");
 }
 
-Expected<json::Value, ApiError> Api::stats() const { return call("GET", "/api/v1/stats", ""); }
+Expected<json::Value, ApiError> Api::stats() const {
+  return call("GET", "/api/v1/stats", "");
+}
 
-Expected<json::Value, ApiError> Api::fetch(const std::string& origin,
-                                           const std::vector<std::pair<std::string, std::string>>& headers) const {
+Expected<json::Value, ApiError>
+Api::fetch(const std::string& origin, const std::vector<std::pair<std::string, std::string>>& headers) const {
   json::Writer w;
   w.begin_object().key("url").value(origin).key("headers").begin_object();
   for (const auto& [name, value] : headers) {

@@ -18,8 +18,10 @@ namespace withcache::download {
 namespace {
 
 class Sha256 {
-public:
-  Sha256() : m_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(m_ctx.get(), EVP_sha256(), nullptr); }
+ public:
+  Sha256() : m_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    EVP_DigestInit_ex(m_ctx.get(), EVP_sha256(), nullptr);
+  }
   void update(const char* data, std::size_t length) { EVP_DigestUpdate(m_ctx.get(), data, length); }
   std::string hex() {
     std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
@@ -34,11 +36,13 @@ public:
     return out;
   }
 
-private:
+ private:
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> m_ctx;
 };
 
-DownloadError failure(DownloadErrc code, std::string message) { return DownloadError{code, std::move(message)}; }
+DownloadError failure(DownloadErrc code, std::string message) {
+  return DownloadError{code, std::move(message)};
+}
 
 } // namespace
 
@@ -58,14 +62,16 @@ std::string progress_line(std::uint64_t done, std::uint64_t total, double second
   std::string line;
   if (total > 0) {
     const std::uint64_t filled = std::min<std::uint64_t>(20, done * 20 / total);
-    line = "[" + std::string(filled, '#') + std::string(20 - filled, '-') + "]  " + size(static_cast<double>(done)) +
-           " / " + size(static_cast<double>(total)) + "  " + std::to_string(done * 100 / total) + "%";
+    line = "[" + std::string(filled, '#') + std::string(20 - filled, '-') + "]  " +
+           size(static_cast<double>(done)) + " / " + size(static_cast<double>(total)) + "  " +
+           std::to_string(done * 100 / total) + "%";
   } else {
     line = size(static_cast<double>(done));
   }
   line += "  " + size(rate) + "/s";
   if (total > done && rate > 0) {
-    line += "  ETA " + std::to_string(static_cast<std::uint64_t>(static_cast<double>(total - done) / rate)) + " s";
+    line += "  ETA " + std::to_string(static_cast<std::uint64_t>(static_cast<double>(total - done) / rate)) +
+            " s";
   }
   return line;
 }
@@ -120,7 +126,8 @@ Expected<DownloadResult, DownloadError> get(const std::string& origin, const std
   }
   std::ofstream out(part, std::ios::binary | std::ios::app);
   if (!out) {
-    return unexpected(failure(DownloadErrc::io, "cannot write " + part.string() + ": " + std::strerror(errno)));
+    return unexpected(
+        failure(DownloadErrc::io, "cannot write " + part.string() + ": " + std::strerror(errno)));
   }
 
   const bool ipv6 = target->host.find(':') != std::string::npos;
@@ -179,7 +186,8 @@ Expected<DownloadResult, DownloadError> get(const std::string& origin, const std
       });
   out.close();
   if (write_failed) {
-    return unexpected(failure(DownloadErrc::io, "cannot write " + part.string() + ": " + std::strerror(errno)));
+    return unexpected(
+        failure(DownloadErrc::io, "cannot write " + part.string() + ": " + std::strerror(errno)));
   }
   if (status == 416 && have > 0) {
     // Asked past the end: the part may be complete (a previous run died before the rename).
@@ -192,20 +200,23 @@ Expected<DownloadResult, DownloadError> get(const std::string& origin, const std
     return unexpected(failure(DownloadErrc::http_status, shown + ": HTTP " + std::to_string(status)));
   }
   if (response.error() != httplib::Error::Success && status != 416) {
-    return unexpected(failure(DownloadErrc::network, shown + ": connection lost after " + std::to_string(have) +
-                                                         " bytes (run again to resume)"));
+    return unexpected(
+        failure(DownloadErrc::network,
+                shown + ": connection lost after " + std::to_string(have) + " bytes (run again to resume)"));
   }
   if (total > 0 && have != total) {
     return unexpected(failure(DownloadErrc::network, shown + ": received " + std::to_string(have) + " of " +
-                                                         std::to_string(total) + " bytes (run again to resume)"));
+                                                         std::to_string(total) +
+                                                         " bytes (run again to resume)"));
   }
   result.size = have;
   result.sha256 = sha.hex();
   if (!expected_sha.empty()) {
     if (expected_sha != result.sha256) {
       std::filesystem::remove(part, ec);
-      return unexpected(failure(DownloadErrc::checksum, shown + ": SHA-256 mismatch: the cache says " + expected_sha +
-                                                            ", the bytes hash to " + result.sha256));
+      return unexpected(failure(DownloadErrc::checksum, shown + ": SHA-256 mismatch: the cache says " +
+                                                            expected_sha + ", the bytes hash to " +
+                                                            result.sha256));
     }
     result.verified = true;
   }

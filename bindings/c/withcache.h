@@ -1,0 +1,107 @@
+/*
+ * withcache.h — the C ABI of withcache's client side (SPEC section 5).
+ *
+ * Conventions (libgit2-style):
+ *  - Every function returns int: 0 (WITHCACHE_OK) or a negative WITHCACHE_E* code;
+ *    withcache_last_error() then describes the failure (per thread).
+ *  - Output parameters come first.
+ *  - Strings the library returns are owned by the caller and freed with
+ *    withcache_string_free(). Handles are made by _new() and freed by _free().
+ *  - No function throws, aborts or keeps a pointer to its arguments after it returns.
+ *  - Handles may be used from several threads at once.
+ */
+#ifndef WITHCACHE_H
+#define WITHCACHE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(WITHCACHE_C_BUILDING)
+#define WITHCACHE_EXTERN __attribute__((visibility("default")))
+#else
+#define WITHCACHE_EXTERN
+#endif
+
+/** Error codes: 0 is success, every failure is negative. */
+enum withcache_error {
+  WITHCACHE_OK = 0,
+  WITHCACHE_EINVAL = -1,    /**< a NULL or otherwise invalid argument */
+  WITHCACHE_EURL = -2,      /**< a malformed URL (see withcache_last_error()) */
+  WITHCACHE_ENOTFOUND = -3, /**< the cache does not hold the URL (serve_url) */
+  WITHCACHE_ENOMEM = -4,    /**< out of memory */
+  WITHCACHE_EINTERNAL = -5  /**< an unexpected internal error */
+};
+
+/** Opaque client: a cache server and probe options. */
+typedef struct withcache_client withcache_client;
+
+/** Options of withcache_client_new(). Zero-initialise it: zeros mean defaults. */
+typedef struct withcache_client_options {
+  /** Probe timeout in milliseconds; 0 means 3000. */
+  unsigned int timeout_ms;
+  /** Extra request headers as "Name: Value" strings, NULL-terminated; may be NULL. Copied. */
+  const char* const* headers;
+} withcache_client_options;
+
+/** The library version, e.g. "0.4.0". Static storage: do not free. */
+WITHCACHE_EXTERN const char* withcache_version(void);
+
+/** A short description of an error code. Static storage: do not free. */
+WITHCACHE_EXTERN const char* withcache_strerror(int error);
+
+/**
+ * The message of the last failure on this thread ("" when none). Valid until
+ * the next withcache_ call on this thread. Do not free.
+ */
+WITHCACHE_EXTERN const char* withcache_last_error(void);
+
+/** Frees a string returned by this library. NULL is allowed. */
+WITHCACHE_EXTERN void withcache_string_free(char* string);
+
+/**
+ * The cache key of an origin URL (the normalised URL; SPEC section 2).
+ * keep_query: non-zero keeps the query string. *out: caller frees with withcache_string_free().
+ * Errors: WITHCACHE_EINVAL (NULL out or url), WITHCACHE_EURL.
+ */
+WITHCACHE_EXTERN int withcache_normalize_key(char** out, const char* url, int keep_query);
+
+/**
+ * The cache URL of origin at server: <server>/b/<token>/<name>.
+ * *out: caller frees with withcache_string_free(). Errors: WITHCACHE_EINVAL.
+ */
+WITHCACHE_EXTERN int withcache_blob_url(char** out, const char* server, const char* origin);
+
+/**
+ * A client for server ("host", "host:3000" or "http://host:3000/").
+ * options may be NULL. *out: free with withcache_client_free().
+ * Errors: WITHCACHE_EINVAL (NULL out, NULL or empty server, a header without ':').
+ */
+WITHCACHE_EXTERN int withcache_client_new(withcache_client** out, const char* server,
+                                          const withcache_client_options* options);
+
+/** Frees a client. NULL is allowed. */
+WITHCACHE_EXTERN void withcache_client_free(withcache_client* client);
+
+/**
+ * *out_cached = 1 when the cache holds origin, else 0 (a miss, an error, a
+ * timeout — never a failure code for network reasons). A probe also warms an
+ * auto-fetch server. Errors: WITHCACHE_EINVAL.
+ */
+WITHCACHE_EXTERN int withcache_client_is_cached(int* out_cached, withcache_client* client, const char* origin);
+
+/**
+ * *out = the cache URL when the cache holds origin (caller frees with
+ * withcache_string_free()); WITHCACHE_ENOTFOUND when it does not (download
+ * from the origin then). Errors: WITHCACHE_EINVAL, WITHCACHE_ENOTFOUND.
+ */
+WITHCACHE_EXTERN int withcache_client_serve_url(char** out, withcache_client* client, const char* origin);
+
+/** *out_healthy = 1 when the server's /healthz answers 200, else 0. Errors: WITHCACHE_EINVAL. */
+WITHCACHE_EXTERN int withcache_client_is_healthy(int* out_healthy, withcache_client* client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WITHCACHE_H */
