@@ -88,7 +88,8 @@ WITHCACHE_EXTERN void withcache_client_free(withcache_client* client);
  * timeout — never a failure code for network reasons). A probe also warms an
  * auto-fetch server. Errors: WITHCACHE_EINVAL.
  */
-WITHCACHE_EXTERN int withcache_client_is_cached(int* out_cached, withcache_client* client, const char* origin);
+WITHCACHE_EXTERN int withcache_client_is_cached(int* out_cached, withcache_client* client,
+                                                const char* origin);
 
 /**
  * *out = the cache URL when the cache holds origin (caller frees with

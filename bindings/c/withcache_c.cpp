@@ -5,8 +5,8 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <memory>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <utility>
@@ -65,7 +65,9 @@ int give(char** out, const std::string& text) {
 
 extern "C" {
 
-const char* withcache_version(void) { return withcache::k_version; }
+const char* withcache_version(void) {
+  return withcache::k_version;
+}
 
 const char* withcache_strerror(int error) {
   switch (error) {
@@ -86,9 +88,13 @@ const char* withcache_strerror(int error) {
   }
 }
 
-const char* withcache_last_error(void) { return t_last_error.c_str(); }
+const char* withcache_last_error(void) {
+  return t_last_error.c_str();
+}
 
-void withcache_string_free(char* string) { std::free(string); }
+void withcache_string_free(char* string) {
+  std::free(string);
+}
 
 int withcache_normalize_key(char** out, const char* url, int keep_query) {
   return guarded([&] {
@@ -114,7 +120,8 @@ int withcache_blob_url(char** out, const char* server, const char* origin) {
   });
 }
 
-int withcache_client_new(withcache_client** out, const char* server, const withcache_client_options* options) {
+int withcache_client_new(withcache_client** out, const char* server,
+                         const withcache_client_options* options) {
   return guarded([&] {
     if (out == nullptr || server == nullptr || withcache::url::cache_base(server).empty()) {
       return fail(WITHCACHE_EINVAL, "withcache_client_new: out and a non-empty server are required");
@@ -142,12 +149,15 @@ int withcache_client_new(withcache_client** out, const char* server, const withc
   });
 }
 
-void withcache_client_free(withcache_client* client) { delete client; }
+void withcache_client_free(withcache_client* client) {
+  delete client;
+}
 
 int withcache_client_is_cached(int* out_cached, withcache_client* client, const char* origin) {
   return guarded([&] {
     if (out_cached == nullptr || client == nullptr || origin == nullptr) {
-      return fail(WITHCACHE_EINVAL, "withcache_client_is_cached: out_cached, client and origin must not be NULL");
+      return fail(WITHCACHE_EINVAL,
+                  "withcache_client_is_cached: out_cached, client and origin must not be NULL");
     }
     *out_cached = withcache::client::is_cached(client->server, origin, client->options) ? 1 : 0;
     return ok();

@@ -2,4 +2,6 @@
 #include "withcache.h"
 
 int withcache_header_is_c99(void);
-int withcache_header_is_c99(void) { return WITHCACHE_OK; }
+int withcache_header_is_c99(void) {
+  return WITHCACHE_OK;
+}

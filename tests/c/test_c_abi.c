@@ -9,14 +9,14 @@
 static int passed = 0;
 static int failed = 0;
 
-#define CHECK(cond)                                                      \
-  do {                                                                   \
-    if (cond) {                                                          \
-      ++passed;                                                          \
-    } else {                                                             \
-      ++failed;                                                          \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-    }                                                                    \
+#define CHECK(cond)                                                                                          \
+  do {                                                                                                       \
+    if (cond) {                                                                                              \
+      ++passed;                                                                                              \
+    } else {                                                                                                 \
+      ++failed;                                                                                              \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);                               \
+    }                                                                                                        \
   } while (0)
 
 static const char* env(const char* name) {
