@@ -41,6 +41,21 @@ ByteRange parse_range(std::string_view header, std::uint64_t size);
  */
 bool none_match(std::string_view if_none_match, std::string_view etag);
 
+/** A decimal number of at most 19 digits (so it fits); nothing for anything else. */
+std::optional<std::uint64_t> parse_decimal(std::string_view text);
+
+/** A parsed `Content-Range`: `bytes first-last/total`, with `*` for an unknown total or an unsatisfied range.
+ */
+struct ContentRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::uint64_t total = 0;  ///< 0 when `*`
+  bool unsatisfied = false; ///< `bytes */total`
+};
+
+/** Parses a `Content-Range` header; nothing when it is malformed or `last < first`. */
+std::optional<ContentRange> parse_content_range(std::string_view value);
+
 /** Formats a Unix time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`). */
 std::string http_date(std::time_t time);
 

@@ -20,6 +20,7 @@
 #include <httplib.h>
 #include <openssl/evp.h>
 
+#include "withcache/http.hpp"
 #include "withcache/url.hpp"
 #include "withcache/version.hpp"
 
@@ -182,65 +183,6 @@ class PartFile {
   std::vector<char> m_buffer;
 };
 
-// Parses `bytes first-last/total` (total may be `*`).
-struct ContentRange {
-  std::uint64_t first = 0;
-  std::uint64_t last = 0;
-  std::uint64_t total = 0;  // 0 = unknown
-  bool unsatisfied = false; // `bytes */total`
-};
-
-std::optional<std::uint64_t> parse_u64(std::string_view text) {
-  if (text.empty() || text.size() > 19) {
-    return std::nullopt;
-  }
-  std::uint64_t value = 0;
-  for (const char c : text) {
-    if (c < '0' || c > '9') {
-      return std::nullopt;
-    }
-    value = value * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return value;
-}
-
-std::optional<ContentRange> parse_content_range(std::string_view value) {
-  if (!value.starts_with("bytes ")) {
-    return std::nullopt;
-  }
-  value.remove_prefix(6);
-  const std::size_t slash = value.find('/');
-  if (slash == std::string_view::npos) {
-    return std::nullopt;
-  }
-  ContentRange range;
-  const std::string_view total = value.substr(slash + 1);
-  if (total != "*") {
-    const auto t = parse_u64(total);
-    if (!t) {
-      return std::nullopt;
-    }
-    range.total = *t;
-  }
-  const std::string_view span = value.substr(0, slash);
-  if (span == "*") {
-    range.unsatisfied = true;
-    return range;
-  }
-  const std::size_t dash = span.find('-');
-  if (dash == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const auto first = parse_u64(span.substr(0, dash));
-  const auto last = parse_u64(span.substr(dash + 1));
-  if (!first || !last || *last < *first) {
-    return std::nullopt;
-  }
-  range.first = *first;
-  range.last = *last;
-  return range;
-}
-
 std::string address_text(const sockaddr* address) {
   char text[INET6_ADDRSTRLEN] = {};
   if (address->sa_family == AF_INET) {
@@ -380,14 +322,14 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
         }
       }
       if (response.has_header("Content-Length")) {
-        const auto length = parse_u64(response.get_header_value("Content-Length"));
+        const auto length = http::parse_decimal(response.get_header_value("Content-Length"));
         if (!length) {
           return decide(Step::fail, make_error(FetchErrc::io, shown + ": malformed Content-Length"));
         }
         declared = *length;
       }
     } else if (status == 206) {
-      const auto range = parse_content_range(response.get_header_value("Content-Range"));
+      const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
       if (!range || range->unsatisfied || range->first != state.part.size()) {
         // Not the continuation we asked for; start over without Range.
         if (auto err = state.part.restart()) {
@@ -398,7 +340,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       }
       declared = range->total;
     } else if (status == 416 && state.part.size() > 0) {
-      const auto range = parse_content_range(response.get_header_value("Content-Range"));
+      const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
       if (range && range->unsatisfied && range->total == state.part.size()) {
         state.declared = range->total; // we already hold every byte
         return decide(Step::complete, {});

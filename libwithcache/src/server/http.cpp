@@ -17,7 +17,13 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-std::optional<std::uint64_t> parse_u64(std::string_view text) {
+constexpr std::array<const char*, 7> k_days = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+constexpr std::array<const char*, 12> k_months = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+} // namespace
+
+std::optional<std::uint64_t> parse_decimal(std::string_view text) {
   if (text.empty() || text.size() > 19) {
     return std::nullopt;
   }
@@ -31,11 +37,43 @@ std::optional<std::uint64_t> parse_u64(std::string_view text) {
   return value;
 }
 
-constexpr std::array<const char*, 7> k_days = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-constexpr std::array<const char*, 12> k_months = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-} // namespace
+std::optional<ContentRange> parse_content_range(std::string_view value) {
+  value = trim(value);
+  if (!value.starts_with("bytes ")) {
+    return std::nullopt;
+  }
+  value.remove_prefix(6);
+  const std::size_t slash = value.find('/');
+  if (slash == std::string_view::npos) {
+    return std::nullopt;
+  }
+  ContentRange range;
+  const std::string_view total = value.substr(slash + 1);
+  if (total != "*") {
+    const auto t = parse_decimal(total);
+    if (!t) {
+      return std::nullopt;
+    }
+    range.total = *t;
+  }
+  const std::string_view span = value.substr(0, slash);
+  if (span == "*") {
+    range.unsatisfied = true;
+    return range;
+  }
+  const std::size_t dash = span.find('-');
+  if (dash == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const auto first = parse_decimal(span.substr(0, dash));
+  const auto last = parse_decimal(span.substr(dash + 1));
+  if (!first || !last || *last < *first) {
+    return std::nullopt;
+  }
+  range.first = *first;
+  range.last = *last;
+  return range;
+}
 
 ByteRange parse_range(std::string_view header, std::uint64_t size) {
   ByteRange full;
@@ -57,7 +95,7 @@ ByteRange parse_range(std::string_view header, std::uint64_t size) {
   range.kind = ByteRange::Kind::partial;
   if (first_text.empty()) {
     // Suffix range: the last n bytes.
-    const auto n = parse_u64(last_text);
+    const auto n = parse_decimal(last_text);
     if (!n) {
       return full;
     }
@@ -69,13 +107,13 @@ ByteRange parse_range(std::string_view header, std::uint64_t size) {
     range.last = size - 1;
     return range;
   }
-  const auto first = parse_u64(first_text);
+  const auto first = parse_decimal(first_text);
   if (!first) {
     return full;
   }
   std::uint64_t last = size == 0 ? 0 : size - 1;
   if (!last_text.empty()) {
-    const auto parsed = parse_u64(last_text);
+    const auto parsed = parse_decimal(last_text);
     if (!parsed || *parsed < *first) {
       return full;
     }
@@ -129,11 +167,11 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
     return std::nullopt;
   }
   std::tm tm{};
-  const auto day = parse_u64(text.substr(5, 2));
-  const auto year = parse_u64(text.substr(12, 4));
-  const auto hour = parse_u64(text.substr(17, 2));
-  const auto minute = parse_u64(text.substr(20, 2));
-  const auto second = parse_u64(text.substr(23, 2));
+  const auto day = parse_decimal(text.substr(5, 2));
+  const auto year = parse_decimal(text.substr(12, 4));
+  const auto hour = parse_decimal(text.substr(17, 2));
+  const auto minute = parse_decimal(text.substr(20, 2));
+  const auto second = parse_decimal(text.substr(23, 2));
   if (!day || !year || !hour || !minute || !second || text[7] != ' ' || text[11] != ' ' || text[16] != ' ' ||
       text[19] != ':' || text[22] != ':') {
     return std::nullopt;

@@ -1,0 +1,121 @@
+#include <catch2/catch.hpp>
+
+#include "withcache/http.hpp"
+
+using withcache::http::ByteRange;
+namespace http = withcache::http;
+
+TEST_CASE("parse_range: one range of a representation of 10 000 bytes", "[http]") {
+  struct Case {
+    const char* header;
+    ByteRange::Kind kind;
+    std::uint64_t first;
+    std::uint64_t last;
+  };
+  using K = ByteRange::Kind;
+  const Case cases[] = {
+      {"bytes=0-99", K::partial, 0, 99},
+      {"bytes=5-", K::partial, 5, 9999},
+      {"bytes=-100", K::partial, 9900, 9999},
+      {"bytes=-20000", K::partial, 0, 9999},  // suffix longer than the file: all of it
+      {"bytes=9999-", K::partial, 9999, 9999},
+      {"bytes=100-20000", K::partial, 100, 9999}, // last clamped
+      {" bytes=1-2 ", K::partial, 1, 2},
+      {"bytes= 1 - 2", K::partial, 1, 2},
+      {"bytes=10000-", K::unsatisfiable, 0, 0},
+      {"bytes=20000-30000", K::unsatisfiable, 0, 0},
+      {"bytes=-0", K::unsatisfiable, 0, 0},
+      {"", K::full, 0, 0},
+      {"bytes=0-1,5-6", K::full, 0, 0}, // several ranges: the whole representation
+      {"items=0-1", K::full, 0, 0},
+      {"bytes=abc", K::full, 0, 0},
+      {"bytes=5-1", K::full, 0, 0},
+      {"bytes=-", K::full, 0, 0},
+      {"bytes=1-x", K::full, 0, 0},
+      {"bytes=99999999999999999999-", K::full, 0, 0},
+  };
+  for (const auto& c : cases) {
+    INFO(c.header);
+    const auto r = http::parse_range(c.header, 10'000);
+    CHECK(r.kind == c.kind);
+    if (c.kind == K::partial) {
+      CHECK(r.first == c.first);
+      CHECK(r.last == c.last);
+    }
+  }
+  CHECK(http::parse_range("bytes=0-", 0).kind == K::unsatisfiable);
+  CHECK(http::parse_range("bytes=-5", 0).kind == K::unsatisfiable);
+}
+
+TEST_CASE("none_match compares entity-tags weakly", "[http]") {
+  const char* etag = R"("abc")";
+  CHECK(http::none_match(R"("abc")", etag));
+  CHECK(http::none_match(R"(W/"abc")", etag));
+  CHECK(http::none_match(R"("x", "abc")", etag));
+  CHECK(http::none_match("*", etag));
+  CHECK_FALSE(http::none_match(R"("abcd")", etag));
+  CHECK_FALSE(http::none_match("abc", etag));
+  CHECK_FALSE(http::none_match("", etag));
+}
+
+TEST_CASE("http_date and parse_http_date round-trip IMF-fixdate", "[http]") {
+  CHECK(http::http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT");
+  CHECK(http::http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+  CHECK(http::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == std::optional<std::time_t>(784111777));
+  for (const std::time_t t : {std::time_t{0}, std::time_t{951782400}, std::time_t{1795927762}}) {
+    CHECK(http::parse_http_date(http::http_date(t)) == std::optional<std::time_t>(t));
+  }
+  for (const char* bad : {"", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994",
+                          "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT",
+                          "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 UTC"}) {
+    INFO(bad);
+    CHECK_FALSE(http::parse_http_date(bad).has_value());
+  }
+}
+
+TEST_CASE("if_range_matches takes a strong tag or the exact date", "[http]") {
+  const char* etag = R"("abc")";
+  CHECK(http::if_range_matches(R"("abc")", etag, 784111777));
+  CHECK_FALSE(http::if_range_matches(R"(W/"abc")", etag, 784111777)); // weak tags never match
+  CHECK_FALSE(http::if_range_matches(R"("old")", etag, 784111777));
+  CHECK(http::if_range_matches("Sun, 06 Nov 1994 08:49:37 GMT", etag, 784111777));
+  CHECK_FALSE(http::if_range_matches("Sun, 06 Nov 1994 08:49:38 GMT", etag, 784111777));
+  CHECK_FALSE(http::if_range_matches("garbage", etag, 784111777));
+}
+
+TEST_CASE("parse_content_range reads what origins send back", "[http]") {
+  struct Case {
+    const char* header;
+    bool ok;
+    std::uint64_t first;
+    std::uint64_t last;
+    std::uint64_t total;
+    bool unsatisfied;
+  };
+  const Case cases[] = {
+      {"bytes 100-199/1000", true, 100, 199, 1000, false},
+      {"bytes 0-0/1", true, 0, 0, 1, false},
+      {"bytes 5-9/*", true, 5, 9, 0, false},
+      {"bytes */1000", true, 0, 0, 1000, true},
+      {"bytes 9-5/10", false, 0, 0, 0, false},
+      {"bytes 1-2", false, 0, 0, 0, false},
+      {"items 1-2/3", false, 0, 0, 0, false},
+      {"bytes a-b/c", false, 0, 0, 0, false},
+      {"", false, 0, 0, 0, false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.header);
+    const auto r = http::parse_content_range(c.header);
+    REQUIRE(r.has_value() == c.ok);
+    if (c.ok) {
+      CHECK(r->first == c.first);
+      CHECK(r->last == c.last);
+      CHECK(r->total == c.total);
+      CHECK(r->unsatisfied == c.unsatisfied);
+    }
+  }
+  CHECK(http::parse_decimal("18446744073709551615") == std::nullopt); // 20 digits
+  CHECK(http::parse_decimal("1234567890123456789") == std::optional<std::uint64_t>(1234567890123456789ULL));
+  CHECK_FALSE(http::parse_decimal("").has_value());
+  CHECK_FALSE(http::parse_decimal("-1").has_value());
+}
