@@ -41,10 +41,11 @@ fuzz:
 	  -DWITHCACHE_BUILD_FUZZERS=ON -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_APPS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF \
 	  -DWITHCACHE_BUILD_BENCH=OFF
 	cmake --build build/fuzz -j $(JOBS)
-	mkdir -p build/fuzz/corpus/normalize_key build/fuzz/corpus/decode_token build/fuzz/corpus/json
+	mkdir -p build/fuzz/corpus/normalize_key build/fuzz/corpus/decode_token build/fuzz/corpus/json build/fuzz/corpus/http
 	build/fuzz/fuzz/fuzz_normalize_key -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/normalize_key fuzz/corpus/normalize_key
 	build/fuzz/fuzz/fuzz_decode_token -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/decode_token fuzz/corpus/decode_token
 	build/fuzz/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/json fuzz/corpus/json
+	build/fuzz/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/http fuzz/corpus/http
 
 # Benchmarks (docs/benchmarks.md): Release build, loopback only.
 bench:

@@ -84,32 +84,44 @@ inline std::vector<std::string> child_environment(const std::vector<std::string>
   return env;
 }
 
+/** Starts argv[0] (searched on PATH) with stdin from /dev/null and stdout/stderr to the given files. */
+inline pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides,
+                   const std::filesystem::path& out, const std::filesystem::path& err) {
+  std::vector<std::string> args = argv;
+  std::vector<char*> c_argv;
+  for (auto& a : args) {
+    c_argv.push_back(a.data());
+  }
+  c_argv.push_back(nullptr);
+  std::vector<std::string> env = child_environment(env_overrides);
+  std::vector<char*> c_env;
+  for (auto& e : env) {
+    c_env.push_back(e.data());
+  }
+  c_env.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (err == out) {
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, args[0].c_str(), &actions, nullptr, c_argv.data(), c_env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
+}
+
 /** A running child process; destroyed → stopped by PID. Output goes to `log` (or /dev/null). */
 class Process {
  public:
   Process(const std::vector<std::string>& argv, const std::vector<std::string>& env_overrides = {},
-          const std::filesystem::path& log = "/dev/null") {
-    std::vector<std::string> args = argv;
-    std::vector<char*> c_argv;
-    for (auto& a : args) {
-      c_argv.push_back(a.data());
-    }
-    c_argv.push_back(nullptr);
-    std::vector<std::string> env = child_environment(env_overrides);
-    std::vector<char*> c_env;
-    for (auto& e : env) {
-      c_env.push_back(e.data());
-    }
-    c_env.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const int rc = ::posix_spawnp(&m_pid, args[0].c_str(), &actions, nullptr, c_argv.data(), c_env.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      throw std::runtime_error("cannot start " + args[0]);
+          const std::filesystem::path& log = "/dev/null")
+      : m_pid(spawn(argv, env_overrides, log, log)) {
+    if (m_pid <= 0) {
+      throw std::runtime_error("cannot start " + argv.at(0));
     }
   }
   ~Process() { stop(); }
@@ -169,39 +181,18 @@ inline CommandResult run(const std::vector<std::string>& argv,
   ::close(out_fd);
   ::close(err_fd);
   CommandResult result;
-  {
-    std::vector<std::string> args = argv;
-    std::vector<char*> c_argv;
-    for (auto& a : args) {
-      c_argv.push_back(a.data());
+  const pid_t pid = spawn(argv, env_overrides, out_template, err_template);
+  if (pid > 0) {
+    int status = 0;
+    const bool done = eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+    if (!done) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+    } else if (WIFEXITED(status)) {
+      result.exit_code = WEXITSTATUS(status);
     }
-    c_argv.push_back(nullptr);
-    std::vector<std::string> env = child_environment(env_overrides);
-    std::vector<char*> c_env;
-    for (auto& e : env) {
-      c_env.push_back(e.data());
-    }
-    c_env.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_template, O_WRONLY | O_TRUNC, 0);
-    posix_spawn_file_actions_addopen(&actions, 2, err_template, O_WRONLY | O_TRUNC, 0);
-    pid_t pid = 0;
-    const int rc = ::posix_spawnp(&pid, args[0].c_str(), &actions, nullptr, c_argv.data(), c_env.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc == 0) {
-      int status = 0;
-      const bool done = eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, timeout);
-      if (!done) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-      } else if (WIFEXITED(status)) {
-        result.exit_code = WEXITSTATUS(status);
-      }
-    } else {
-      result.exit_code = 127;
-    }
+  } else {
+    result.exit_code = 127;
   }
   result.out = slurp(out_template);
   result.err = slurp(err_template);

@@ -17,7 +17,7 @@ TEST_CASE("parse_range: one range of a representation of 10 000 bytes", "[http]"
       {"bytes=0-99", K::partial, 0, 99},
       {"bytes=5-", K::partial, 5, 9999},
       {"bytes=-100", K::partial, 9900, 9999},
-      {"bytes=-20000", K::partial, 0, 9999},  // suffix longer than the file: all of it
+      {"bytes=-20000", K::partial, 0, 9999}, // suffix longer than the file: all of it
       {"bytes=9999-", K::partial, 9999, 9999},
       {"bytes=100-20000", K::partial, 100, 9999}, // last clamped
       {" bytes=1-2 ", K::partial, 1, 2},
@@ -65,9 +65,9 @@ TEST_CASE("http_date and parse_http_date round-trip IMF-fixdate", "[http]") {
   for (const std::time_t t : {std::time_t{0}, std::time_t{951782400}, std::time_t{1795927762}}) {
     CHECK(http::parse_http_date(http::http_date(t)) == std::optional<std::time_t>(t));
   }
-  for (const char* bad : {"", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994",
-                          "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT",
-                          "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 UTC"}) {
+  for (const char* bad :
+       {"", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994", "Sun, 06 Foo 1994 08:49:37 GMT",
+        "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 UTC"}) {
     INFO(bad);
     CHECK_FALSE(http::parse_http_date(bad).has_value());
   }

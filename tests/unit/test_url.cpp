@@ -350,3 +350,14 @@ TEST_CASE("resolve_reference follows RFC 3986 section 5.2", "[url]") {
   }
   CHECK(*url::resolve_reference("https://h", "x") == "https://h/x");
 }
+
+TEST_CASE("percent_decode decodes valid escapes only", "[url]") {
+  const KeyCase cases[] = {
+      {"a%20b", "a b"}, {"%C3%bc", "\xC3\xBC"},           {"100%", "100%"}, {"%zz", "%zz"}, {"%4", "%4"},
+      {"", ""},         {"us%40er:p%3Ass", "us@er:p:ss"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    CHECK(url::percent_decode(c.input) == c.expected);
+  }
+}

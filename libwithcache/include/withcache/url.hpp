@@ -110,6 +110,9 @@ struct Target {
 /** Parses an absolute URL into a Target. Errors as normalize_key (percent-encoding is left as given). */
 Expected<Target, UrlError> parse_target(std::string_view url);
 
+/** Decodes every valid `%XX` escape; anything else (including a bad escape) is kept as it is. */
+std::string percent_decode(std::string_view text);
+
 /** The lower-cased scheme of `url` (`HTTPS://h` → `https`), or empty when it has none. */
 std::string scheme_of(std::string_view url);
 

@@ -77,16 +77,7 @@ std::string progress_line(std::uint64_t done, std::uint64_t total, double second
 }
 
 std::string file_name_for(std::string_view origin) {
-  const std::string quoted = url::basename_of(origin);
-  std::string name;
-  for (std::size_t i = 0; i < quoted.size(); ++i) {
-    if (quoted[i] == '%' && i + 2 < quoted.size()) {
-      name += static_cast<char>(std::stoi(quoted.substr(i + 1, 2), nullptr, 16));
-      i += 2;
-    } else {
-      name += quoted[i];
-    }
-  }
+  const std::string name = url::percent_decode(url::basename_of(origin));
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\0') != std::string::npos) {
     return "download";

@@ -43,25 +43,6 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
-std::string percent_decode(std::string_view in) {
-  std::string out;
-  const auto hex = [](char c) {
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-  };
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%' && i + 2 < in.size() && hex(in[i + 1]) >= 0 && hex(in[i + 2]) >= 0) {
-      out += static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2]));
-      i += 2;
-    } else {
-      out += in[i];
-    }
-  }
-  return out;
-}
-
 // `https://user:pass@host/x` → the Basic credentials, or nothing.
 std::optional<std::string> userinfo_credentials(std::string_view origin) {
   const std::size_t scheme = origin.find("://");
@@ -75,7 +56,7 @@ std::optional<std::string> userinfo_credentials(std::string_view origin) {
   if (at == std::string_view::npos) {
     return std::nullopt;
   }
-  return percent_decode(authority.substr(0, at));
+  return url::percent_decode(authority.substr(0, at));
 }
 
 bool has_header(const fetch::Headers& headers, std::string_view name) {

@@ -56,20 +56,6 @@ FetchError make_error(FetchErrc reason, std::string message, int status = 0) {
   return FetchError{reason, status, std::move(message)};
 }
 
-std::string percent_decode(std::string_view in) {
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%' && i + 2 < in.size() && std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += in[i];
-    }
-  }
-  return out;
-}
-
 // The part file: an fd opened for appending, its size and the running SHA-256.
 class PartFile {
  public:
@@ -615,9 +601,9 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
   if (at != std::string_view::npos) {
     const std::string_view userinfo = hostport.substr(0, at);
     const std::size_t separator = userinfo.find(':');
-    proxy.user = percent_decode(userinfo.substr(0, separator));
+    proxy.user = url::percent_decode(userinfo.substr(0, separator));
     if (separator != std::string_view::npos) {
-      proxy.password = percent_decode(userinfo.substr(separator + 1));
+      proxy.password = url::percent_decode(userinfo.substr(separator + 1));
     }
   }
   return proxy;

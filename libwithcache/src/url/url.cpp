@@ -538,6 +538,22 @@ Expected<Target, UrlError> parse_target(std::string_view url) {
   return target;
 }
 
+std::string percent_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const int hi = text[i] == '%' && i + 2 < text.size() ? hex_value(text[i + 1]) : -1;
+    const int lo = hi >= 0 ? hex_value(text[i + 2]) : -1;
+    if (lo >= 0) {
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 std::string scheme_of(std::string_view url) {
   const std::size_t colon = scheme_end(url);
   std::string scheme(colon == std::string_view::npos ? std::string_view{} : url.substr(0, colon));
