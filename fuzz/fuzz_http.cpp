@@ -10,7 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   for (const std::uint64_t length : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{10'000}}) {
     const auto range = withcache::http::parse_range(text, length);
-    if (range.kind == withcache::http::ByteRange::Kind::partial && (range.first > range.last || range.last >= length)) {
+    if (range.kind == withcache::http::ByteRange::Kind::partial &&
+        (range.first > range.last || range.last >= length)) {
       std::abort(); // a partial range must lie inside the representation
     }
   }
@@ -19,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (const auto date = withcache::http::parse_http_date(text)) {
     (void)withcache::http::http_date(*date);
   }
-  if (const auto cr = withcache::http::parse_content_range(text); cr && !cr->unsatisfied && cr->last < cr->first) {
+  if (const auto cr = withcache::http::parse_content_range(text);
+      cr && !cr->unsatisfied && cr->last < cr->first) {
     std::abort();
   }
   return 0;

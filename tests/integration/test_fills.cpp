@@ -494,3 +494,25 @@ TEST_CASE("pool: a restart resumes queued and running fills from their .part byt
   CHECK(ranges[1] == "bytes=" + std::to_string(part_size) + "-");
   CHECK(s.pending_jobs().empty());
 }
+
+TEST_CASE("pool: cancel and shutdown do not wait for a silent origin", "[fills][pool]") {
+  // The origin sends headers, then nothing: only the watchdog can end the read early.
+  Origin origin;
+  Route silent(test::make_bytes(1024 * 1024, 15));
+  silent.chunk_delay = std::chrono::hours(1);
+  origin.add("/silent.bin", silent);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  downloads::PoolOptions options = pool_options(1);
+  options.fetch.read_timeout = std::chrono::hours(1); // waiting for it would trip ctest's timeout
+  downloads::DownloadPool pool(s, options);
+  const auto job = pool.enqueue(origin.url("/silent.bin"));
+  REQUIRE(job.has_value());
+  REQUIRE(eventually([&] { return pool.get(job->job.id)->status == downloads::JobStatus::running; }));
+  REQUIRE(eventually([&] { return origin.gets("/silent.bin") == 1; }));
+  CHECK(pool.cancel(job->job.id));
+  const auto ended = pool.wait(job->job.id, k_deadline);
+  REQUIRE(ended.has_value());
+  CHECK(ended->status == downloads::JobStatus::cancelled);
+  CHECK(files_in(dir / "tmp") == 0);
+}

@@ -76,6 +76,7 @@ class Origin {
     }
   }
   ~Origin() {
+    m_stopping = true; // ends slow responses, so stop() need not wait for them
     m_server.stop();
     if (m_thread.joinable()) {
       m_thread.join();
@@ -172,17 +173,24 @@ class Origin {
     const std::size_t limit = cut ? std::min(route.truncate_at, length) : length;
     auto body = std::make_shared<std::string>(route.body.substr(offset));
     const auto delay = route.chunk_delay;
-    res.set_content_provider(length, route.content_type,
-                             [body, limit, delay](std::size_t at, std::size_t want, httplib::DataSink& sink) {
-                               if (at >= limit) {
-                                 return false; // drop the connection: a truncated body
-                               }
-                               if (delay.count() > 0) {
-                                 std::this_thread::sleep_for(delay);
-                               }
-                               const std::size_t n = std::min({want, limit - at, std::size_t{64 * 1024}});
-                               return sink.write(body->data() + at, n);
-                             });
+    res.set_content_provider(
+        length, route.content_type,
+        [this, body, limit, delay](std::size_t at, std::size_t want, httplib::DataSink& sink) {
+          if (at >= limit) {
+            return false; // drop the connection: a truncated body
+          }
+          // The origin's pace, in steps so that stopping the origin is prompt.
+          const auto until = std::chrono::steady_clock::now() + delay;
+          while (std::chrono::steady_clock::now() < until) {
+            if (m_stopping) {
+              return false;
+            }
+            std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+                std::chrono::milliseconds(10), until - std::chrono::steady_clock::now()));
+          }
+          const std::size_t n = std::min({want, limit - at, std::size_t{64 * 1024}});
+          return sink.write(body->data() + at, n);
+        });
   }
 
   httplib::Server m_server;
@@ -193,6 +201,7 @@ class Origin {
   std::map<std::string, int> m_gets;
   std::map<std::string, std::vector<std::string>> m_ranges;
   std::atomic<int> m_requests{0};
+  std::atomic<bool> m_stopping{false};
 };
 
 } // namespace withcache::test

@@ -4,9 +4,11 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -376,7 +378,36 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     return true;
   };
 
+  // A silent origin would hold a cancel (or a shutdown) until the read timeout:
+  // a watchdog closes the connection as soon as the cancel flag is set.
+  std::mutex watch_mutex;
+  std::condition_variable watch_cv;
+  bool finished = false;
+  std::thread watchdog;
+  if (state.request.cancel != nullptr) {
+    watchdog = std::thread([&] {
+      std::unique_lock lock(watch_mutex);
+      while (!finished) {
+        if (state.request.cancel->load()) {
+          client.stop();
+          return;
+        }
+        watch_cv.wait_for(lock, std::chrono::milliseconds(50));
+      }
+    });
+  }
   const auto result = client.Get(target->request, request_headers, on_response, on_content);
+  if (watchdog.joinable()) {
+    {
+      std::lock_guard lock(watch_mutex);
+      finished = true;
+    }
+    watch_cv.notify_all();
+    watchdog.join();
+  }
+  if (!decided && state.request.cancel != nullptr && state.request.cancel->load()) {
+    return {Step::fail, make_error(FetchErrc::cancelled, shown + ": cancelled"), {}};
+  }
   if (decided) {
     return outcome;
   }
