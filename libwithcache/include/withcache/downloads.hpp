@@ -126,7 +126,7 @@ class DownloadPool {
   /**
    * Stops accepting, interrupts running fills (they stay persisted with
    * their `.part` bytes and resume on the next start) and joins the workers.
-   * A fill blocked on a silent origin returns within the read timeout.
+   * A fill blocked on a silent origin is cut off within 50 ms.
    */
   void shutdown();
 
