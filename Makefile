@@ -47,11 +47,15 @@ fuzz:
 	build/fuzz/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/json fuzz/corpus/json
 	build/fuzz/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/http fuzz/corpus/http
 
-# Benchmarks (docs/benchmarks.md): Release build, loopback only.
+# Benchmarks (docs/benchmarks.md): Release build, loopback only, each beside its reference.
 bench:
+	./scripts/setup --bench
 	cmake -S . -B $(TEST) -DCMAKE_BUILD_TYPE=Release -DWITHCACHE_WERROR=ON
 	cmake --build $(TEST) -j $(JOBS)
 	python3 bench/fill_rss.py --build $(TEST)
+	python3 bench/serve.py --build $(TEST)
+	python3 bench/shim.py --build $(TEST)
+	python3 bench/ui_listing.py --build $(TEST)
 
 format:
 	git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs -r clang-format -i
