@@ -314,3 +314,24 @@ TEST_CASE("the events log records, pages and filters", "[store]") {
   store::BlobStore reopened({dir.path()});
   CHECK(reopened.list_events({}).total == 4);
 }
+
+TEST_CASE("pending fills are written in batches and their ids are never reused", "[store]") {
+  TempDir dir;
+  std::int64_t last = 0;
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    for (int i = 0; i < 3; ++i) {
+      last = s.add_pending_job(std::string(64, 'a'), "https://h/" + std::to_string(i), {});
+    }
+    CHECK(s.pending_jobs().size() == 3);
+    for (std::int64_t id = last - 2; id <= last; ++id) {
+      s.remove_pending_job(id);
+    }
+    CHECK(s.pending_jobs().empty());
+    last = s.add_pending_job(std::string(64, 'b'), "https://h/kept", {{"X-A", "b"}});
+    s.remove_pending_job(last); // added and removed within one batch
+  }
+  store::BlobStore reopened({dir.path()});
+  CHECK(reopened.pending_jobs().empty());
+  CHECK(reopened.add_pending_job(std::string(64, 'c'), "https://h/next", {}) == last + 1);
+}

@@ -230,7 +230,8 @@ class BlobStore {
   /** Events, newest first; the filter matches kind, actor or details. */
   Page<Event> list_events(const ListQuery& query);
 
-  /** Persists a queued fill; returns its id (never reused). */
+  /** Persists a queued fill (written with the next batch, not before returning); returns its id (never
+   * reused). */
   std::int64_t add_pending_job(const std::string& key, std::string_view url,
                                const std::vector<std::pair<std::string, std::string>>& headers);
   /** Forgets a persisted fill (it completed, failed or was cancelled). */
@@ -250,7 +251,12 @@ class BlobStore {
   void recover();
   void load_artifacts();
   void flush_locked(); // m_db_mutex held
+  struct JobOp {
+    bool insert = false; ///< else delete
+    PendingJob job;
+  };
   void write_events(const std::vector<Event>& events);
+  void write_job_ops(const std::vector<JobOp>& ops);
   void write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
                       const std::unordered_map<std::string, PendingMiss>& misses);
   void flusher_loop();
@@ -271,6 +277,8 @@ class BlobStore {
   std::unordered_map<std::string, PendingMiss> m_pending_misses;
   std::unordered_set<std::string> m_known_misses; // keys with a miss row or a queued miss
   std::vector<Event> m_pending_events;
+  std::vector<JobOp> m_pending_job_ops;
+  std::atomic<std::int64_t> m_next_job_id{1};
 
   std::condition_variable m_flusher_cv;
   bool m_stopping = false;

@@ -270,6 +270,15 @@ BlobStore::BlobStore(StoreOptions options) : m_options(std::move(options)) {
     migrate();
     recover();
     load_artifacts();
+    // Job ids are never reused: continue after the highest ever handed out.
+    std::int64_t highest = m_db->execAndGet("SELECT COALESCE(max(id), 0) FROM pending_jobs").getInt64();
+    if (m_db->tableExists("sqlite_sequence")) {
+      SQLite::Statement seq(*m_db, "SELECT seq FROM sqlite_sequence WHERE name = 'pending_jobs'");
+      if (seq.executeStep()) {
+        highest = std::max(highest, seq.getColumn(0).getInt64());
+      }
+    }
+    m_next_job_id = highest + 1;
   } catch (const SQLite::Exception& e) {
     throw StoreError("cannot open " + db_path.string() + ": " + e.what());
   }
@@ -436,7 +445,8 @@ void BlobStore::flusher_loop() {
     if (m_stopping) {
       break;
     }
-    if (m_pending_hits.empty() && m_pending_misses.empty() && m_pending_events.empty()) {
+    if (m_pending_hits.empty() && m_pending_misses.empty() && m_pending_events.empty() &&
+        m_pending_job_ops.empty()) {
       continue;
     }
     lock.unlock();
@@ -458,11 +468,22 @@ void BlobStore::flush_locked() {
   std::unordered_map<std::string, std::uint64_t> hits;
   std::unordered_map<std::string, PendingMiss> misses;
   std::vector<Event> events;
+  std::vector<JobOp> job_ops;
   {
     std::lock_guard lock(m_counter_mutex);
     hits.swap(m_pending_hits);
     misses.swap(m_pending_misses);
     events.swap(m_pending_events);
+    job_ops.swap(m_pending_job_ops);
+  }
+  if (!job_ops.empty()) {
+    try {
+      write_job_ops(job_ops);
+    } catch (const SQLite::Exception&) {
+      std::lock_guard lock(m_counter_mutex);
+      m_pending_job_ops.insert(m_pending_job_ops.begin(), job_ops.begin(), job_ops.end());
+      throw;
+    }
   }
   if (!events.empty()) {
     write_events(events);
@@ -796,28 +817,50 @@ Totals BlobStore::totals() {
   return t;
 }
 
+// Pending-job rows are written by the flusher like the counters: enqueueing a
+// fill happens inside a request (a miss) and must not wait for the disk. A
+// crash within one flush interval forgets the newest fills; the next miss of
+// their URLs queues them again.
 std::int64_t BlobStore::add_pending_job(const std::string& key, std::string_view url,
                                         const std::vector<std::pair<std::string, std::string>>& headers) {
-  std::lock_guard db_lock(m_db_mutex);
-  SQLite::Statement insert(*m_db,
-                           "INSERT INTO pending_jobs (key, url, headers, created_at) VALUES (?, ?, ?, ?)");
-  insert.bind(1, key);
-  insert.bind(2, url::strip_userinfo(url));
-  insert.bind(3, encode_headers(headers));
-  insert.bind(4, now());
-  insert.exec();
-  return m_db->getLastInsertRowid();
+  PendingJob job{m_next_job_id++, key, url::strip_userinfo(url), headers, now()};
+  const std::int64_t id = job.id;
+  std::lock_guard lock(m_counter_mutex);
+  m_pending_job_ops.push_back({true, std::move(job)});
+  return id;
 }
 
 void BlobStore::remove_pending_job(std::int64_t id) {
-  std::lock_guard db_lock(m_db_mutex);
+  std::lock_guard lock(m_counter_mutex);
+  m_pending_job_ops.push_back({false, PendingJob{id, {}, {}, {}, 0}});
+}
+
+void BlobStore::write_job_ops(const std::vector<JobOp>& ops) {
+  SQLite::Transaction tx(*m_db);
+  SQLite::Statement insert(
+      *m_db, "INSERT INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)");
   SQLite::Statement drop(*m_db, "DELETE FROM pending_jobs WHERE id = ?");
-  drop.bind(1, id);
-  drop.exec();
+  for (const auto& op : ops) {
+    if (op.insert) {
+      insert.bind(1, op.job.id);
+      insert.bind(2, op.job.key);
+      insert.bind(3, op.job.url);
+      insert.bind(4, encode_headers(op.job.headers));
+      insert.bind(5, op.job.created_at);
+      insert.exec();
+      insert.reset();
+    } else {
+      drop.bind(1, op.job.id);
+      drop.exec();
+      drop.reset();
+    }
+  }
+  tx.commit();
 }
 
 std::vector<PendingJob> BlobStore::pending_jobs() {
   std::lock_guard db_lock(m_db_mutex);
+  flush_locked();
   std::vector<PendingJob> jobs;
   SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
   while (all.executeStep()) {
