@@ -82,7 +82,7 @@ int api_failure(const withcache::api_client::ApiError& e) {
 
 int main(int argc, char** argv) {
   cxxopts::Options options("withcache-client", "Probes a withcache server and downloads through it.");
-  options.custom_help("[OPTIONS] COMMAND [ARGS]");
+  options.custom_help("[OPTIONS] COMMAND [ARGS]").positional_help("");
   // clang-format off
   options.add_options()
       ("server", "The cache server (default: $WITHCACHE_SERVER)", cxxopts::value<std::string>())
