@@ -13,28 +13,16 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import free_port, stop_all, wait_status
 
 
-def wait_listening(port, deadline_s=15):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"origin did not listen on {port}")
+
+
 
 
 def vm_hwm_kib(pid):
@@ -91,7 +79,7 @@ def main():
         origin = subprocess.Popen(
             [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", served],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(port)
+        wait_status(f"http://127.0.0.1:{port}/")
         url = f"http://127.0.0.1:{port}/artifact.bin"
 
         curl_s, curl_rss, _ = run_measured(["curl", "-sS", "-o", os.path.join(work, "curl.out"), url])
@@ -112,12 +100,7 @@ def main():
         print(f"| withcache DownloadPool | {fill['seconds']:.2f} | {mib / fill['seconds']:.0f} | "
               f"{fill['max_rss_kib'] / 1024:.1f} MiB | {fill['max_rss_kib'] / curl_rss:.2f} |")
     finally:
-        if origin is not None:
-            origin.terminate()
-            try:
-                origin.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                origin.kill()
+        stop_all([origin] if origin is not None else [])
         shutil.rmtree(work, ignore_errors=True)
 
 

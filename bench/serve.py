@@ -12,8 +12,6 @@ import base64
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,25 +20,13 @@ import time
 import urllib.parse
 import urllib.request
 
+from benchlib import free_port, stop_all, wait_status
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_http(url, deadline_s=30):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not answer 200 in time")
 
 
 def pids_of(root):
@@ -147,7 +133,7 @@ def main():
 
         py_port = free_port()
         python = start([sys.executable, "-m", "http.server", str(py_port), "--bind", "127.0.0.1", "--directory", www])
-        wait_http(f"http://127.0.0.1:{py_port}/")
+        wait_status(f"http://127.0.0.1:{py_port}/")
 
         ng_port = free_port()
         conf = os.path.join(work, "nginx.conf")
@@ -160,12 +146,12 @@ http {{ sendfile on; tcp_nopush on; access_log off; keepalive_requests 100000;
   server {{ listen 127.0.0.1:{ng_port}; root {www}; }} }}
 """)
         nginx = start(["nginx", "-p", work, "-c", conf, "-g", "daemon off;"])
-        wait_http(f"http://127.0.0.1:{ng_port}/par.bin")
+        wait_status(f"http://127.0.0.1:{ng_port}/par.bin")
 
         wc_port = free_port()
         withcache = start([server_bin, "--host", "127.0.0.1", "--port", str(wc_port), "--data-dir",
                            os.path.join(work, "data"), "--allow-origin", "127.0.0.1", "--log-level", "warn"])
-        wait_http(f"http://127.0.0.1:{wc_port}/healthz")
+        wait_status(f"http://127.0.0.1:{wc_port}/healthz")
 
         def blob(name):
             origin = f"http://127.0.0.1:{py_port}/{name}"
@@ -205,13 +191,7 @@ http {{ sendfile on; tcp_nopush on; access_log off; keepalive_requests 100000;
         for s, (rps, p99) in head.items():
             print(f"| {s} | {rps:.0f} | {rps / head['nginx (sendfile on)'][0]:.2f}x | {p99:.2f} |")
     finally:
-        for p in children:
-            p.send_signal(signal.SIGTERM)
-        for p in children:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(children)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,32 +13,16 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, stop_all, wait_status
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_status(url, status, deadline_s=60):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1) as r:
-                if r.status == status:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} never answered {status}")
 
 
 def hyperfine(commands, runs, env):
@@ -91,7 +75,7 @@ def main():
         token = base64.urlsafe_b64encode(origin.encode()).decode().rstrip("=")
         blob = f"{cache}/b/{token}/small.tgz"
         subprocess.run(["curl", "-s", "-o", "/dev/null", blob])
-        wait_status(blob, 200)
+        wait_status(blob, 200, method="HEAD")
 
         base_env = {k: v for k, v in os.environ.items() if "WITHCACHE" not in k}
         shim_path = os.path.join(work, "bin") + ":" + base_env.get("PATH", "/usr/bin:/bin")
@@ -125,13 +109,7 @@ def main():
             added, plain_ms, shim_ms = compare(plain_cmd, shim_cmd, dict(base_env, PATH=shim_path, **extra))
             print(f"| {name} | {plain_ms:.2f} | {shim_ms:.2f} | {added:+.2f} |")
     finally:
-        for p in children:
-            p.send_signal(signal.SIGTERM)
-        for p in children:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(children)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -14,8 +14,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -24,23 +22,11 @@ import tempfile
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import free_port, stop_all, wait_status
 
 
-def wait_ok(url, deadline_s=120):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
+
+
 
 
 def timed(url, runs=20):
@@ -67,9 +53,8 @@ def main():
         port = free_port()
         argv = [server_bin, "--host", "127.0.0.1", "--port", str(port), "--data-dir", data, "--log-level", "warn"]
         first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ok(f"http://127.0.0.1:{port}/healthz")
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=30)
+        wait_status(f"http://127.0.0.1:{port}/healthz")
+        stop_all([first])
 
         db = sqlite3.connect(os.path.join(data, "cache.db"))
         blob_sha = hashlib.sha256(b"x").hexdigest()
@@ -88,7 +73,7 @@ def main():
         start = time.monotonic()
         children.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{port}"
-        wait_ok(f"{base}/healthz")
+        wait_status(f"{base}/healthz")
         startup = time.monotonic() - start
 
         www = os.path.join(work, "www")
@@ -98,7 +83,7 @@ def main():
         ref_port = free_port()
         children.append(subprocess.Popen([sys.executable, "-m", "http.server", str(ref_port), "--bind", "127.0.0.1",
                                           "--directory", www], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_ok(f"http://127.0.0.1:{ref_port}/artifacts.html")
+        wait_status(f"http://127.0.0.1:{ref_port}/artifacts.html")
 
         reference = timed(f"http://127.0.0.1:{ref_port}/artifacts.html")
         cases = [("Cached page (first 50 of all)", f"{base}/ui/artifacts"),
@@ -113,13 +98,7 @@ def main():
             print(f"| {name} | {ms:.1f} | {ms / reference:.2f}x |")
         print(f"\nServer start-up with {args.artifacts} artifacts (recovery checks every blob): {startup:.1f} s")
     finally:
-        for p in children:
-            p.send_signal(signal.SIGTERM)
-        for p in children:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(children)
         shutil.rmtree(work, ignore_errors=True)
 
 
