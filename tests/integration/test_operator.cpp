@@ -98,6 +98,14 @@ TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookie
   CHECK(c.Get("/", with_cookie(cookie))->status == 200);
   CHECK(c.Get("/api/v1/stats", with_cookie(cookie))->status == 200);
 
+  // A second wrong password in a row asks the next attempt to wait (0.25 s): an immediate one is refused.
+  CHECK(c.Post("/ui/login", httplib::Params{{"password", "nope"}})->status == 401);
+  CHECK(c.Post("/ui/login", httplib::Params{{"password", "nope"}})->status == 401);
+  const auto throttled = c.Post("/ui/login", httplib::Params{{"password", k_password}});
+  CHECK(throttled->status == 429);
+  CHECK(throttled->get_header_value("Retry-After") == "1");
+  CHECK(throttled->body.find("Too many wrong passwords") != std::string::npos);
+
   std::string tampered = cookie;
   tampered[20] = tampered[20] == 'A' ? 'B' : 'A';
   CHECK(c.Get("/", with_cookie(tampered))->status == 303);
@@ -118,7 +126,7 @@ TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookie
   for (const auto& e : *events.as_object()->at("items").as_array()) {
     kinds += *e.as_object()->at("kind").as_string() + " ";
   }
-  CHECK(kinds.find("logout login login_failed") != std::string::npos);
+  CHECK(kinds.find("logout login_failed login_failed login login_failed") != std::string::npos);
 }
 
 TEST_CASE("cookies survive restarts with a fixed and with a persisted secret", "[operator]") {

@@ -85,6 +85,21 @@ TEST_CASE("same_origin is the CSRF check", "[auth]") {
   }
 }
 
+TEST_CASE("LoginThrottle: attempts inside the pause are refused, not held", "[auth]") {
+  auth::LoginThrottle throttle;
+  const auto t0 = auth::LoginThrottle::Clock::now();
+  CHECK(throttle.retry_after("a", t0) == 0ms);
+  throttle.record_failure("a", t0);
+  CHECK(throttle.retry_after("a", t0) == 0ms); // the first two failures cost nothing
+  throttle.record_failure("a", t0);
+  CHECK(throttle.retry_after("a", t0) == 250ms);
+  CHECK(throttle.retry_after("a", t0 + 100ms) == 150ms);
+  CHECK(throttle.retry_after("a", t0 + 250ms) == 0ms);
+  CHECK(throttle.retry_after("b", t0) == 0ms);
+  throttle.reset("a");
+  CHECK(throttle.retry_after("a", t0) == 0ms);
+}
+
 TEST_CASE("LoginThrottle slows repeated failures from one address", "[auth]") {
   auth::LoginThrottle throttle;
   CHECK(throttle.delay_for("a") == 0ms);

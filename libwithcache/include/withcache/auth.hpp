@@ -64,17 +64,31 @@ std::optional<std::string> cookie_value(std::string_view cookie_header, std::str
  */
 bool same_origin(std::string_view origin, std::string_view referer, std::string_view host);
 
-/** Slows down repeated wrong passwords from one address: 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. */
+/**
+ * Slows down repeated wrong passwords from one address: after each failure
+ * the next attempt must wait 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. Attempts
+ * inside that window are refused (429) rather than held, so a flood of them
+ * cannot tie up the server's threads.
+ */
 class LoginThrottle {
  public:
-  /** How long to wait before answering this address's next login attempt. */
+  using Clock = std::chrono::steady_clock;
+
+  /** The pause this address's failures so far call for after the last one. */
   std::chrono::milliseconds delay_for(const std::string& address);
-  void record_failure(const std::string& address);
+  /** How much longer this address must wait before its next attempt counts (0 = now). */
+  std::chrono::milliseconds retry_after(const std::string& address, Clock::time_point now = Clock::now());
+  void record_failure(const std::string& address, Clock::time_point now = Clock::now());
   void reset(const std::string& address);
 
  private:
+  struct Failures {
+    unsigned count = 0;
+    Clock::time_point last;
+  };
+  static std::chrono::milliseconds delay_after(unsigned failures);
   std::mutex m_mutex;
-  std::unordered_map<std::string, unsigned> m_failures;
+  std::unordered_map<std::string, Failures> m_failures;
 };
 
 } // namespace withcache::auth

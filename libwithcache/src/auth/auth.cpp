@@ -177,10 +177,7 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
   return !host.empty() && authority_of(claimed) == authority_of(host);
 }
 
-std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
-  std::lock_guard lock(m_mutex);
-  const auto it = m_failures.find(address);
-  const unsigned failures = it == m_failures.end() ? 0 : it->second;
+std::chrono::milliseconds LoginThrottle::delay_after(unsigned failures) {
   if (failures < 2) {
     return std::chrono::milliseconds(0);
   }
@@ -188,12 +185,31 @@ std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
   return std::min(std::chrono::milliseconds(250 << shift), std::chrono::milliseconds(5000));
 }
 
-void LoginThrottle::record_failure(const std::string& address) {
+std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_failures.find(address);
+  return delay_after(it == m_failures.end() ? 0 : it->second.count);
+}
+
+std::chrono::milliseconds LoginThrottle::retry_after(const std::string& address, Clock::time_point now) {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_failures.find(address);
+  if (it == m_failures.end()) {
+    return std::chrono::milliseconds(0);
+  }
+  const auto ready = it->second.last + delay_after(it->second.count);
+  return ready <= now ? std::chrono::milliseconds(0)
+                      : std::chrono::ceil<std::chrono::milliseconds>(ready - now);
+}
+
+void LoginThrottle::record_failure(const std::string& address, Clock::time_point now) {
   std::lock_guard lock(m_mutex);
   if (m_failures.size() > 10'000) {
     m_failures.clear(); // bounded memory under a spray of addresses
   }
-  ++m_failures[address];
+  auto& f = m_failures[address];
+  ++f.count;
+  f.last = now;
 }
 
 void LoginThrottle::reset(const std::string& address) {

@@ -133,10 +133,13 @@ std::string layout(std::string_view title, std::string_view active, bool auth, s
   return out;
 }
 
-std::string login(bool failed) {
+std::string login(bool failed, std::string_view notice) {
   std::string body = "<article><form method=\"post\" action=\"/ui/login\">";
   if (failed) {
     body += "<p role=\"alert\"><strong>Wrong password.</strong></p>";
+  }
+  if (!notice.empty()) {
+    body += "<p role=\"alert\"><strong>" + escape(notice) + "</strong></p>";
   }
   body += "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" "
           "autofocus "

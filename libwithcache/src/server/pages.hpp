@@ -41,7 +41,8 @@ struct Listing {
 
 /** The whole page around `body`. `auth` shows the log-out button. */
 std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body);
-std::string login(bool failed);
+/** The login form; `failed` says the password was wrong, `notice` is shown when not empty. */
+std::string login(bool failed, std::string_view notice);
 
 std::string dashboard_fragment(const Dashboard& d);
 std::string downloads_fragment(const std::vector<downloads::Job>& jobs);

@@ -613,7 +613,7 @@ struct Server::Impl {
         res.set_header("Location", "/");
         return;
       }
-      html(res, 200, pages::login(false));
+      html(res, 200, pages::login(false, {}));
     });
     http.Post("/ui/login", [this](const httplib::Request& req, httplib::Response& res) {
       if (ui_open()) {
@@ -625,12 +625,17 @@ struct Server::Impl {
         return plain(res, 403, "cross-site request refused\n");
       }
       const std::string address = req.remote_addr;
-      std::this_thread::sleep_for(throttle.delay_for(address)); // repeated failures wait longer
+      if (const auto wait = throttle.retry_after(address); wait.count() > 0) {
+        const auto seconds = std::to_string((wait.count() + 999) / 1000);
+        res.set_header("Retry-After", seconds);
+        return html(res, 429,
+                    pages::login(false, "Too many wrong passwords: try again in " + seconds + " s."));
+      }
       if (!auth::constant_time_equal(req.get_param_value("password"), options.admin_password)) {
         throttle.record_failure(address);
         spdlog::warn("failed operator login from {}", address);
         store->record_event("login_failed", "anonymous", address, "");
-        return html(res, 401, pages::login(true));
+        return html(res, 401, pages::login(true, {}));
       }
       throttle.reset(address);
       store->record_event("login", "admin", address, "");
