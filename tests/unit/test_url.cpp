@@ -361,3 +361,16 @@ TEST_CASE("percent_decode decodes valid escapes only", "[url]") {
     CHECK(url::percent_decode(c.input) == c.expected);
   }
 }
+
+TEST_CASE("Sha256 hashes incrementally and can be read, continued and reset", "[url]") {
+  url::Sha256 sha;
+  CHECK(sha.hex() == url::sha256_hex(""));
+  sha.update("ab", 2);
+  CHECK(sha.hex() == url::sha256_hex("ab"));
+  sha.update("c", 1); // still usable after hex()
+  CHECK(sha.hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  url::Sha256 moved = std::move(sha);
+  CHECK(moved.hex() == url::sha256_hex("abc"));
+  moved.reset();
+  CHECK(moved.hex() == url::sha256_hex(""));
+}

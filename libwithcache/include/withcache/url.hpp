@@ -62,6 +62,27 @@ Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& o
 /** Lower-case hex SHA-256 of `bytes` (OpenSSL EVP). */
 std::string sha256_hex(std::string_view bytes);
 
+/** An incremental SHA-256 (OpenSSL EVP) for bytes that arrive in pieces. Not thread-safe. */
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  Sha256(Sha256&& other) noexcept;
+  Sha256& operator=(Sha256&& other) noexcept;
+
+  /** Adds bytes. */
+  void update(const char* data, std::size_t length);
+  /** Starts over, as if nothing had been added. */
+  void reset();
+  /** Lower-case hex digest of everything added so far; the hasher stays usable. */
+  [[nodiscard]] std::string hex() const;
+
+ private:
+  void* m_ctx; // EVP_MD_CTX*, kept out of this header
+};
+
 /**
  * The base URL of a cache server: surrounding whitespace and trailing `/`
  * removed, `http://` added when no `scheme://` is given

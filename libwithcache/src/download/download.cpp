@@ -1,14 +1,11 @@
 #include "withcache/download.hpp"
 
-#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <memory>
 
 #include <httplib.h>
-#include <openssl/evp.h>
 
 #include "withcache/client.hpp"
 #include "withcache/url.hpp"
@@ -16,29 +13,6 @@
 
 namespace withcache::download {
 namespace {
-
-class Sha256 {
- public:
-  Sha256() : m_ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    EVP_DigestInit_ex(m_ctx.get(), EVP_sha256(), nullptr);
-  }
-  void update(const char* data, std::size_t length) { EVP_DigestUpdate(m_ctx.get(), data, length); }
-  std::string hex() {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(m_ctx.get(), digest.data(), &length);
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < length; ++i) {
-      out += digits[digest[i] >> 4];
-      out += digits[digest[i] & 0xF];
-    }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> m_ctx;
-};
 
 DownloadError failure(DownloadErrc code, std::string message) {
   return DownloadError{code, std::move(message)};
@@ -105,7 +79,7 @@ Expected<DownloadResult, DownloadError> get(const std::string& origin, const std
   const std::filesystem::path part = file.string() + ".part";
   std::error_code ec;
   std::uint64_t have = std::filesystem::exists(part, ec) ? std::filesystem::file_size(part, ec) : 0;
-  Sha256 sha;
+  url::Sha256 sha;
   if (have > 0) {
     std::ifstream existing(part, std::ios::binary);
     std::vector<char> buffer(1 << 20);
@@ -157,7 +131,7 @@ Expected<DownloadResult, DownloadError> get(const std::string& origin, const std
         if (restart) {
           out.close();
           out.open(part, std::ios::binary | std::ios::trunc);
-          sha = Sha256();
+          sha.reset();
           have = 0;
         }
         return true;

@@ -1,7 +1,6 @@
 #include "withcache/fetch.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cerrno>
 #include <condition_variable>
@@ -20,7 +19,6 @@
 #include <unistd.h>
 
 #include <httplib.h>
-#include <openssl/evp.h>
 
 #include "withcache/http.hpp"
 #include "withcache/url.hpp"
@@ -61,15 +59,12 @@ FetchError make_error(FetchErrc reason, std::string message, int status = 0) {
 // The part file: an fd opened for appending, its size and the running SHA-256.
 class PartFile {
  public:
-  explicit PartFile(const std::filesystem::path& path) : m_path(path), m_ctx(EVP_MD_CTX_new()) {
-    m_buffer.reserve(k_write_buffer);
-  }
+  explicit PartFile(const std::filesystem::path& path) : m_path(path) { m_buffer.reserve(k_write_buffer); }
   ~PartFile() {
     if (m_fd >= 0) {
       flush(); // keep what arrived, so a resumed fill need not fetch it again
       ::close(m_fd);
     }
-    EVP_MD_CTX_free(m_ctx);
   }
   PartFile(const PartFile&) = delete;
   PartFile& operator=(const PartFile&) = delete;
@@ -77,11 +72,8 @@ class PartFile {
   // Opens (creating) the file and hashes the bytes already in it.
   std::optional<std::string> open() {
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (m_fd < 0 || m_ctx == nullptr) {
+    if (m_fd < 0) {
       return "cannot open " + m_path.string() + ": " + std::strerror(errno);
-    }
-    if (EVP_DigestInit_ex(m_ctx, EVP_sha256(), nullptr) != 1) {
-      return std::string("OpenSSL SHA-256 init failed");
     }
     std::vector<char> buffer(k_hash_chunk);
     for (;;) {
@@ -92,7 +84,7 @@ class PartFile {
       if (n == 0) {
         break;
       }
-      EVP_DigestUpdate(m_ctx, buffer.data(), static_cast<std::size_t>(n));
+      m_sha.update(buffer.data(), static_cast<std::size_t>(n));
       m_size += static_cast<std::uint64_t>(n);
     }
     return std::nullopt;
@@ -104,12 +96,12 @@ class PartFile {
       return "cannot truncate " + m_path.string() + ": " + std::strerror(errno);
     }
     m_size = 0;
-    EVP_DigestInit_ex(m_ctx, EVP_sha256(), nullptr);
+    m_sha.reset();
     return std::nullopt;
   }
 
   bool append(const char* data, std::size_t length) {
-    EVP_DigestUpdate(m_ctx, data, length);
+    m_sha.update(data, length);
     m_size += length;
     if (m_buffer.size() + length > k_write_buffer && !flush()) {
       return false;
@@ -130,20 +122,7 @@ class PartFile {
   bool sync() { return flush() && ::fsync(m_fd) == 0; }
 
   // The hex digest of everything appended so far (the context stays usable).
-  std::string hex_digest() const {
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> copy(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    EVP_MD_CTX_copy_ex(copy.get(), m_ctx);
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(copy.get(), digest.data(), &length);
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < length; ++i) {
-      out += hex[digest[i] >> 4];
-      out += hex[digest[i] & 0xF];
-    }
-    return out;
-  }
+  std::string hex_digest() const { return m_sha.hex(); }
 
   [[nodiscard]] std::uint64_t size() const noexcept { return m_size; }
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return m_path; }
@@ -165,7 +144,7 @@ class PartFile {
   }
 
   std::filesystem::path m_path;
-  EVP_MD_CTX* m_ctx;
+  url::Sha256 m_sha;
   int m_fd = -1;
   std::uint64_t m_size = 0;
   std::vector<char> m_buffer;

@@ -2,6 +2,8 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <stdexcept>
 
 #include <openssl/evp.h>
@@ -325,10 +327,53 @@ Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& o
 }
 
 std::string sha256_hex(std::string_view bytes) {
+  Sha256 sha;
+  sha.update(bytes.data(), bytes.size());
+  return sha.hex();
+}
+
+Sha256::Sha256() : m_ctx(EVP_MD_CTX_new()) {
+  if (m_ctx == nullptr) {
+    throw std::bad_alloc();
+  }
+  reset();
+}
+
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_ctx));
+}
+
+Sha256::Sha256(Sha256&& other) noexcept : m_ctx(other.m_ctx) {
+  other.m_ctx = nullptr;
+}
+
+Sha256& Sha256::operator=(Sha256&& other) noexcept {
+  if (this != &other) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_ctx));
+    m_ctx = other.m_ctx;
+    other.m_ctx = nullptr;
+  }
+  return *this;
+}
+
+void Sha256::update(const char* data, std::size_t length) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(m_ctx), data, length);
+}
+
+void Sha256::reset() {
+  if (EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(m_ctx), EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("OpenSSL EVP_DigestInit_ex(SHA-256) failed");
+  }
+}
+
+std::string Sha256::hex() const {
+  // Finalise a copy, so that more bytes can still be added to this one.
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> copy(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int length = 0;
-  if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("OpenSSL EVP_Digest(SHA-256) failed");
+  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), static_cast<EVP_MD_CTX*>(m_ctx)) != 1 ||
+      EVP_DigestFinal_ex(copy.get(), digest.data(), &length) != 1) {
+    throw std::runtime_error("OpenSSL SHA-256 finalisation failed");
   }
   std::string hex;
   hex.reserve(length * 2);
