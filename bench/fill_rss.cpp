@@ -1,4 +1,4 @@
-// withcache-bench-fill URL DATA_DIR: fills URL through a DownloadPool into a
+// withcache-bench-fill URL DATA_DIR: fills URL through a FillPool into a
 // store at DATA_DIR and prints one JSON line with the bytes, the seconds and
 // this process's peak RSS. bench/fill_rss.py runs it beside curl.
 #include <chrono>
@@ -8,7 +8,7 @@
 #include <fstream>
 #include <string>
 
-#include "withcache/downloads.hpp"
+#include "withcache/fills.hpp"
 #include "withcache/store.hpp"
 
 int main(int argc, char** argv) {
@@ -18,10 +18,10 @@ int main(int argc, char** argv) {
   }
   using namespace withcache;
   store::BlobStore store({argv[2]});
-  downloads::PoolOptions options;
+  fills::PoolOptions options;
   options.workers = 1;
-  options.fetch.policy = fetch::OriginPolicy({"127.0.0.1"});
-  downloads::DownloadPool pool(store, options);
+  options.fetch.policy = origin::OriginPolicy({"127.0.0.1"});
+  fills::FillPool pool(store, options);
   const auto start = std::chrono::steady_clock::now();
   const auto enqueued = pool.enqueue(argv[1]);
   if (!enqueued) {
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   }
   const auto job = pool.wait(enqueued->job.id, std::chrono::minutes(30));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (!job || job->status != downloads::JobStatus::completed) {
+  if (!job || job->status != JobStatus::completed) {
     std::cerr << "withcache-bench-fill: fill did not complete: " << (job ? job->error : "timeout") << '\n';
     return 1;
   }

@@ -3,6 +3,7 @@
 // An installer uses the same calls to point its downloads at the cache.
 #include <iostream>
 
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 
 int main(int argc, char** argv) {
@@ -19,7 +20,7 @@ int main(int argc, char** argv) {
       continue;
     }
     std::cout << withcache::url::blob_url(argv[1], argv[i]) << "\n  key " << *key << "\n  id  "
-              << withcache::url::sha256_hex(*key) << '\n';
+              << withcache::digest::sha256_hex(*key) << '\n';
   }
   return status;
 }

@@ -6,7 +6,7 @@
 #include <iostream>
 
 #include "withcache/client.hpp"
-#include "withcache/download.hpp"
+#include "withcache/client/get.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
     // The one call an installer needs: the cache URL when warm, else nothing.
     const std::string from =
         server != nullptr ? withcache::client::serve_url(server, origin).value_or(origin) : origin;
-    const auto file = dest / withcache::download::file_name_for(origin);
-    const auto result = withcache::download::get(from, file, {});
+    const auto file = dest / withcache::client::file_name_for(origin);
+    const auto result = withcache::client::get(from, file, {});
     if (!result) {
       std::cerr << "example-installer: " << result.error().message << '\n';
       ++failures;

@@ -1,5 +1,5 @@
-// withcache-client: parses options, calls withcache::client / download /
-// api_client, maps outcomes to the documented exit codes.
+// withcache-client: parses options, calls withcache::client (probe, get, Api),
+// maps outcomes to the documented exit codes.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,11 +11,10 @@
 
 #include <cxxopts.hpp>
 
-#include "withcache/api_client.hpp"
 #include "withcache/client.hpp"
-#include "withcache/download.hpp"
-#include "withcache/json.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/size.hpp"
+#include "withcache/util/time.hpp"
 #include "withcache/version.hpp"
 
 namespace {
@@ -51,27 +50,12 @@ int usage(const std::string& message) {
   return k_usage;
 }
 
-std::string text_of(const withcache::json::Value& v, const char* key) {
-  const auto* object = v.as_object();
-  if (object == nullptr || object->count(key) == 0) {
-    return "";
-  }
-  const auto& field = object->at(key);
-  if (const auto* s = field.as_string()) {
-    return *s;
-  }
-  if (const auto* n = field.as_number()) {
-    return std::to_string(static_cast<long long>(*n));
-  }
-  return "";
-}
-
-int api_failure(const withcache::api_client::ApiError& e) {
+int api_failure(const withcache::client::ApiError& e) {
   std::cerr << "withcache-client: " << e.message << '\n';
   switch (e.code) {
-  case withcache::api_client::ApiErrc::unreachable:
+  case withcache::client::ApiErrc::unreachable:
     return k_unreachable;
-  case withcache::api_client::ApiErrc::not_found:
+  case withcache::client::ApiErrc::not_found:
     return k_miss;
   default:
     return k_refused;
@@ -87,7 +71,8 @@ int main(int argc, char** argv) {
   options.add_options()
       ("server", "The cache server (default: $WITHCACHE_SERVER)", cxxopts::value<std::string>())
       ("token", "API token for operator commands (default: $WITHCACHE_API_TOKEN)", cxxopts::value<std::string>())
-      ("timeout", "Probe timeout in seconds", cxxopts::value<double>()->default_value("3"))
+      ("timeout", "Seconds to wait for the server: probes, health and operator commands "
+                  "(get uses it for the probe)", cxxopts::value<double>()->default_value("3"))
       ("o,output", "get: the file to write (default: the artifact's name)", cxxopts::value<std::string>())
       ("H,header", "fetch: a request header 'Name: Value' for the origin (repeatable)",
        cxxopts::value<std::vector<std::string>>())
@@ -185,8 +170,8 @@ int main(int argc, char** argv) {
       return usage("get takes one ORIGIN URL");
     }
     const std::string file = args.count("output") != 0 ? args["output"].as<std::string>()
-                                                       : withcache::download::file_name_for(*origin);
-    withcache::download::DownloadOptions download;
+                                                       : withcache::client::file_name_for(*origin);
+    withcache::client::GetOptions download;
     download.server = server;
     download.probe_timeout = probe.timeout;
     const bool tty = ::isatty(STDERR_FILENO) == 1;
@@ -199,11 +184,11 @@ int main(int argc, char** argv) {
           last = now;
           const double seconds = std::chrono::duration<double>(now - start).count();
           std::fprintf(stderr, "\r%s\x1b[K",
-                       withcache::download::progress_line(done, total, seconds).c_str());
+                       withcache::client::progress_line(done, total, seconds).c_str());
         }
       };
     }
-    const auto result = withcache::download::get(*origin, file, download);
+    const auto result = withcache::client::get(*origin, file, download);
     if (tty) {
       std::fputs("\n", stderr);
     }
@@ -219,32 +204,47 @@ int main(int argc, char** argv) {
     return k_ok;
   }
 
-  const withcache::api_client::Api api(server, token);
+  const withcache::client::Api api(server, token, probe.timeout);
   const bool as_json = args.count("json") != 0;
-  if (command == "ls" || command == "misses") {
+  const withcache::client::ApiListQuery query{0, args["limit"].as<unsigned>(), args["filter"].as<std::string>()};
+  if (command == "ls") {
     if (!rest.empty()) {
       return usage(command + " takes no arguments (filter with -q)");
     }
-    const auto page = api.list(command == "ls" ? "artifacts" : "misses", 0, args["limit"].as<unsigned>(),
-                               args["filter"].as<std::string>());
+    const auto page = api.artifacts(query);
     if (!page) {
       return api_failure(page.error());
     }
     if (as_json) {
-      std::cout << withcache::json::write(*page) << '\n';
+      std::cout << page->json << '\n';
       return k_ok;
     }
-    const auto* items = page->as_object()->at("items").as_array();
-    for (const auto& item : *items) {
-      if (command == "ls") {
-        std::cout << text_of(item, "key") << "  " << text_of(item, "size") << "  " << text_of(item, "hits")
-                  << "  " << text_of(item, "url") << '\n';
-      } else {
-        std::cout << text_of(item, "key") << "  " << text_of(item, "count") << "  "
-                  << text_of(item, "last_seen") << "  " << text_of(item, "url") << '\n';
-      }
+    std::printf("%-64s  %10s  %6s  %s\n", "KEY", "SIZE", "HITS", "URL");
+    for (const auto& a : page->items) {
+      std::printf("%-64s  %10s  %6llu  %s\n", a.key.c_str(), withcache::util::format_size(a.size).c_str(),
+                  static_cast<unsigned long long>(a.hits), a.url.c_str());
     }
-    std::cerr << text_of(*page, "total") << " in all\n";
+    std::cerr << page->total << " in all\n";
+    return k_ok;
+  }
+  if (command == "misses") {
+    if (!rest.empty()) {
+      return usage(command + " takes no arguments (filter with -q)");
+    }
+    const auto page = api.misses(query);
+    if (!page) {
+      return api_failure(page.error());
+    }
+    if (as_json) {
+      std::cout << page->json << '\n';
+      return k_ok;
+    }
+    std::printf("%-64s  %6s  %-20s  %s\n", "KEY", "COUNT", "LAST SEEN", "URL");
+    for (const auto& m : page->items) {
+      std::printf("%-64s  %6llu  %-20s  %s\n", m.key.c_str(), static_cast<unsigned long long>(m.count),
+                  withcache::util::format_rfc3339(m.last_seen).c_str(), m.url.c_str());
+    }
+    std::cerr << page->total << " in all\n";
     return k_ok;
   }
   if (command == "stats") {
@@ -253,13 +253,19 @@ int main(int argc, char** argv) {
       return api_failure(stats.error());
     }
     if (as_json) {
-      std::cout << withcache::json::write(*stats) << '\n';
+      std::cout << stats->json << '\n';
       return k_ok;
     }
-    for (const char* field : {"artifacts", "stored_bytes", "capacity", "hits", "misses", "bytes_served",
-                              "bytes_fetched", "queue_depth"}) {
-      std::cout << field << ' ' << text_of(*stats, field) << '\n';
-    }
+    const auto& s = stats->value;
+    const auto size = withcache::util::format_size;
+    std::cout << "artifacts      " << s.artifacts << '\n'
+              << "stored         " << size(s.stored_bytes) << '\n'
+              << "capacity       " << (s.capacity == 0 ? std::string("unlimited") : size(s.capacity)) << '\n'
+              << "hits           " << s.hits << '\n'
+              << "misses         " << s.misses << '\n'
+              << "served         " << size(s.bytes_served) << '\n'
+              << "fetched        " << size(s.bytes_fetched) << '\n'
+              << "queue depth    " << s.queue_depth << '\n';
     return k_ok;
   }
   if (command == "fetch") {
@@ -270,21 +276,22 @@ int main(int argc, char** argv) {
     std::vector<std::pair<std::string, std::string>> headers;
     if (args.count("header") != 0) {
       for (const auto& line : args["header"].as<std::vector<std::string>>()) {
-        const auto colon = line.find(':');
-        if (colon == std::string::npos || colon == 0) {
-          return usage("-H takes 'Name: Value'");
+        auto field = withcache::client::parse_header_line(line);
+        if (!field) {
+          return usage("-H takes 'Name: Value' (a header name, a colon, a value without line breaks)");
         }
-        std::string value = line.substr(colon + 1);
-        value.erase(0, value.find_first_not_of(" \t"));
-        headers.emplace_back(line.substr(0, colon), value);
+        headers.push_back(std::move(*field));
       }
     }
     const auto job = api.fetch(*origin, headers);
     if (!job) {
       return api_failure(job.error());
     }
-    std::cout << "queued " << text_of(*job, "id") << ' ' << withcache::url::redact(text_of(*job, "url"))
-              << '\n';
+    if (as_json) {
+      std::cout << job->json << '\n';
+      return k_ok;
+    }
+    std::cout << "queued " << job->value.id << ' ' << withcache::url::redact(job->value.url) << '\n';
     return k_ok;
   }
   if (command == "rm") {

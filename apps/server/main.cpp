@@ -11,7 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "withcache/server.hpp"
-#include "withcache/store.hpp"
+#include "withcache/util/size.hpp"
 #include "withcache/version.hpp"
 
 namespace {
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     config.curate = args.count("curate") != 0;
     config.keep_query = args.count("keep-query") != 0;
     config.forward_auth = args.count("forward-auth") != 0;
-    const auto max_bytes = withcache::store::parse_size(args["max-bytes"].as<std::string>());
+    const auto max_bytes = withcache::util::parse_size(args["max-bytes"].as<std::string>());
     if (!max_bytes) {
       return fail("--max-bytes: " + max_bytes.error());
     }
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     spdlog::info("{} listening on http://{}:{} (data dir {}, {} workers, {}, capacity {})",
                  withcache::k_product, config.host, server.port(), config.data_dir.string(), config.workers,
                  config.curate ? "curated" : "auto-fetch",
-                 config.max_bytes == 0 ? "unlimited" : withcache::store::format_size(config.max_bytes));
+                 config.max_bytes == 0 ? "unlimited" : withcache::util::format_size(config.max_bytes));
     if (config.admin_password.empty()) {
       spdlog::warn("WITHCACHE_ADMIN_PASSWORD is not set: the operator UI and its actions (fetch, delete, "
                    "cancel) are OPEN to anyone who can reach this port");

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "withcache/client.hpp"
+#include "withcache/client/probe.hpp"
 #include "withcache/url.hpp"
 #include "withcache/version.hpp"
 

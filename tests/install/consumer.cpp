@@ -1,11 +1,13 @@
+// Uses the server-side library: the store's sizes and the client's URLs.
 #include <iostream>
 
-#include "withcache/client.hpp"
+#include "withcache/client/probe.hpp"
 #include "withcache/store.hpp"
+#include "withcache/util/size.hpp"
 #include "withcache/version.hpp"
 
 int main() {
-  std::cout << withcache::k_version << ' ' << withcache::client::blob_url("cache:3000", "https://h/x.tgz")
-            << ' ' << *withcache::store::parse_size("1.5T") << '\n';
+  std::cout << withcache::k_version << ' ' << withcache::client::blob_url("cache:3000", "https://h/x.tgz") << ' '
+            << *withcache::util::parse_size("1.5T") << ' ' << sizeof(withcache::store::ListQuery) << '\n';
   return 0;
 }

@@ -1,11 +1,11 @@
 // crash_filler DATA_DIR URL...: fills, deletes and re-fills the URLs through a
-// DownloadPool forever, so that test_crash can kill -9 it at any moment.
+// FillPool forever, so that test_crash can kill -9 it at any moment.
 #include <chrono>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include "withcache/downloads.hpp"
+#include "withcache/fills.hpp"
 #include "withcache/store.hpp"
 
 int main(int argc, char** argv) {
@@ -15,13 +15,13 @@ int main(int argc, char** argv) {
   }
   using namespace withcache;
   store::BlobStore store({argv[1], 0, std::chrono::milliseconds(5)});
-  downloads::PoolOptions options;
+  fills::PoolOptions options;
   options.workers = 3;
-  options.fetch.policy = fetch::OriginPolicy({"127.0.0.1"});
+  options.fetch.policy = origin::OriginPolicy({"127.0.0.1"});
   options.fetch.getenv = [](const char*) -> const char* {
     return nullptr;
   };
-  downloads::DownloadPool pool(store, options);
+  fills::FillPool pool(store, options);
   const std::vector<std::string> urls(argv + 2, argv + argc);
   for (std::uint64_t round = 0;; ++round) {
     std::vector<std::int64_t> ids;
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       store.record_miss(key, url);
       store.record_hit(key);
       if (round % 2 == 1) {
-        store.remove(key);
+        (void)store.remove(key);
       }
       if (auto job = pool.enqueue(url)) {
         ids.push_back(job->job.id);

@@ -12,6 +12,7 @@
 #include "support/process.hpp"
 #include "support/server_process.hpp"
 #include "withcache/client.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 
 namespace fs = std::filesystem;
@@ -124,7 +125,7 @@ TEST_CASE("withcache-client get: from the cache with the sha checked, from the o
   auto warm = cli({"get", url, "-o", (tmp / "warm.deb").string()}, env);
   CHECK(warm.exit_code == 0);
   CHECK(warm.err.find("from the cache, SHA-256 verified") != std::string::npos);
-  CHECK(warm.out == url::sha256_hex(body) + "  " + (tmp / "warm.deb").string() + "\n");
+  CHECK(warm.out == digest::sha256_hex(body) + "  " + (tmp / "warm.deb").string() + "\n");
   CHECK_FALSE(fs::exists(tmp / "warm.deb.part"));
 
   // An interrupted earlier run left a .part: it is resumed and still verified.
@@ -181,9 +182,14 @@ TEST_CASE("withcache-client operator commands over the JSON API", "[client]") {
   auto listed = cli({"ls"}, env);
   CHECK(listed.exit_code == 0);
   const std::string key = *url::key_id(origin.url("/op.iso"));
-  CHECK(listed.out.starts_with(key + "  5000  0  " + origin.url("/op.iso")));
+  // A header row, then the key, a human size, the hits and the URL.
+  CHECK(listed.out.starts_with("KEY "));
+  CHECK(listed.out.find("\n" + key + "     4.9 KiB       0  " + origin.url("/op.iso") + "\n") != std::string::npos);
   CHECK(cli({"ls", "--json"}, env).out.find("\"total\":1") != std::string::npos);
-  CHECK(cli({"stats"}, env).out.find("artifacts 1\n") != std::string::npos);
+  const auto stats = cli({"stats"}, env).out;
+  CHECK(stats.find("artifacts      1\n") != std::string::npos);
+  CHECK(stats.find("stored         4.9 KiB\n") != std::string::npos);
+  CHECK(cli({"stats", "--json"}, env).out.find("\"stored_bytes\":5000") != std::string::npos);
 
   test::curl(server.blob(origin.url("/wanted.iso")));
   CHECK(cli({"misses"}, env).out.find(origin.url("/wanted.iso")) != std::string::npos);

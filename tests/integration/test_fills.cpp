@@ -8,9 +8,10 @@
 
 #include "support/origin.hpp"
 #include "support/temp_dir.hpp"
-#include "withcache/downloads.hpp"
-#include "withcache/fetch.hpp"
+#include "withcache/fills.hpp"
+#include "withcache/origin.hpp"
 #include "withcache/store.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 
 namespace fs = std::filesystem;
@@ -29,9 +30,9 @@ std::string read_file(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-fetch::FetchOptions local_options() {
-  fetch::FetchOptions options;
-  options.policy = fetch::OriginPolicy({"127.0.0.1"});
+origin::FetchOptions local_options() {
+  origin::FetchOptions options;
+  options.policy = origin::OriginPolicy({"127.0.0.1"});
   options.backoff = 10ms;
   options.read_timeout = 10s;
   options.getenv = [](const char*) -> const char* {
@@ -40,8 +41,8 @@ fetch::FetchOptions local_options() {
   return options;
 }
 
-downloads::PoolOptions pool_options(unsigned workers = 2) {
-  downloads::PoolOptions options;
+fills::PoolOptions pool_options(unsigned workers = 2) {
+  fills::PoolOptions options;
   options.workers = workers;
   options.fetch = local_options();
   return options;
@@ -74,7 +75,7 @@ TEST_CASE("fetch_to_file downloads with the right size and sha", "[fills]") {
   const std::string body = test::make_bytes(3 * 1024 * 1024 + 7);
   origin.add("/a.bin", {body, "application/x-test"});
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/a.bin");
   request.part_path = dir / "a.part";
   std::uint64_t last_done = 0;
@@ -84,10 +85,10 @@ TEST_CASE("fetch_to_file downloads with the right size and sha", "[fills]") {
     last_done = done;
     last_total = total;
   };
-  const auto result = fetch::fetch_to_file(request, local_options());
+  const auto result = origin::fetch_to_file(request, local_options());
   REQUIRE(result.has_value());
   CHECK(result->size == body.size());
-  CHECK(result->sha256 == url::sha256_hex(body));
+  CHECK(result->sha256 == digest::sha256_hex(body));
   CHECK(result->content_type == "application/x-test");
   CHECK(read_file(request.part_path) == body);
   CHECK(last_done == body.size());
@@ -102,12 +103,12 @@ TEST_CASE("a truncated body is resumed with Range to the right sha", "[fills]") 
   route.truncate_times = 2;
   origin.add("/t.bin", route);
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/t.bin");
   request.part_path = dir / "t.part";
-  const auto result = fetch::fetch_to_file(request, local_options());
+  const auto result = origin::fetch_to_file(request, local_options());
   REQUIRE(result.has_value());
-  CHECK(result->sha256 == url::sha256_hex(body));
+  CHECK(result->sha256 == digest::sha256_hex(body));
   const auto ranges = origin.ranges("/t.bin");
   REQUIRE(ranges.size() == 3);
   CHECK(ranges[0].empty());
@@ -124,13 +125,13 @@ TEST_CASE("an origin that ignores Range restarts from zero", "[fills]") {
   route.ignore_range = true;
   origin.add("/r.bin", route);
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/r.bin");
   request.part_path = dir / "r.part";
-  const auto result = fetch::fetch_to_file(request, local_options());
+  const auto result = origin::fetch_to_file(request, local_options());
   REQUIRE(result.has_value());
   CHECK(result->size == body.size());
-  CHECK(result->sha256 == url::sha256_hex(body));
+  CHECK(result->sha256 == digest::sha256_hex(body));
 }
 
 TEST_CASE("a body that never completes fails as truncated with both sizes", "[fills]") {
@@ -141,12 +142,12 @@ TEST_CASE("a body that never completes fails as truncated with both sizes", "[fi
   route.ignore_range = true;
   origin.add("/never.bin", route);
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/never.bin");
   request.part_path = dir / "never.part";
-  const auto result = fetch::fetch_to_file(request, local_options());
+  const auto result = origin::fetch_to_file(request, local_options());
   REQUIRE_FALSE(result.has_value());
-  CHECK(result.error().reason == fetch::FetchErrc::truncated);
+  CHECK(result.error().reason == origin::FetchErrc::truncated);
   CHECK(result.error().message.find("declared 204800 bytes, received 51200") != std::string::npos);
   CHECK(result.error().message.find("5 attempts") != std::string::npos);
   CHECK(origin.gets("/never.bin") == 5);
@@ -166,19 +167,19 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   origin.add("/hop", Route::redirect("/secret"));
   TempDir dir;
 
-  auto run = [&](const std::string& url, fetch::Headers headers = {},
-                 fetch::FetchOptions options = local_options()) {
-    fetch::FetchRequest request;
+  auto run = [&](const std::string& url, origin::Headers headers = {},
+                 origin::FetchOptions options = local_options()) {
+    origin::FetchRequest request;
     request.url = url;
     request.headers = std::move(headers);
     request.part_path = dir / "x.part";
     fs::remove(request.part_path);
-    return fetch::fetch_to_file(request, options);
+    return origin::fetch_to_file(request, options);
   };
 
   auto r = run(origin.url("/missing"));
   REQUIRE_FALSE(r.has_value());
-  CHECK(r.error().reason == fetch::FetchErrc::http_status);
+  CHECK(r.error().reason == origin::FetchErrc::http_status);
   CHECK(r.error().status == 404);
   CHECK(origin.gets("/missing") == 1); // a 4xx is not retried
 
@@ -198,13 +199,13 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
     INFO(url);
     r = run(url);
     REQUIRE_FALSE(r.has_value());
-    CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+    CHECK(r.error().reason == origin::FetchErrc::refused_origin);
   }
-  fetch::FetchOptions closed = local_options();
-  closed.policy = fetch::OriginPolicy();
+  origin::FetchOptions closed = local_options();
+  closed.policy = origin::OriginPolicy();
   r = run(origin.url("/secret"), {}, closed);
   REQUIRE_FALSE(r.has_value());
-  CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+  CHECK(r.error().reason == origin::FetchErrc::refused_origin);
   CHECK(r.error().message.find("--allow-origin 127.0.0.1") != std::string::npos);
   CHECK(origin.requests() == before); // refused before any I/O
 
@@ -212,7 +213,7 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
     INFO(path);
     r = run(origin.url(path));
     REQUIRE_FALSE(r.has_value());
-    CHECK(r.error().reason == fetch::FetchErrc::refused_origin);
+    CHECK(r.error().reason == origin::FetchErrc::refused_origin);
   }
   CHECK(origin.gets("/secret") == 3); // the refused redirect never reached it
 }
@@ -221,10 +222,10 @@ TEST_CASE("redirect loops end with a clear error", "[fills]") {
   Origin origin;
   origin.add("/loop", Route::redirect("/loop"));
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/loop");
   request.part_path = dir / "loop.part";
-  const auto r = fetch::fetch_to_file(request, local_options());
+  const auto r = origin::fetch_to_file(request, local_options());
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().message.find("more than 10 redirects") != std::string::npos);
 }
@@ -233,15 +234,15 @@ TEST_CASE("capacity: a declared size over the cap is refused", "[fills]") {
   Origin origin;
   origin.add("/big.bin", Route{test::make_bytes(100 * 1024)});
   TempDir dir;
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = origin.url("/big.bin");
   request.part_path = dir / "big.part";
   request.may_store = [](std::uint64_t bytes) {
     return bytes <= 50 * 1024;
   };
-  const auto r = fetch::fetch_to_file(request, local_options());
+  const auto r = origin::fetch_to_file(request, local_options());
   REQUIRE_FALSE(r.has_value());
-  CHECK(r.error().reason == fetch::FetchErrc::cache_full);
+  CHECK(r.error().reason == origin::FetchErrc::cache_full);
 }
 
 TEST_CASE("the pool fills a 64 MiB artifact with the right size and sha", "[fills][pool]") {
@@ -250,23 +251,23 @@ TEST_CASE("the pool fills a 64 MiB artifact with the right size and sha", "[fill
   origin.add("/cuda.run", Route{body, "application/x-sh"});
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::DownloadPool pool(s, pool_options());
+  fills::FillPool pool(s, pool_options());
   const auto enqueued = pool.enqueue(origin.url("/cuda.run"));
   REQUIRE(enqueued.has_value());
   CHECK_FALSE(enqueued->joined);
   const auto job = pool.wait(enqueued->job.id, k_deadline);
   REQUIRE(job.has_value());
-  REQUIRE(job->status == downloads::JobStatus::completed);
+  REQUIRE(job->status == JobStatus::completed);
   CHECK(job->bytes_done == body.size());
   CHECK(job->bytes_total == body.size());
   const auto artifact = s.find(*url::key_id(origin.url("/cuda.run")));
   REQUIRE(artifact.has_value());
   CHECK(artifact->size == body.size());
-  CHECK(artifact->sha256 == url::sha256_hex(body));
+  CHECK(artifact->sha256 == digest::sha256_hex(body));
   CHECK(artifact->content_type == "application/x-sh");
   CHECK(read_file(s.blob_path(artifact->key)) == body);
   CHECK(files_in(dir / "tmp") == 0);
-  CHECK(s.pending_jobs().empty());
+  CHECK(s.pending_jobs()->empty());
 }
 
 TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool]") {
@@ -276,7 +277,7 @@ TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool
   origin.add("/one.bin", slow);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::DownloadPool pool(s, pool_options(4));
+  fills::FillPool pool(s, pool_options(4));
   std::vector<std::thread> threads;
   std::vector<std::int64_t> ids(50);
   std::atomic<int> joined{0};
@@ -299,11 +300,11 @@ TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool
   CHECK(std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return id == ids[0]; }));
   const auto job = pool.wait(ids[0], k_deadline);
   REQUIRE(job.has_value());
-  CHECK(job->status == downloads::JobStatus::completed);
+  CHECK(job->status == JobStatus::completed);
   CHECK(origin.gets("/one.bin") == 1);
   const auto again = pool.enqueue(origin.url("/one.bin"));
   REQUIRE_FALSE(again.has_value());
-  CHECK(again.error().code == downloads::EnqueueErrc::already_cached);
+  CHECK(again.error().code == fills::EnqueueErrc::already_cached);
 }
 
 TEST_CASE("pool: truncation that never completes fails and leaves nothing", "[fills][pool]") {
@@ -315,18 +316,18 @@ TEST_CASE("pool: truncation that never completes fails and leaves nothing", "[fi
   origin.add("/bad.bin", route);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::DownloadPool pool(s, pool_options());
+  fills::FillPool pool(s, pool_options());
   const auto enqueued = pool.enqueue(origin.url("/bad.bin"));
   REQUIRE(enqueued.has_value());
   const auto job = pool.wait(enqueued->job.id, k_deadline);
   REQUIRE(job.has_value());
-  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->status == JobStatus::failed);
   CHECK(job->error_reason == "truncated");
   CHECK(job->error.find("declared 262144 bytes") != std::string::npos);
   CHECK(files_in(dir / "blobs") == 0);
   CHECK(files_in(dir / "tmp") == 0);
-  CHECK(s.pending_jobs().empty());
-  CHECK(s.totals().artifacts == 0);
+  CHECK(s.pending_jobs()->empty());
+  CHECK(s.totals()->artifacts == 0);
 }
 
 TEST_CASE("pool: cancel works queued and running and leaves no file", "[fills][pool]") {
@@ -337,29 +338,29 @@ TEST_CASE("pool: cancel works queued and running and leaves no file", "[fills][p
   origin.add("/queued.bin", Route{test::make_bytes(1024, 9)});
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::DownloadPool pool(s, pool_options(1));
+  fills::FillPool pool(s, pool_options(1));
   const auto running = pool.enqueue(origin.url("/slow.bin"));
   const auto queued = pool.enqueue(origin.url("/queued.bin"));
   REQUIRE(running.has_value());
   REQUIRE(queued.has_value());
   REQUIRE(eventually([&] {
     const auto j = pool.get(running->job.id);
-    return j && j->status == downloads::JobStatus::running && j->bytes_done > 0;
+    return j && j->status == JobStatus::running && j->bytes_done > 0;
   }));
-  CHECK(pool.get(queued->job.id)->status == downloads::JobStatus::queued);
+  CHECK(pool.get(queued->job.id)->status == JobStatus::queued);
   CHECK(pool.queue_depth() == 1);
 
   CHECK(pool.cancel(queued->job.id));
-  CHECK(pool.get(queued->job.id)->status == downloads::JobStatus::cancelled);
+  CHECK(pool.get(queued->job.id)->status == JobStatus::cancelled);
   CHECK(pool.cancel(running->job.id));
   const auto job = pool.wait(running->job.id, k_deadline);
   REQUIRE(job.has_value());
-  CHECK(job->status == downloads::JobStatus::cancelled);
+  CHECK(job->status == JobStatus::cancelled);
   CHECK(job->bytes_done < 8 * 1024 * 1024);
   CHECK_FALSE(pool.cancel(running->job.id)); // already ended
   CHECK(files_in(dir / "tmp") == 0);
   CHECK(files_in(dir / "blobs") == 0);
-  CHECK(s.pending_jobs().empty());
+  CHECK(s.pending_jobs()->empty());
   CHECK(origin.gets("/queued.bin") == 0);
 
   CHECK(pool.clear_finished() == 2);
@@ -373,16 +374,16 @@ TEST_CASE("pool: capacity refuses new fills and aborts ones that would overflow"
   origin.add("/more.bin", Route{test::make_bytes(10, 12)});
   TempDir dir;
   store::BlobStore s({dir.path(), 100 * 1024});
-  downloads::DownloadPool pool(s, pool_options());
+  fills::FillPool pool(s, pool_options());
 
   auto first = pool.enqueue(origin.url("/fits.bin"));
   REQUIRE(first.has_value());
-  CHECK(pool.wait(first->job.id, k_deadline)->status == downloads::JobStatus::completed);
+  CHECK(pool.wait(first->job.id, k_deadline)->status == JobStatus::completed);
 
   auto second = pool.enqueue(origin.url("/too-big.bin"));
   REQUIRE(second.has_value());
   const auto job = pool.wait(second->job.id, k_deadline);
-  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->status == JobStatus::failed);
   CHECK(job->error_reason == "cache_full");
   CHECK(files_in(dir / "tmp") == 0);
 
@@ -390,7 +391,7 @@ TEST_CASE("pool: capacity refuses new fills and aborts ones that would overflow"
   REQUIRE(s.reserve(40 * 1024));
   auto refused = pool.enqueue(origin.url("/more.bin"));
   REQUIRE_FALSE(refused.has_value());
-  CHECK(refused.error().code == downloads::EnqueueErrc::cache_full);
+  CHECK(refused.error().code == fills::EnqueueErrc::cache_full);
   CHECK(origin.gets("/more.bin") == 0);
   s.release(40 * 1024);
 }
@@ -399,27 +400,27 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
   Origin origin;
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::PoolOptions options = pool_options();
-  options.fetch.policy = fetch::OriginPolicy();
-  downloads::DownloadPool pool(s, options);
-  downloads::PoolOptions restricted_options = pool_options();
-  restricted_options.fetch.policy = fetch::OriginPolicy({"*.nvidia.com"});
-  downloads::DownloadPool restricted(s, restricted_options);
+  fills::PoolOptions options = pool_options();
+  options.fetch.policy = origin::OriginPolicy();
+  fills::FillPool pool(s, options);
+  fills::PoolOptions restricted_options = pool_options();
+  restricted_options.fetch.policy = origin::OriginPolicy({"*.nvidia.com"});
+  fills::FillPool restricted(s, restricted_options);
   const auto not_allowed = restricted.enqueue("https://example.com/x.run");
   REQUIRE_FALSE(not_allowed.has_value());
-  CHECK(not_allowed.error().code == downloads::EnqueueErrc::refused_origin);
+  CHECK(not_allowed.error().code == fills::EnqueueErrc::refused_origin);
   CHECK(not_allowed.error().message.find("--allow-origin") != std::string::npos);
   struct Case {
     std::string url;
-    fetch::Headers headers;
-    downloads::EnqueueErrc code;
+    origin::Headers headers;
+    fills::EnqueueErrc code;
   };
   const Case cases[] = {
-      {"not a url", {}, downloads::EnqueueErrc::bad_url},
-      {"file:///etc/passwd", {}, downloads::EnqueueErrc::refused_origin},
-      {"ftp://127.0.0.1/x", {}, downloads::EnqueueErrc::refused_origin},
-      {origin.url("/x"), {{"X-Bad", "a\r\nInjected: 1"}}, downloads::EnqueueErrc::bad_header},
-      {origin.url("/x"), {{"Bad Name", "v"}}, downloads::EnqueueErrc::bad_header},
+      {"not a url", {}, fills::EnqueueErrc::bad_url},
+      {"file:///etc/passwd", {}, fills::EnqueueErrc::refused_origin},
+      {"ftp://127.0.0.1/x", {}, fills::EnqueueErrc::refused_origin},
+      {origin.url("/x"), {{"X-Bad", "a\r\nInjected: 1"}}, fills::EnqueueErrc::bad_header},
+      {origin.url("/x"), {{"Bad Name", "v"}}, fills::EnqueueErrc::bad_header},
   };
   for (const auto& c : cases) {
     INFO(c.url);
@@ -432,7 +433,7 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
   const auto loopback = pool.enqueue(origin.url("/x"));
   REQUIRE(loopback.has_value());
   const auto job = pool.wait(loopback->job.id, k_deadline);
-  CHECK(job->status == downloads::JobStatus::failed);
+  CHECK(job->status == JobStatus::failed);
   CHECK(job->error_reason == "refused_origin");
   CHECK(origin.requests() == 0);
 }
@@ -444,12 +445,12 @@ TEST_CASE("pool: userinfo becomes a Basic Authorization header", "[fills][pool]"
   origin.add("/vendor.bin", secret);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::DownloadPool pool(s, pool_options());
+  fills::FillPool pool(s, pool_options());
   const auto r =
       pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
   REQUIRE(r.has_value());
   CHECK(r->job.url.find("user") == std::string::npos);
-  CHECK(pool.wait(r->job.id, k_deadline)->status == downloads::JobStatus::completed);
+  CHECK(pool.wait(r->job.id, k_deadline)->status == JobStatus::completed);
   const auto artifact = s.find(r->job.key);
   REQUIRE(artifact.has_value());
   CHECK(artifact->raw_url.find("p%40ss") == std::string::npos);
@@ -467,12 +468,12 @@ TEST_CASE("pool: a restart resumes queued and running fills from their .part byt
   std::int64_t running_id = 0;
   {
     store::BlobStore s({dir.path()});
-    downloads::DownloadPool pool(s, pool_options(1));
+    fills::FillPool pool(s, pool_options(1));
     running_id = pool.enqueue(origin.url("/big.bin"))->job.id;
     pool.enqueue(origin.url("/small.bin"), {{"X-Lab", "kept across restarts"}});
     REQUIRE(eventually([&] { return pool.get(running_id)->bytes_done >= 256 * 1024; }));
     pool.shutdown();
-    CHECK(s.pending_jobs().size() == 2);
+    CHECK(s.pending_jobs()->size() == 2);
   }
   const auto big_key = *url::key_id(origin.url("/big.bin"));
   const auto part_size = fs::file_size(dir / "tmp" / (big_key + ".part"));
@@ -482,17 +483,17 @@ TEST_CASE("pool: a restart resumes queued and running fills from their .part byt
 
   store::BlobStore s({dir.path()});
   CHECK(s.recovery().stray_parts_removed == 0);
-  downloads::DownloadPool pool(s, pool_options(1));
+  fills::FillPool pool(s, pool_options(1));
   const auto resumed = pool.wait(running_id, k_deadline);
   REQUIRE(resumed.has_value());
-  CHECK(resumed->status == downloads::JobStatus::completed);
+  CHECK(resumed->status == JobStatus::completed);
   REQUIRE(eventually([&] { return s.find(*url::key_id(origin.url("/small.bin"))).has_value(); }));
-  CHECK(s.find(big_key)->sha256 == url::sha256_hex(big));
-  CHECK(s.find(*url::key_id(origin.url("/small.bin")))->sha256 == url::sha256_hex(small));
+  CHECK(s.find(big_key)->sha256 == digest::sha256_hex(big));
+  CHECK(s.find(*url::key_id(origin.url("/small.bin")))->sha256 == digest::sha256_hex(small));
   const auto ranges = origin.ranges("/big.bin");
   REQUIRE(ranges.size() == 2);
   CHECK(ranges[1] == "bytes=" + std::to_string(part_size) + "-");
-  CHECK(s.pending_jobs().empty());
+  CHECK(s.pending_jobs()->empty());
 }
 
 TEST_CASE("pool: cancel and shutdown do not wait for a silent origin", "[fills][pool]") {
@@ -503,16 +504,16 @@ TEST_CASE("pool: cancel and shutdown do not wait for a silent origin", "[fills][
   origin.add("/silent.bin", silent);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  downloads::PoolOptions options = pool_options(1);
+  fills::PoolOptions options = pool_options(1);
   options.fetch.read_timeout = std::chrono::hours(1); // waiting for it would trip ctest's timeout
-  downloads::DownloadPool pool(s, options);
+  fills::FillPool pool(s, options);
   const auto job = pool.enqueue(origin.url("/silent.bin"));
   REQUIRE(job.has_value());
-  REQUIRE(eventually([&] { return pool.get(job->job.id)->status == downloads::JobStatus::running; }));
+  REQUIRE(eventually([&] { return pool.get(job->job.id)->status == JobStatus::running; }));
   REQUIRE(eventually([&] { return origin.gets("/silent.bin") == 1; }));
   CHECK(pool.cancel(job->job.id));
   const auto ended = pool.wait(job->job.id, k_deadline);
   REQUIRE(ended.has_value());
-  CHECK(ended->status == downloads::JobStatus::cancelled);
+  CHECK(ended->status == JobStatus::cancelled);
   CHECK(files_in(dir / "tmp") == 0);
 }

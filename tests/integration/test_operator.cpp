@@ -9,8 +9,11 @@
 #include "support/origin.hpp"
 #include "support/process.hpp"
 #include "support/server_process.hpp"
-#include "withcache/auth.hpp"
-#include "withcache/json.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "auth/auth.hpp"
+#include "json/json.hpp"
 #include "withcache/url.hpp"
 
 namespace fs = std::filesystem;
@@ -48,15 +51,15 @@ httplib::Headers with_cookie(const std::string& cookie) {
   return {{"Cookie", cookie}};
 }
 
-json::Value parse(const httplib::Result& res) {
+nlohmann::json parse(const httplib::Result& res) {
   REQUIRE(res);
   auto v = json::parse(res->body);
   REQUIRE(v.has_value());
   return *v;
 }
 
-double number(const json::Value& v, const char* key) {
-  return *v.as_object()->at(key).as_number();
+double number(const nlohmann::json& v, const char* key) {
+  return v.at(key).get<double>();
 }
 
 } // namespace
@@ -123,8 +126,8 @@ TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookie
 
   const auto events = parse(c.Get("/api/v1/events", with_cookie(cookie)));
   std::string kinds;
-  for (const auto& e : *events.as_object()->at("items").as_array()) {
-    kinds += *e.as_object()->at("kind").as_string() + " ";
+  for (const auto& e : events.at("items")) {
+    kinds += e.at("kind").get<std::string>() + " ";
   }
   CHECK(kinds.find("logout login_failed login_failed login login_failed") != std::string::npos);
 }
@@ -226,7 +229,7 @@ TEST_CASE("form actions: 0.3 routes and fields, HTMX fragments and 303s", "[oper
   // Cancel a running fill, clear finished.
   c.Post("/admin/fetch", httplib::Params{{"url", origin.url("/slow.iso")}});
   const auto jobs = parse(c.Get("/api/v1/downloads"));
-  const auto& newest = jobs.as_object()->at("items").as_array()->at(0);
+  const auto& newest = jobs.at("items").at(0);
   const std::string id = std::to_string(static_cast<long long>(number(newest, "id")));
   CHECK(c.Post("/admin/cancel", htmx, httplib::Params{{"id", id}})->status == 200);
   CHECK(c.Post("/admin/cancel", httplib::Params{{"id", "999999"}})->status == 400);
@@ -256,18 +259,18 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
              "application/json");
   CHECK(posted->status == 202);
   const auto job = parse(posted);
-  CHECK(*job.as_object()->at("status").as_string() == "queued");
+  CHECK(job.at("status").get<std::string>() == "queued");
   REQUIRE(server.fills_completed(1));
 
   const auto artifacts = parse(c.Get("/api/v1/artifacts?limit=10&offset=0&q=a.bin"));
   REQUIRE(number(artifacts, "total") == 1);
-  const auto& a = artifacts.as_object()->at("items").as_array()->at(0);
+  const auto& a = artifacts.at("items").at(0);
   for (const char* field : {"key", "url", "size", "sha256", "content_type", "fetched_at", "hits", "misses"}) {
     INFO(field);
-    CHECK(a.as_object()->count(field) == 1);
+    CHECK(a.count(field) == 1);
   }
-  CHECK(a.as_object()->at("fetched_at").as_string()->ends_with("Z"));
-  const std::string key = *a.as_object()->at("key").as_string();
+  CHECK(a.at("fetched_at").get<std::string>().ends_with("Z"));
+  const std::string key = a.at("key").get<std::string>();
 
   CHECK(c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/a.bin") + R"("})", "application/json")
             ->status == 409);
@@ -277,7 +280,7 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   CHECK(c.Post("/api/v1/downloads", R"({"headers": {}})", "application/json")->status == 400);
   CHECK(c.Post("/api/v1/downloads", R"({"url": "http://h/x", "headers": {"A": 1}})", "application/json")
             ->status == 400);
-  CHECK(parse(c.Post("/api/v1/downloads", "[]", "application/json")).as_object()->count("error") == 1);
+  CHECK(parse(c.Post("/api/v1/downloads", "[]", "application/json")).count("error") == 1);
   CHECK(c.Get("/api/v1/artifacts?offset=-1")->status == 400);
   CHECK(c.Get("/api/v1/artifacts?limit=abc")->status == 400);
   CHECK(c.Get("/api/v1/artifacts?limit=5000")->status == 400);
@@ -286,19 +289,19 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   test::curl(server.blob(origin.url("/missing.bin")));
   const auto misses = parse(c.Get("/api/v1/misses"));
   REQUIRE(number(misses, "total") == 1);
-  const auto& m = misses.as_object()->at("items").as_array()->at(0);
+  const auto& m = misses.at("items").at(0);
   for (const char* field : {"key", "url", "count", "first_seen", "last_seen"}) {
-    CHECK(m.as_object()->count(field) == 1);
+    CHECK(m.count(field) == 1);
   }
-  const std::string miss_key = *m.as_object()->at("key").as_string();
+  const std::string miss_key = m.at("key").get<std::string>();
   CHECK(c.Delete("/api/v1/misses/" + miss_key)->status == 200);
   CHECK(c.Delete("/api/v1/misses/" + miss_key)->status == 404);
 
   const auto downloads = parse(c.Get("/api/v1/downloads"));
-  const auto& d = downloads.as_object()->at("items").as_array()->at(0);
+  const auto& d = downloads.at("items").at(0);
   for (const char* field :
        {"id", "url", "status", "bytes_done", "bytes_total", "rate", "error", "started_at", "finished_at"}) {
-    CHECK(d.as_object()->count(field) == 1);
+    CHECK(d.count(field) == 1);
   }
   const std::string id = std::to_string(static_cast<long long>(number(d, "id")));
   CHECK(c.Delete("/api/v1/downloads/" + id)->status == 409); // already completed
@@ -307,7 +310,7 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   const auto stats = parse(c.Get("/api/v1/stats"));
   for (const char* field : {"artifacts", "stored_bytes", "capacity", "hits", "misses", "bytes_served",
                             "bytes_fetched", "queue_depth"}) {
-    CHECK(stats.as_object()->count(field) == 1);
+    CHECK(stats.count(field) == 1);
   }
   CHECK(number(stats, "artifacts") == 1);
 
@@ -315,9 +318,9 @@ TEST_CASE("JSON API routes and status codes", "[operator]") {
   CHECK(c.Delete("/api/v1/artifacts/" + key)->status == 404);
   const auto events = parse(c.Get("/api/v1/events?limit=100"));
   CHECK(number(events, "total") >= 5);
-  const auto& e = events.as_object()->at("items").as_array()->at(0);
+  const auto& e = events.at("items").at(0);
   for (const char* field : {"id", "time", "kind", "actor", "address", "details"}) {
-    CHECK(e.as_object()->count(field) == 1);
+    CHECK(e.count(field) == 1);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "support/process.hpp"
 #include "support/server_process.hpp"
 #include "support/temp_dir.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 
 namespace fs = std::filesystem;
@@ -47,7 +48,7 @@ TEST_CASE("miss, auto-fill, then hit with exact bytes and sha headers", "[server
   auto hit = curl(server.blob(origin_url));
   CHECK(hit.status == 200);
   CHECK(hit.body == body);
-  const std::string sha = url::sha256_hex(body);
+  const std::string sha = digest::sha256_hex(body);
   CHECK(hit.headers["x-withcache-sha256"] == sha);
   CHECK(hit.headers["etag"] == "\"" + sha + "\"");
   CHECK(hit.headers["content-type"] == "application/x-sh");
@@ -138,7 +139,7 @@ TEST_CASE("ranges, conditional requests and HEAD", "[server]") {
   const std::string blob = server.blob(origin.url("/r.bin"));
   curl(blob);
   REQUIRE(server.fills_completed(1));
-  const std::string sha = url::sha256_hex(body);
+  const std::string sha = digest::sha256_hex(body);
 
   auto suffix = curl(blob, {"-H", "Range: bytes=-100"});
   CHECK(suffix.status == 206);
@@ -198,12 +199,12 @@ TEST_CASE("curl -C - and wget -c resume a partial file from the cache", "[server
   write_file(tmp / "curl.iso", body.substr(0, 700'000));
   const auto c = test::run({"curl", "-sS", "-f", "-C", "-", "-o", (tmp / "curl.iso").string(), blob});
   CHECK(c.exit_code == 0);
-  CHECK(url::sha256_hex(test::slurp(tmp / "curl.iso")) == url::sha256_hex(body));
+  CHECK(digest::sha256_hex(test::slurp(tmp / "curl.iso")) == digest::sha256_hex(body));
 
   write_file(tmp / "resume.iso", body.substr(0, 1'234'567));
   const auto w = test::run({"wget", "-q", "-c", "-O", (tmp / "resume.iso").string(), blob});
   CHECK(w.exit_code == 0);
-  CHECK(url::sha256_hex(test::slurp(tmp / "resume.iso")) == url::sha256_hex(body));
+  CHECK(digest::sha256_hex(test::slurp(tmp / "resume.iso")) == digest::sha256_hex(body));
 
   // Plain wget names the file after the artifact.
   const auto named = test::run(
@@ -323,8 +324,8 @@ TEST_CASE("SIGTERM during a fill, then a restart completes it with the right sha
   REQUIRE(server.fills_completed(1));
   auto hit = curl(server.blob(origin.url("/slow.run")));
   CHECK(hit.status == 200);
-  CHECK(hit.headers["x-withcache-sha256"] == url::sha256_hex(body));
-  CHECK(url::sha256_hex(hit.body) == url::sha256_hex(body));
+  CHECK(hit.headers["x-withcache-sha256"] == digest::sha256_hex(body));
+  CHECK(digest::sha256_hex(hit.body) == digest::sha256_hex(body));
   const auto ranges = origin.ranges("/slow.run");
   REQUIRE(ranges.size() == 2);
   CHECK(ranges[1].starts_with("bytes="));

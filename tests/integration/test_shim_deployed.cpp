@@ -11,6 +11,7 @@
 #include "support/process.hpp"
 #include "support/server_process.hpp"
 #include "support/temp_dir.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 
 namespace fs = std::filesystem;
@@ -85,7 +86,7 @@ TEST_CASE("a cached URL is served by the cache even with the origin gone", "[shi
   }
   auto resumed = d.sh("curl -fsS -C - -o partial.run " + quoted(url), env);
   CHECK(resumed.exit_code == 0);
-  CHECK(url::sha256_hex(d.work_file("partial.run")) == url::sha256_hex(body));
+  CHECK(digest::sha256_hex(d.work_file("partial.run")) == digest::sha256_hex(body));
 }
 
 TEST_CASE("an unreachable or unset server leaves the command as written", "[shim]") {

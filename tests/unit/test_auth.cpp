@@ -5,17 +5,18 @@
 #include <sys/stat.h>
 
 #include "support/temp_dir.hpp"
-#include "withcache/auth.hpp"
+#include "auth/auth.hpp"
+#include "withcache/digest.hpp"
 
 using namespace withcache;
 using namespace std::chrono_literals;
 
 TEST_CASE("constant_time_equal compares exactly", "[auth]") {
-  CHECK(auth::constant_time_equal("secret", "secret"));
-  CHECK_FALSE(auth::constant_time_equal("secret", "secreT"));
-  CHECK_FALSE(auth::constant_time_equal("secret", "secret2"));
-  CHECK_FALSE(auth::constant_time_equal("", "x"));
-  CHECK(auth::constant_time_equal("", ""));
+  CHECK(digest::constant_time_equal("secret", "secret"));
+  CHECK_FALSE(digest::constant_time_equal("secret", "secreT"));
+  CHECK_FALSE(digest::constant_time_equal("secret", "secret2"));
+  CHECK_FALSE(digest::constant_time_equal("", "x"));
+  CHECK(digest::constant_time_equal("", ""));
 }
 
 TEST_CASE("sessions: signed, expiring, bound to their secret", "[auth]") {

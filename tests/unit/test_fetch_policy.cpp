@@ -5,9 +5,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include "withcache/fetch.hpp"
+#include "withcache/origin.hpp"
 
-using namespace withcache::fetch;
+using namespace withcache::origin;
+using withcache::util::Getenv;
 
 namespace {
 

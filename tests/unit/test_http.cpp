@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "withcache/http.hpp"
+#include "http/http.hpp"
 
 using withcache::http::ByteRange;
 namespace http = withcache::http;

@@ -2,51 +2,13 @@
 
 /**
  * @file
- * withcache::client — what installers and provisioners call (SPEC §5): the
- * cache URL of an origin, whether the cache holds it, and the URL to download
- * from. One `HEAD` over a plain socket (OpenSSL for https), so this module
- * links only withcache::url and OpenSSL. Never throws for network reasons;
- * every call is bounded by its timeout. Thread-safe.
+ * withcache::client (SPEC §5): everything a client of a cache-host calls —
+ * the probe (is_cached, serve_url, …), `get`, and the operator `Api`. Link
+ * `withcache::client` (find_package(withcache COMPONENTS client)); it needs
+ * no SQLite, spdlog or cpp-httplib headers. The probe alone is also in the
+ * smaller static `withcache::probe`.
  */
 
-#include <chrono>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-#include "withcache/url.hpp"
-
-namespace withcache::client {
-
-using url::blob_url;
-using url::cache_base;
-
-/** Options of the probes. */
-struct ProbeOptions {
-  /** Overall bound of one probe: connect, TLS, request and status line. */
-  std::chrono::milliseconds timeout{3000};
-  /** Extra request headers (e.g. a proxy's or an SSO gateway's). */
-  std::vector<std::pair<std::string, std::string>> headers;
-};
-
-/**
- * The status of one `HEAD url` (http or https, certificates verified against
- * the system CA store), or 0 when there was no answer (refused — at once —,
- * unresolvable, timed out, TLS failure, not an http/https URL).
- */
-int head_status(const std::string& url, const ProbeOptions& options = {});
-
-/** True when the cache at `server` holds `origin` (its HEAD answers 200). A probe also warms an auto-fetch
- * server. */
-bool is_cached(std::string_view server, std::string_view origin, const ProbeOptions& options = {});
-
-/** The cache URL when the cache holds `origin`, else nothing (download from the origin then). */
-std::optional<std::string> serve_url(std::string_view server, std::string_view origin,
-                                     const ProbeOptions& options = {});
-
-/** True when `server`'s `/healthz` answers 200. */
-bool is_healthy(std::string_view server, const ProbeOptions& options = {});
-
-} // namespace withcache::client
+#include "withcache/client/api.hpp"
+#include "withcache/client/get.hpp"
+#include "withcache/client/probe.hpp"

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "withcache/util/env.hpp"
+
 namespace withcache::shim {
 
 /** The tool a shim stands in for. */
@@ -29,8 +31,7 @@ Tool tool_for(std::string_view argv0);
 /** `curl` or `wget`. */
 std::string_view name_of(Tool tool);
 
-/** Reads an environment variable; nullptr when unset. */
-using Getenv = std::function<const char*(const char*)>;
+using util::Getenv;
 
 /** Asks the cache whether it holds a cache URL (one HEAD; true only for a 200). */
 using Probe = std::function<bool(const std::string& cache_url)>;

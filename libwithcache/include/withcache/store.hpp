@@ -10,6 +10,11 @@
  * read path (find, record_hit, record_miss, capacity queries) never touches
  * the disk: artifact metadata lives in memory and counter writes are queued
  * and written in batches by a background thread.
+ *
+ * Errors: no SQLite exception leaves this module. Startup failures throw
+ * StoreError; every later database or file-system failure comes back as an
+ * Expected holding a one-line message. Queued counters, events and
+ * pending-fill rows whose write failed are queued again, never dropped.
  */
 
 #include <atomic>
@@ -31,6 +36,7 @@
 #include <vector>
 
 #include "withcache/expected.hpp"
+#include "withcache/records.hpp"
 
 namespace SQLite {
 class Database;
@@ -38,51 +44,11 @@ class Database;
 
 namespace withcache::store {
 
-/**
- * Parses a capacity: a byte count with an optional 1024-based suffix
- * (`1024`, `50M`, `20G`, `1.5T`, `512K`, `2GiB`, `2GB`; case-insensitive).
- * @return the number of bytes, or a one-line message for anything else
- *         (negative, empty, unknown suffix, overflow).
- */
-Expected<std::uint64_t, std::string> parse_size(std::string_view text);
-
-/** Formats a byte count for people: `512 B`, `1.5 KiB`, `20.0 GiB`. */
-std::string format_size(std::uint64_t bytes);
-
-/** Seconds since the Unix epoch, UTC. */
-using UnixTime = std::int64_t;
-
-/** One cached artifact. */
-struct Artifact {
-  std::string key;          ///< key id: SHA-256 hex of `url`
-  std::string url;          ///< the normalised URL (the cache key)
-  std::string raw_url;      ///< the last raw URL it was fetched from, userinfo removed
-  std::uint64_t size = 0;   ///< bytes in blobs/<key>
-  std::string sha256;       ///< hex SHA-256 of those bytes
-  std::string content_type; ///< the origin's Content-Type, or empty
-  UnixTime fetched_at = 0;
-  std::uint64_t hits = 0;   ///< GETs served
-  std::uint64_t misses = 0; ///< misses counted before it was cached
-};
-
-/** A URL that was asked for and is not cached. */
-struct Miss {
-  std::string key;
-  std::string url; ///< the last raw URL asked for, userinfo removed
-  std::uint64_t count = 0;
-  UnixTime first_seen = 0;
-  UnixTime last_seen = 0;
-};
-
-/** One line of the operator's events log. */
-struct Event {
-  std::int64_t id = 0;
-  UnixTime time = 0;
-  std::string kind;    ///< e.g. `login`, `login_failed`, `delete`, `first_miss`, `fill_completed`
-  std::string actor;   ///< `admin`, `api`, `system`, …
-  std::string address; ///< the client address, or empty
-  std::string details; ///< one line; never a header value or credential
-};
+using withcache::Artifact;
+using withcache::Event;
+using withcache::Miss;
+using withcache::Totals;
+using withcache::UnixTime;
 
 /** What a completed fill hands to commit(). */
 struct NewArtifact {
@@ -114,16 +80,6 @@ struct ListQuery {
 template <class T> struct Page {
   std::vector<T> items;
   std::uint64_t total = 0;
-};
-
-/** Store-wide numbers. */
-struct Totals {
-  std::uint64_t artifacts = 0;
-  std::uint64_t stored_bytes = 0;
-  std::uint64_t max_bytes = 0; ///< 0 = unlimited
-  std::uint64_t hits = 0;
-  std::uint64_t misses = 0;         ///< all misses counted, cached since or not
-  std::uint64_t pending_misses = 0; ///< URLs with a miss row (not cached)
 };
 
 /** A startup or I/O failure that leaves the store unusable (unwritable data dir, corrupt database). */
@@ -182,8 +138,11 @@ class BlobStore {
    *         dismissed or cached (so callers can log "first miss").
    */
   bool record_miss(const std::string& key, std::string_view url);
-  /** Writes queued counters now. */
-  void flush();
+  /**
+   * Writes queued counters, events and pending-fill rows now.
+   * @return nothing, or a one-line message when the database refused (everything stays queued).
+   */
+  Expected<Ok, std::string> flush();
 
   /** Artifacts stored, from memory. */
   [[nodiscard]] std::uint64_t artifact_count() const;
@@ -209,26 +168,31 @@ class BlobStore {
    * blobs/<key>, fsyncs the directory, then writes the row in one
    * transaction (misses counted so far move onto it; hits of an earlier row
    * survive). Crash-safe at every step.
-   * @return the stored artifact, or a one-line error (the part is left alone).
+   * @return the stored artifact, or a one-line error: the part file could not
+   *         be synced or moved (it is left in tmp/), or the row could not be
+   *         written (the blob is removed again; nothing half-stored remains).
    */
   Expected<Artifact, std::string> commit(const NewArtifact& artifact);
 
-  /** Deletes an artifact (row first, then file). False when there is none. */
-  bool remove(const std::string& key);
-  /** Forgets a recorded miss. False when there is none. */
-  bool dismiss_miss(const std::string& key);
+  /**
+   * Deletes an artifact (row first, then file).
+   * @return true when one was deleted, false when there is none, or a one-line database error.
+   */
+  Expected<bool, std::string> remove(const std::string& key);
+  /** Forgets a recorded miss. @return true / false (none) / a one-line database error. */
+  Expected<bool, std::string> dismiss_miss(const std::string& key);
 
-  /** Artifacts, newest first. */
-  Page<Artifact> list_artifacts(const ListQuery& query);
-  /** Misses, most recent first. */
-  Page<Miss> list_misses(const ListQuery& query);
-  /** Counts and sizes. */
-  Totals totals();
+  /** Artifacts, newest first; or a one-line database error. */
+  Expected<Page<Artifact>, std::string> list_artifacts(const ListQuery& query);
+  /** Misses, most recent first; or a one-line database error. */
+  Expected<Page<Miss>, std::string> list_misses(const ListQuery& query);
+  /** Counts and sizes; or a one-line database error. */
+  Expected<Totals, std::string> totals();
 
   /** Appends to the events log; queued like the counters (the newest 100 000 are kept). */
   void record_event(std::string kind, std::string actor, std::string address, std::string details);
-  /** Events, newest first; the filter matches kind, actor or details. */
-  Page<Event> list_events(const ListQuery& query);
+  /** Events, newest first (the filter matches kind, actor or details); or a one-line database error. */
+  Expected<Page<Event>, std::string> list_events(const ListQuery& query);
 
   /** Persists a queued fill (written with the next batch, not before returning); returns its id (never
    * reused). */
@@ -236,8 +200,8 @@ class BlobStore {
                                const std::vector<std::pair<std::string, std::string>>& headers);
   /** Forgets a persisted fill (it completed, failed or was cancelled). */
   void remove_pending_job(std::int64_t id);
-  /** Fills that were queued or running when the store was last closed, oldest first. */
-  std::vector<PendingJob> pending_jobs();
+  /** Fills that were queued or running when the store was last closed, oldest first; or a database error. */
+  Expected<std::vector<PendingJob>, std::string> pending_jobs();
 
  private:
   struct PendingMiss {
@@ -250,7 +214,7 @@ class BlobStore {
   void migrate();
   void recover();
   void load_artifacts();
-  void flush_locked(); // m_db_mutex held
+  Expected<Ok, std::string> flush_locked(); // m_db_mutex held; never throws
   struct JobOp {
     bool insert = false; ///< else delete
     PendingJob job;

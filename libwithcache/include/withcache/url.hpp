@@ -4,11 +4,12 @@
  * @file
  * withcache::url — cache keys and the `/b/` cache URL (SPEC §2).
  *
- * Depends on nothing else in withcache (OpenSSL only, for SHA-256), so the
- * shim can link it without the store, the fetcher or the server.
- * Every function is pure and thread-safe.
+ * Depends only on withcache::util and withcache::digest (for the key id), so
+ * the shim can link it without the store, the fetcher or the server.
+ * Every function is pure and thread-safe; none throws.
  */
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -59,30 +60,6 @@ Expected<std::string, UrlError> normalize_key(std::string_view url, const KeyOpt
 /** The key id of an origin: the SHA-256 hex of normalize_key(url, options). Errors as normalize_key. */
 Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& options = {});
 
-/** Lower-case hex SHA-256 of `bytes` (OpenSSL EVP). */
-std::string sha256_hex(std::string_view bytes);
-
-/** An incremental SHA-256 (OpenSSL EVP) for bytes that arrive in pieces. Not thread-safe. */
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  Sha256(Sha256&& other) noexcept;
-  Sha256& operator=(Sha256&& other) noexcept;
-
-  /** Adds bytes. */
-  void update(const char* data, std::size_t length);
-  /** Starts over, as if nothing had been added. */
-  void reset();
-  /** Lower-case hex digest of everything added so far; the hasher stays usable. */
-  [[nodiscard]] std::string hex() const;
-
- private:
-  void* m_ctx; // EVP_MD_CTX*, kept out of this header
-};
-
 /**
  * The base URL of a cache server: surrounding whitespace and trailing `/`
  * removed, `http://` added when no `scheme://` is given
@@ -131,14 +108,20 @@ struct Target {
 /** Parses an absolute URL into a Target. Errors as normalize_key (percent-encoding is left as given). */
 Expected<Target, UrlError> parse_target(std::string_view url);
 
-/** Decodes every valid `%XX` escape; anything else (including a bad escape) is kept as it is. */
-std::string percent_decode(std::string_view text);
-
 /** The lower-cased scheme of `url` (`HTTPS://h` → `https`), or empty when it has none. */
 std::string scheme_of(std::string_view url);
 
+/** True when `text` starts with an RFC 3986 scheme followed by `://` (`https://…`, `s3://…`). */
+bool has_authority_scheme(std::string_view text);
+
 /** `url` without its userinfo (`https://u:p@h/x` → `https://h/x`); other bytes unchanged. */
 std::string strip_userinfo(std::string_view url);
+
+/**
+ * The userinfo of an absolute URL as written (`u:p%40x` of `https://u:p%40x@h/`),
+ * percent-escapes kept; nothing when the URL has no `scheme://` or no `@` in its authority.
+ */
+std::optional<std::string> userinfo_of(std::string_view url);
 
 /**
  * Resolves a reference (e.g. an HTTP `Location`) against an absolute base URL

@@ -1,89 +1,59 @@
-#include "withcache/auth.hpp"
+#include "auth/auth.hpp"
 
-#include <array>
 #include <fstream>
 #include <stdexcept>
-#include <vector>
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
+#include "http/http.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/strings.hpp"
 
 namespace withcache::auth {
 namespace {
 
-std::string hex(const unsigned char* data, std::size_t length) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(length * 2);
-  for (std::size_t i = 0; i < length; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 0xF];
-  }
-  return out;
+using digest::constant_time_equal;
+
+std::string trimmed(std::string_view s) {
+  return std::string(util::trim(s, util::k_whitespace));
 }
 
-std::string trim(std::string_view s) {
-  const std::size_t first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) {
-    return {};
+// The host and port an Origin/Referer URL or a Host header names, so that
+// `http://Host` and `host:80` compare equal; nothing when it does not parse.
+std::optional<std::pair<std::string, int>> host_and_port(std::string_view text, std::string_view scheme) {
+  const auto target = url::parse_target(url::has_authority_scheme(text) ? std::string(text)
+                                                                         : std::string(scheme) + "://" +
+                                                                               std::string(text));
+  if (!target) {
+    return std::nullopt;
   }
-  return std::string(s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1));
-}
-
-// "https://Host:3000/path" → "host:3000"; "host:3000" stays.
-std::string authority_of(std::string_view url) {
-  const std::size_t scheme = url.find("://");
-  std::string_view rest = scheme == std::string_view::npos ? url : url.substr(scheme + 3);
-  rest = rest.substr(0, rest.find_first_of("/?#"));
-  std::string out(rest);
-  for (char& c : out) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  // Default ports are often left out of Host but written in Origin, or the reverse.
-  for (const char* suffix : {":80", ":443"}) {
-    if (out.ends_with(suffix)) {
-      out.resize(out.size() - std::string_view(suffix).size());
-    }
-  }
-  return out;
+  return std::pair{target->host, target->port};
 }
 
 } // namespace
 
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  // Hash both so the comparison is over equal lengths whatever was given.
-  const std::string ha = url::sha256_hex(a);
-  const std::string hb = url::sha256_hex(b);
-  return CRYPTO_memcmp(ha.data(), hb.data(), ha.size()) == 0 && a.size() == b.size();
-}
-
 std::string session_secret(const std::filesystem::path& data_dir, const char* env_secret) {
-  if (env_secret != nullptr && !trim(env_secret).empty()) {
-    return trim(env_secret);
+  if (env_secret != nullptr && !trimmed(env_secret).empty()) {
+    return trimmed(env_secret);
   }
   const std::filesystem::path path = data_dir / "session-secret";
   std::ifstream existing(path);
   if (existing) {
     std::string secret;
     std::getline(existing, secret);
-    secret = trim(secret);
+    secret = trimmed(secret);
     if (!secret.empty()) {
       return secret;
     }
   }
-  std::array<unsigned char, 32> bytes{};
-  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+  const std::string secret = digest::random_hex(32);
+  if (secret.empty()) {
     throw std::runtime_error("cannot generate a session secret (OpenSSL RAND_bytes failed)");
   }
-  const std::string secret = hex(bytes.data(), bytes.size());
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, S_IRUSR | S_IWUSR);
   if (fd < 0) {
     throw std::runtime_error("cannot create " + path.string());
@@ -103,21 +73,16 @@ Sessions::Sessions(std::string secret, std::chrono::seconds lifetime)
     : m_secret(std::move(secret)), m_lifetime(lifetime) {}
 
 std::string Sessions::sign(std::string_view payload) const {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), m_secret.data(), static_cast<int>(m_secret.size()),
-       reinterpret_cast<const unsigned char*>(payload.data()), payload.size(), digest, &length);
-  return hex(digest, length);
+  return digest::hmac_sha256_hex(m_secret, payload);
 }
 
 std::string Sessions::issue(std::string_view user, std::chrono::system_clock::time_point now) const {
-  std::array<unsigned char, 12> nonce{};
-  RAND_bytes(nonce.data(), static_cast<int>(nonce.size()));
+  const std::string nonce = digest::random_hex(12);
   const auto expires =
       std::chrono::duration_cast<std::chrono::seconds>((now + m_lifetime).time_since_epoch()).count();
   // v1:<user>:<expiry>:<nonce>, base64url so the cookie value needs no quoting.
   const std::string payload = url::encode_token("v1:" + std::string(user) + ":" + std::to_string(expires) +
-                                                ":" + hex(nonce.data(), nonce.size()));
+                                                ":" + nonce);
   return payload + "." + sign(payload);
 }
 
@@ -141,13 +106,10 @@ std::optional<std::string> Sessions::verify(std::string_view token,
   if (b == std::string_view::npos) {
     return std::nullopt;
   }
-  long long expires = 0;
-  try {
-    expires = std::stoll(std::string(fields.substr(a + 1, b - a - 1)));
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  if (std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() >= expires) {
+  const auto expires = http::parse_decimal(fields.substr(a + 1, b - a - 1));
+  if (!expires ||
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() >=
+          static_cast<std::int64_t>(*expires)) {
     return std::nullopt;
   }
   return std::string(fields.substr(0, a));
@@ -156,7 +118,7 @@ std::optional<std::string> Sessions::verify(std::string_view token,
 std::optional<std::string> cookie_value(std::string_view header, std::string_view name) {
   while (!header.empty()) {
     const std::size_t semicolon = header.find(';');
-    const std::string pair = trim(header.substr(0, semicolon));
+    const std::string pair = trimmed(header.substr(0, semicolon));
     header = semicolon == std::string_view::npos ? std::string_view{} : header.substr(semicolon + 1);
     const std::size_t eq = pair.find('=');
     if (eq != std::string::npos && pair.substr(0, eq) == name) {
@@ -174,7 +136,14 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
   if (claimed == "null") {
     return false;
   }
-  return !host.empty() && authority_of(claimed) == authority_of(host);
+  if (host.empty()) {
+    return false;
+  }
+  // The Host header carries no scheme: read it with the claimed one, so default ports agree.
+  const std::string scheme = url::scheme_of(claimed);
+  const auto a = host_and_port(claimed, scheme);
+  const auto b = host_and_port(host, scheme.empty() ? "http" : scheme);
+  return a && b && *a == *b;
 }
 
 std::chrono::milliseconds LoginThrottle::delay_after(unsigned failures) {

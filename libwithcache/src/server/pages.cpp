@@ -1,39 +1,17 @@
-#include "pages.hpp"
+#include "server/pages.hpp"
 
-#include <ctime>
+#include <algorithm>
 
 #include "withcache/url.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/size.hpp"
+#include "withcache/util/time.hpp"
 
 namespace withcache::server::pages {
 namespace {
 
-std::string utc(store::UnixTime t) {
-  if (t <= 0) {
-    return "–";
-  }
-  const std::time_t time = t;
-  std::tm tm{};
-  ::gmtime_r(&time, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buffer;
-}
-
-std::string query_escape(std::string_view text) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char c : text) {
-    const auto b = static_cast<unsigned char>(c);
-    if (std::isalnum(b) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += c;
-    } else {
-      out += '%';
-      out += hex[b >> 4];
-      out += hex[b & 0xF];
-    }
-  }
-  return out;
-}
+using util::format_display_time;
+using util::format_size;
 
 // A form button that posts one action; HTMX swaps the section's fragment, and
 // without JavaScript the plain POST answers 303 back to the page.
@@ -57,7 +35,7 @@ std::string action(std::string_view route, std::string_view field, std::string_v
 std::string pages_line(const Listing& l) {
   std::string out;
   const auto link = [&](std::uint64_t offset, const char* label) {
-    return "<a href=\"" + l.path + "?q=" + query_escape(l.filter) + "&amp;offset=" + std::to_string(offset) +
+    return "<a href=\"" + l.path + "?q=" + util::percent_encode(l.filter) + "&amp;offset=" + std::to_string(offset) +
            "&amp;limit=" + std::to_string(l.limit) + "\">" + label + "</a>";
   };
   out += "<p class=\"paging\">";
@@ -169,8 +147,8 @@ std::string dashboard_fragment(const Dashboard& d) {
     out += "<article><small>" + label + "</small><h3>" + value + "</h3></article>";
   };
   card("Artifacts", std::to_string(t.artifacts));
-  card("Stored", store::format_size(t.stored_bytes));
-  card("Served", store::format_size(d.bytes_served));
+  card("Stored", format_size(t.stored_bytes));
+  card("Served", format_size(d.bytes_served));
   const std::uint64_t asked = t.hits + t.misses;
   card("Hit ratio", asked == 0 ? "–" : std::to_string(t.hits * 100 / asked) + " %");
   out += "</div><div class=\"grid\">";
@@ -183,7 +161,7 @@ std::string dashboard_fragment(const Dashboard& d) {
     out += "<p>Capacity: unlimited.</p>";
   } else {
     const bool full = t.stored_bytes >= t.max_bytes;
-    out += "<p>Capacity: " + store::format_size(t.stored_bytes) + " of " + store::format_size(t.max_bytes) +
+    out += "<p>Capacity: " + format_size(t.stored_bytes) + " of " + format_size(t.max_bytes) +
            (full ? " — <strong>cache full</strong>: delete artifacts to make room." : "") + "</p>";
     out += "<progress value=\"" + std::to_string(std::min(t.stored_bytes, t.max_bytes)) + "\" max=\"" +
            std::to_string(t.max_bytes) + "\"></progress>";
@@ -191,7 +169,7 @@ std::string dashboard_fragment(const Dashboard& d) {
   return out;
 }
 
-std::string downloads_fragment(const std::vector<downloads::Job>& jobs) {
+std::string downloads_fragment(const std::vector<Job>& jobs) {
   std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
   out +=
       "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
@@ -200,23 +178,23 @@ std::string downloads_fragment(const std::vector<downloads::Job>& jobs) {
     out += "<tr><td colspan=\"6\">No downloads.</td></tr>";
   }
   for (const auto& j : jobs) {
-    out += "<tr data-status=\"" + std::string(downloads::to_string(j.status)) + "\"><td>" +
-           escape(url::redact(j.url)) + "</td><td>" + std::string(downloads::to_string(j.status));
+    out += "<tr data-status=\"" + std::string(to_string(j.status)) + "\"><td>" +
+           escape(url::redact(j.url)) + "</td><td>" + std::string(to_string(j.status));
     if (!j.error.empty()) {
       out += "<br><small>" + escape(j.error) + "</small>";
     }
     out += "</td><td>";
     if (j.bytes_total > 0) {
       out += "<progress value=\"" + std::to_string(j.bytes_done) + "\" max=\"" +
-             std::to_string(j.bytes_total) + "\"></progress>" + store::format_size(j.bytes_done) + " / " +
-             store::format_size(j.bytes_total) + " (" + std::to_string(j.bytes_done * 100 / j.bytes_total) +
+             std::to_string(j.bytes_total) + "\"></progress>" + format_size(j.bytes_done) + " / " +
+             format_size(j.bytes_total) + " (" + std::to_string(j.bytes_done * 100 / j.bytes_total) +
              " %)";
     } else {
-      out += store::format_size(j.bytes_done);
+      out += format_size(j.bytes_done);
     }
-    out += "</td><td>" + (j.rate > 0 ? store::format_size(static_cast<std::uint64_t>(j.rate)) + "/s" : "–") +
+    out += "</td><td>" + util::format_rate(j.rate) +
            "</td><td>";
-    if (j.status == downloads::JobStatus::running && j.rate > 0 && j.bytes_total > j.bytes_done) {
+    if (j.status == JobStatus::running && j.rate > 0 && j.bytes_total > j.bytes_done) {
       out += std::to_string(
                  static_cast<std::uint64_t>(static_cast<double>(j.bytes_total - j.bytes_done) / j.rate)) +
              " s";
@@ -244,7 +222,7 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
   }
   for (const auto& m : page.items) {
     out += "<tr><td>" + escape(url::redact(m.url)) + "</td><td>" + std::to_string(m.count) + "</td><td>" +
-           utc(m.last_seen) + "</td><td>" + action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
+           format_display_time(m.last_seen) + "</td><td>" + action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
            action("/admin/dismiss", "key", m.key, "Dismiss", "misses") + "</td></tr>";
   }
   out += "</tbody></table>";
@@ -260,12 +238,12 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
     out += "<tr><td colspan=\"7\">Nothing cached yet.</td></tr>";
   }
   for (const auto& a : page.items) {
-    out += "<tr><td>" + escape(a.url) + "</td><td>" + store::format_size(a.size) + "</td><td>" +
+    out += "<tr><td>" + escape(a.url) + "</td><td>" + format_size(a.size) + "</td><td>" +
            std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) +
            "</td><td><code class=\"sha\" title=\"" + a.sha256 + "\">" + a.sha256.substr(0, 12) +
            "…</code> <button type=\"button\" class=\"secondary outline "
            "small\" onclick=\"navigator.clipboard.writeText('" +
-           a.sha256 + "')\">Copy</button></td><td>" + utc(a.fetched_at) + "</td><td>" +
+           a.sha256 + "')\">Copy</button></td><td>" + format_display_time(a.fetched_at) + "</td><td>" +
            action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") +
            "</td></tr>";
   }
@@ -281,7 +259,7 @@ std::string events_fragment(const store::Page<store::Event>& page, const Listing
     out += "<tr><td colspan=\"5\">No events.</td></tr>";
   }
   for (const auto& e : page.items) {
-    out += "<tr><td>" + utc(e.time) + "</td><td>" + escape(e.kind) + "</td><td>" + escape(e.actor) +
+    out += "<tr><td>" + format_display_time(e.time) + "</td><td>" + escape(e.kind) + "</td><td>" + escape(e.actor) +
            "</td><td>" + escape(e.address) + "</td><td>" + escape(e.details) + "</td></tr>";
   }
   out += "</tbody></table>";

@@ -15,13 +15,18 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include "pages.hpp"
-#include "withcache/auth.hpp"
-#include "withcache/downloads.hpp"
-#include "withcache/http.hpp"
-#include "withcache/json.hpp"
+#include "auth/auth.hpp"
+#include "http/http.hpp"
+#include "json/json.hpp"
+#include "server/pages.hpp"
+#include "withcache/digest.hpp"
+#include "withcache/fills.hpp"
 #include "withcache/store.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/size.hpp"
+#include "withcache/util/strings.hpp"
+#include "withcache/util/time.hpp"
 #include "withcache/version.hpp"
 
 namespace withcache::server {
@@ -83,7 +88,7 @@ void plain(httplib::Response& res, int status, const std::string& body) {
 struct Server::Impl {
   ServerOptions options;
   std::unique_ptr<store::BlobStore> store;
-  std::unique_ptr<downloads::DownloadPool> pool;
+  std::unique_ptr<fills::FillPool> pool;
   httplib::Server http;
   Metrics metrics;
   int bound_port = 0;
@@ -107,16 +112,16 @@ struct Server::Impl {
                    recovered.rows_without_blob_dropped);
     }
 
-    downloads::PoolOptions pool_options;
+    fills::PoolOptions pool_options;
     pool_options.workers = options.workers;
     pool_options.key_options.keep_query = options.keep_query;
-    pool_options.fetch.policy = fetch::OriginPolicy(options.allow_origins);
+    pool_options.fetch.policy = origin::OriginPolicy(options.allow_origins);
     pool_options.fetch.connect_timeout = options.fetch_connect_timeout;
     pool_options.fetch.read_timeout = options.fetch_read_timeout;
-    pool_options.on_finished = [this](const downloads::Job& job) {
+    pool_options.on_finished = [this](const Job& job) {
       on_fill_finished(job);
     };
-    pool = std::make_unique<downloads::DownloadPool>(*store, std::move(pool_options));
+    pool = std::make_unique<fills::FillPool>(*store, std::move(pool_options));
     try {
       sessions = std::make_unique<auth::Sessions>(
           auth::session_secret(options.data_dir, options.session_secret.c_str()));
@@ -126,17 +131,17 @@ struct Server::Impl {
     configure_http();
   }
 
-  void on_fill_finished(const downloads::Job& job) {
+  void on_fill_finished(const Job& job) {
     const std::string shown = url::redact(job.url);
     switch (job.status) {
-    case downloads::JobStatus::completed:
+    case JobStatus::completed:
       ++metrics.fills_completed;
       metrics.bytes_fetched += job.bytes_done;
       spdlog::info("fill completed: {} ({} bytes)", shown, job.bytes_done);
       store->record_event("fill_completed", "system", "",
-                          shown + " (" + store::format_size(job.bytes_done) + ")");
+                          shown + " (" + util::format_size(job.bytes_done) + ")");
       break;
-    case downloads::JobStatus::cancelled:
+    case JobStatus::cancelled:
       ++metrics.fills_cancelled;
       spdlog::info("fill cancelled: {}", shown);
       store->record_event("fill_cancelled", "system", "", shown);
@@ -258,7 +263,7 @@ struct Server::Impl {
       store->record_event("first_miss", "system", req.remote_addr, url::redact(origin));
     }
     if (!options.curate) {
-      fetch::Headers headers;
+      origin::Headers headers;
       if (options.forward_auth && req.has_header("Authorization")) {
         headers.emplace_back("Authorization", req.get_header_value("Authorization"));
       }
@@ -390,7 +395,7 @@ struct Server::Impl {
   [[nodiscard]] bool has_bearer(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
     return !options.api_token.empty() && header.starts_with("Bearer ") &&
-           auth::constant_time_equal(header.substr(7), options.api_token);
+           digest::constant_time_equal(header.substr(7), options.api_token);
   }
 
   [[nodiscard]] bool page_allowed(const httplib::Request& req) const { return ui_open() || has_session(req); }
@@ -426,21 +431,7 @@ struct Server::Impl {
   }
 
   static void json_error(httplib::Response& res, int status, const std::string& message) {
-    json::Writer w;
-    w.begin_object().key("error").value(message).end_object();
-    json_response(res, status, w.str());
-  }
-
-  static std::string rfc3339(store::UnixTime t) {
-    if (t <= 0) {
-      return {};
-    }
-    const std::time_t time = t;
-    std::tm tm{};
-    ::gmtime_r(&time, &tm);
-    char buffer[32];
-    std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buffer;
+    json_response(res, status, json::dump(json::Json{{"error", message}}));
   }
 
   // offset, limit and q of a listing; nothing (and a 400 written) when malformed.
@@ -452,20 +443,16 @@ struct Server::Impl {
       if (!req.has_param(name)) {
         return true;
       }
-      const std::string text = req.get_param_value(name);
-      if (text.empty() || text.size() > 12 || text.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoull(text) > max) {
+      const auto value = http::parse_decimal(req.get_param_value(name));
+      if (!value || *value > max) {
         return false;
       }
-      out = std::stoull(text);
+      out = *value;
       return true;
     };
     if (!number("offset", q.offset, 1'000'000'000'000ULL) || !number("limit", q.limit, 1000)) {
-      if (api) {
-        json_error(res, 400, "offset and limit must be whole numbers (limit at most 1000)");
-      } else {
-        plain(res, 400, "offset and limit must be whole numbers (limit at most 1000)\n");
-      }
+      const std::string message = "offset and limit must be whole numbers (limit at most 1000)";
+      api ? json_error(res, 400, message) : plain(res, 400, message + "\n");
       return std::nullopt;
     }
     q.filter = req.get_param_value("q");
@@ -485,29 +472,15 @@ struct Server::Impl {
   }
 
   // `Name: Value` lines (one textarea, or repeated `header` fields).
-  static std::optional<fetch::Headers> header_lines(const httplib::Request& req) {
-    fetch::Headers headers;
+  static std::optional<origin::Headers> header_lines(const httplib::Request& req) {
+    origin::Headers headers;
     const auto range = req.params.equal_range("header");
     for (auto it = range.first; it != range.second; ++it) {
-      std::string_view text = it->second;
-      while (!text.empty()) {
-        const std::size_t end = text.find('\n');
-        std::string line(text.substr(0, end));
-        text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
-        if (!line.empty() && line.back() == '\r') {
-          line.pop_back();
-        }
-        if (line.find_first_not_of(" \t") == std::string::npos) {
-          continue;
-        }
-        const std::size_t colon = line.find(':');
-        if (colon == std::string::npos || colon == 0) {
-          return std::nullopt;
-        }
-        std::string value = line.substr(colon + 1);
-        value.erase(0, value.find_first_not_of(" \t"));
-        headers.emplace_back(line.substr(0, colon), value);
+      auto fields = http::parse_header_lines(it->second);
+      if (!fields) {
+        return std::nullopt;
       }
+      headers.insert(headers.end(), fields->begin(), fields->end());
     }
     return headers;
   }
@@ -516,25 +489,38 @@ struct Server::Impl {
     return pages::Listing{path, q.filter, q.offset, q.limit, total};
   }
 
-  std::string fragment_for(const std::string& section, const store::ListQuery& q) {
+  Expected<pages::Dashboard, std::string> dashboard() {
+    WITHCACHE_TRY_ASSIGN(auto totals, store->totals());
+    return pages::Dashboard{totals, pool->queue_depth(), pool->running(), metrics.bytes_served.load(),
+                            options.curate};
+  }
+
+  // A section's HTML; a database failure comes back as its one-line message.
+  Expected<std::string, std::string> fragment_for(const std::string& section, const store::ListQuery& q) {
     if (section == "dashboard") {
-      pages::Dashboard d{store->totals(), pool->queue_depth(), pool->running(), metrics.bytes_served.load(),
-                         options.curate};
-      return pages::dashboard_fragment(d);
+      return dashboard().transform(pages::dashboard_fragment);
     }
     if (section == "downloads") {
       return pages::downloads_fragment(pool->list());
     }
     if (section == "misses") {
-      const auto page = store->list_misses(q);
-      return pages::misses_fragment(page, listing_of("/ui/misses", q, page.total), options.curate);
+      return store->list_misses(q).transform([&](const store::Page<store::Miss>& page) {
+        return pages::misses_fragment(page, listing_of("/ui/misses", q, page.total), options.curate);
+      });
     }
     if (section == "artifacts") {
-      const auto page = store->list_artifacts(q);
-      return pages::artifacts_fragment(page, listing_of("/ui/artifacts", q, page.total));
+      return store->list_artifacts(q).transform([&](const store::Page<store::Artifact>& page) {
+        return pages::artifacts_fragment(page, listing_of("/ui/artifacts", q, page.total));
+      });
     }
-    const auto page = store->list_events(q);
-    return pages::events_fragment(page, listing_of("/ui/events", q, page.total));
+    return store->list_events(q).transform([&](const store::Page<store::Event>& page) {
+      return pages::events_fragment(page, listing_of("/ui/events", q, page.total));
+    });
+  }
+
+  static void unavailable(httplib::Response& res, const std::string& reason) {
+    spdlog::error("{}", reason);
+    plain(res, 503, "the cache database is unavailable: " + reason + "\n");
   }
 
   void ui_page(const httplib::Request& req, httplib::Response& res, const std::string& section,
@@ -548,20 +534,23 @@ struct Server::Impl {
     if (!q) {
       return;
     }
-    const std::string fragment = fragment_for(section, *q);
+    const auto fragment = fragment_for(section, *q);
+    if (!fragment) {
+      return unavailable(res, fragment.error());
+    }
     if (is_htmx(req)) {
-      return html(res, 200, fragment);
+      return html(res, 200, *fragment);
     }
     std::string self = section == "dashboard" ? "/" : "/ui/" + section;
     if (req.has_param("q") || req.has_param("offset") || req.has_param("limit")) {
-      self += "?q=" + httplib::detail::encode_query_param(q->filter) +
-              "&offset=" + std::to_string(q->offset) + "&limit=" + std::to_string(q->limit);
+      self += "?q=" + util::percent_encode(q->filter) + "&offset=" + std::to_string(q->offset) +
+              "&limit=" + std::to_string(q->limit);
     }
     const std::string filter = section == "dashboard" || section == "downloads"
                                    ? ""
                                    : pages::filter_form("/ui/" + section, q->filter);
     html(res, 200,
-         pages::layout(title, title, !ui_open(), filter + pages::live_section(section, self, fragment)));
+         pages::layout(title, title, !ui_open(), filter + pages::live_section(section, self, *fragment)));
   }
 
   // A state-changing form action: session, CSRF, then `act`, which returns an
@@ -582,7 +571,11 @@ struct Server::Impl {
       if (section == "add") {
         return html(res, 200, pages::add_form(error.empty() ? "Queued." : error, error.empty()));
       }
-      return html(res, error.empty() ? 200 : 400, fragment_for(section, store::ListQuery{0, 50, ""}));
+      const auto fragment = fragment_for(section, store::ListQuery{0, 50, ""});
+      if (!fragment) {
+        return unavailable(res, fragment.error());
+      }
+      return html(res, error.empty() ? 200 : 400, *fragment);
     }
     if (!error.empty()) {
       return html(
@@ -593,8 +586,6 @@ struct Server::Impl {
     res.status = 303;
     res.set_header("Location", "/");
   }
-
-  std::string enqueue_error(const downloads::EnqueueError& e) const { return e.message; }
 
   void configure_operator_routes() {
     http.Get(R"(/static/([a-z0-9.\-]+))", [](const httplib::Request& req, httplib::Response& res) {
@@ -631,7 +622,7 @@ struct Server::Impl {
         return html(res, 429,
                     pages::login(false, "Too many wrong passwords: try again in " + seconds + " s."));
       }
-      if (!auth::constant_time_equal(req.get_param_value("password"), options.admin_password)) {
+      if (!digest::constant_time_equal(req.get_param_value("password"), options.admin_password)) {
         throttle.record_failure(address);
         spdlog::warn("failed operator login from {}", address);
         store->record_event("login_failed", "anonymous", address, "");
@@ -670,6 +661,17 @@ struct Server::Impl {
     http.Get("/ui/artifacts", [this](const httplib::Request& req, httplib::Response& res) {
       ui_page(req, res, "artifacts", "Cached");
     });
+    // withcache 0.3's dashboard fragment, which its operator pages poll.
+    http.Get("/admin/dash", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!page_allowed(req)) {
+        return plain(res, 401, "log in first (POST /ui/login)\n");
+      }
+      const auto d = dashboard();
+      if (!d) {
+        return unavailable(res, d.error());
+      }
+      html(res, 200, pages::dashboard_fragment(*d));
+    });
     http.Get("/ui/events", [this](const httplib::Request& req, httplib::Response& res) {
       ui_page(req, res, "events", "Events");
     });
@@ -707,8 +709,9 @@ struct Server::Impl {
     http.Post("/admin/dismiss", [this](const httplib::Request& req, httplib::Response& res) {
       form_action(req, res, [&]() -> std::pair<std::string, std::string> {
         const std::string key = req.get_param_value("key");
-        if (!store->dismiss_miss(key)) {
-          return {"no such miss", "misses"};
+        const auto dismissed = store->dismiss_miss(key);
+        if (!dismissed || !*dismissed) {
+          return {dismissed ? "no such miss" : dismissed.error(), "misses"};
         }
         store->record_event("dismiss", actor(req), req.remote_addr, key);
         return {"", "misses"};
@@ -718,8 +721,9 @@ struct Server::Impl {
       form_action(req, res, [&]() -> std::pair<std::string, std::string> {
         const std::string key = req.get_param_value("key");
         const auto artifact = store->find(key);
-        if (!artifact || !store->remove(key)) {
-          return {"no such artifact", "artifacts"};
+        const auto removed = artifact ? store->remove(key) : Expected<bool, std::string>(false);
+        if (!removed || !*removed) {
+          return {removed ? "no such artifact" : removed.error(), "artifacts"};
         }
         store->record_event("delete", actor(req), req.remote_addr, artifact->url);
         return {"", "artifacts"};
@@ -728,8 +732,8 @@ struct Server::Impl {
     http.Post("/admin/cancel", [this](const httplib::Request& req, httplib::Response& res) {
       form_action(req, res, [&]() -> std::pair<std::string, std::string> {
         const std::string id = req.get_param_value("id");
-        if (id.empty() || id.size() > 18 || id.find_first_not_of("0123456789") != std::string::npos ||
-            !pool->cancel(std::stoll(id))) {
+        const auto number = http::parse_decimal(id);
+        if (!number || id.size() > 18 || !pool->cancel(static_cast<std::int64_t>(*number))) {
           return {"no such running or queued download", "downloads"};
         }
         store->record_event("cancel", actor(req), req.remote_addr, "download " + id);
@@ -748,29 +752,6 @@ struct Server::Impl {
     configure_api();
   }
 
-  void write_job(json::Writer& w, const downloads::Job& j) const {
-    w.begin_object()
-        .key("id")
-        .value(j.id)
-        .key("url")
-        .value(j.url)
-        .key("status")
-        .value(downloads::to_string(j.status))
-        .key("bytes_done")
-        .value(j.bytes_done)
-        .key("bytes_total")
-        .value(j.bytes_total)
-        .key("rate")
-        .value(j.rate)
-        .key("error")
-        .value(j.error)
-        .key("started_at");
-    j.started_at > 0 ? w.value(rfc3339(j.started_at)) : w.null();
-    w.key("finished_at");
-    j.finished_at > 0 ? w.value(rfc3339(j.finished_at)) : w.null();
-    w.end_object();
-  }
-
   // Runs `handler` for an API request that passed auth (and CSRF when it changes state).
   void api(const httplib::Request& req, httplib::Response& res, bool changes_state,
            const std::function<void()>& handler) {
@@ -783,38 +764,22 @@ struct Server::Impl {
     handler();
   }
 
+  // `{"items": [...], "total": N}` of a listing, or the database's failure as 503.
+  template <class T>
+  static void json_page(httplib::Response& res, const Expected<store::Page<T>, std::string>& page) {
+    if (!page) {
+      spdlog::error("{}", page.error());
+      return json_error(res, 503, "the cache database is unavailable: " + page.error());
+    }
+    json_response(res, 200, json::dump(json::Json{{"items", page->items}, {"total", page->total}}));
+  }
+
   void configure_api() {
     http.Get("/api/v1/artifacts", [this](const httplib::Request& req, httplib::Response& res) {
       api(req, res, false, [&] {
-        const auto q = list_query(req, res, true);
-        if (!q) {
-          return;
+        if (const auto q = list_query(req, res, true)) {
+          json_page(res, store->list_artifacts(*q));
         }
-        const auto page = store->list_artifacts(*q);
-        json::Writer w;
-        w.begin_object().key("items").begin_array();
-        for (const auto& a : page.items) {
-          w.begin_object()
-              .key("key")
-              .value(a.key)
-              .key("url")
-              .value(a.url)
-              .key("size")
-              .value(a.size)
-              .key("sha256")
-              .value(a.sha256)
-              .key("content_type")
-              .value(a.content_type)
-              .key("fetched_at")
-              .value(rfc3339(a.fetched_at))
-              .key("hits")
-              .value(a.hits)
-              .key("misses")
-              .value(a.misses)
-              .end_object();
-        }
-        w.end_array().key("total").value(page.total).end_object();
-        json_response(res, 200, w.str());
       });
     });
     http.Delete(R"(/api/v1/artifacts/([0-9a-f]{64}))",
@@ -822,53 +787,37 @@ struct Server::Impl {
                   api(req, res, true, [&] {
                     const std::string key = req.matches[1];
                     const auto artifact = store->find(key);
-                    if (!artifact || !store->remove(key)) {
+                    const auto removed = artifact ? store->remove(key) : Expected<bool, std::string>(false);
+                    if (!removed) {
+                      return json_error(res, 503, "the cache database is unavailable: " + removed.error());
+                    }
+                    if (!*removed) {
                       return json_error(res, 404, "no artifact with key " + key);
                     }
                     store->record_event("delete", actor(req), req.remote_addr, artifact->url);
-                    json::Writer w;
-                    w.begin_object().key("deleted").value(key).end_object();
-                    json_response(res, 200, w.str());
+                    json_response(res, 200, json::dump(json::Json{{"deleted", key}}));
                   });
                 });
     http.Get("/api/v1/misses", [this](const httplib::Request& req, httplib::Response& res) {
       api(req, res, false, [&] {
-        const auto q = list_query(req, res, true);
-        if (!q) {
-          return;
+        if (const auto q = list_query(req, res, true)) {
+          json_page(res, store->list_misses(*q));
         }
-        const auto page = store->list_misses(*q);
-        json::Writer w;
-        w.begin_object().key("items").begin_array();
-        for (const auto& m : page.items) {
-          w.begin_object()
-              .key("key")
-              .value(m.key)
-              .key("url")
-              .value(m.url)
-              .key("count")
-              .value(m.count)
-              .key("first_seen")
-              .value(rfc3339(m.first_seen))
-              .key("last_seen")
-              .value(rfc3339(m.last_seen))
-              .end_object();
-        }
-        w.end_array().key("total").value(page.total).end_object();
-        json_response(res, 200, w.str());
       });
     });
     http.Delete(R"(/api/v1/misses/([0-9a-f]{64}))",
                 [this](const httplib::Request& req, httplib::Response& res) {
                   api(req, res, true, [&] {
                     const std::string key = req.matches[1];
-                    if (!store->dismiss_miss(key)) {
+                    const auto dismissed = store->dismiss_miss(key);
+                    if (!dismissed) {
+                      return json_error(res, 503, "the cache database is unavailable: " + dismissed.error());
+                    }
+                    if (!*dismissed) {
                       return json_error(res, 404, "no miss with key " + key);
                     }
                     store->record_event("dismiss", actor(req), req.remote_addr, key);
-                    json::Writer w;
-                    w.begin_object().key("dismissed").value(key).end_object();
-                    json_response(res, 200, w.str());
+                    json_response(res, 200, json::dump(json::Json{{"dismissed", key}}));
                   });
                 });
     http.Get("/api/v1/downloads", [this](const httplib::Request& req, httplib::Response& res) {
@@ -877,68 +826,64 @@ struct Server::Impl {
         if (!q) {
           return;
         }
-        std::vector<downloads::Job> jobs;
+        // Case-insensitive, like the other listings.
+        const std::string filter = util::lower(q->filter);
+        store::Page<Job> page;
         for (auto& j : pool->list()) {
-          if (q->filter.empty() || j.url.find(q->filter) != std::string::npos) {
-            jobs.push_back(std::move(j));
+          if (filter.empty() || util::lower(j.url).find(filter) != std::string::npos) {
+            if (page.total >= q->offset && page.items.size() < q->limit) {
+              page.items.push_back(std::move(j));
+            }
+            ++page.total;
           }
         }
-        json::Writer w;
-        w.begin_object().key("items").begin_array();
-        for (std::size_t i = q->offset; i < jobs.size() && i < q->offset + q->limit; ++i) {
-          write_job(w, jobs[i]);
-        }
-        w.end_array().key("total").value(static_cast<std::uint64_t>(jobs.size())).end_object();
-        json_response(res, 200, w.str());
+        json_page(res, Expected<store::Page<Job>, std::string>(std::move(page)));
       });
     });
     http.Post("/api/v1/downloads", [this](const httplib::Request& req, httplib::Response& res) {
       api(req, res, true, [&] {
         const auto body = json::parse(req.body);
-        if (!body || body->as_object() == nullptr) {
+        if (!body || !body->is_object()) {
           return json_error(res, 400, body ? "the body must be a JSON object" : body.error());
         }
-        const auto& fields = *body->as_object();
-        for (const auto& [name, value] : fields) {
+        for (const auto& [name, value] : body->items()) {
           if (name != "url" && name != "headers") {
             return json_error(res, 400, "unknown field '" + name + "' (expected url and headers)");
           }
         }
-        const auto url_field = fields.find("url");
-        if (url_field == fields.end() || url_field->second.as_string() == nullptr) {
+        const auto url_field = body->find("url");
+        if (url_field == body->end() || !url_field->is_string()) {
           return json_error(res, 400, "'url' (a string) is required");
         }
-        fetch::Headers headers;
-        if (const auto h = fields.find("headers"); h != fields.end()) {
-          if (h->second.as_object() == nullptr) {
+        origin::Headers headers;
+        if (const auto h = body->find("headers"); h != body->end()) {
+          if (!h->is_object()) {
             return json_error(res, 400, "'headers' must be an object of strings");
           }
-          for (const auto& [name, value] : *h->second.as_object()) {
-            if (value.as_string() == nullptr) {
+          for (const auto& [name, value] : h->items()) {
+            if (!value.is_string()) {
               return json_error(res, 400, "header " + name + " must be a string");
             }
-            headers.emplace_back(name, *value.as_string());
+            headers.emplace_back(name, value.get<std::string>());
           }
         }
-        auto queued = pool->enqueue(*url_field->second.as_string(), headers);
+        auto queued = pool->enqueue(url_field->get<std::string>(), headers);
         if (!queued) {
-          const int status = queued.error().code == downloads::EnqueueErrc::already_cached ||
-                                     queued.error().code == downloads::EnqueueErrc::cache_full ||
-                                     queued.error().code == downloads::EnqueueErrc::shutting_down
+          const int status = queued.error().code == fills::EnqueueErrc::already_cached ||
+                                     queued.error().code == fills::EnqueueErrc::cache_full ||
+                                     queued.error().code == fills::EnqueueErrc::shutting_down
                                  ? 409
                                  : 400;
           return json_error(res, status, queued.error().message);
         }
         store->record_event("fetch", actor(req), req.remote_addr, url::redact(queued->job.url));
-        json::Writer w;
-        write_job(w, queued->job);
-        json_response(res, 202, w.str());
+        json_response(res, 202, json::dump(json::Json(queued->job)));
       });
     });
     http.Delete(
         R"(/api/v1/downloads/([0-9]{1,18}))", [this](const httplib::Request& req, httplib::Response& res) {
           api(req, res, true, [&] {
-            const std::int64_t id = std::stoll(req.matches[1]);
+            const auto id = static_cast<std::int64_t>(http::parse_decimal(req.matches[1].str()).value_or(0));
             const auto job = pool->get(id);
             if (!job) {
               return json_error(res, 404, "no download " + std::to_string(id));
@@ -947,63 +892,31 @@ struct Server::Impl {
               return json_error(res, 409, "download " + std::to_string(id) + " has already ended");
             }
             store->record_event("cancel", actor(req), req.remote_addr, "download " + std::to_string(id));
-            json::Writer w;
-            write_job(w, pool->get(id).value_or(*job));
-            json_response(res, 200, w.str());
+            json_response(res, 200, json::dump(json::Json(pool->get(id).value_or(*job))));
           });
         });
     http.Get("/api/v1/events", [this](const httplib::Request& req, httplib::Response& res) {
       api(req, res, false, [&] {
-        const auto q = list_query(req, res, true);
-        if (!q) {
-          return;
+        if (const auto q = list_query(req, res, true)) {
+          json_page(res, store->list_events(*q));
         }
-        const auto page = store->list_events(*q);
-        json::Writer w;
-        w.begin_object().key("items").begin_array();
-        for (const auto& e : page.items) {
-          w.begin_object()
-              .key("id")
-              .value(e.id)
-              .key("time")
-              .value(rfc3339(e.time))
-              .key("kind")
-              .value(e.kind)
-              .key("actor")
-              .value(e.actor)
-              .key("address")
-              .value(e.address)
-              .key("details")
-              .value(e.details)
-              .end_object();
-        }
-        w.end_array().key("total").value(page.total).end_object();
-        json_response(res, 200, w.str());
       });
     });
     http.Get("/api/v1/stats", [this](const httplib::Request& req, httplib::Response& res) {
       api(req, res, false, [&] {
         const auto t = store->totals();
-        json::Writer w;
-        w.begin_object()
-            .key("artifacts")
-            .value(t.artifacts)
-            .key("stored_bytes")
-            .value(t.stored_bytes)
-            .key("capacity")
-            .value(t.max_bytes)
-            .key("hits")
-            .value(t.hits)
-            .key("misses")
-            .value(t.misses)
-            .key("bytes_served")
-            .value(metrics.bytes_served.load())
-            .key("bytes_fetched")
-            .value(metrics.bytes_fetched.load())
-            .key("queue_depth")
-            .value(static_cast<std::uint64_t>(pool->queue_depth()))
-            .end_object();
-        json_response(res, 200, w.str());
+        if (!t) {
+          return json_error(res, 503, "the cache database is unavailable: " + t.error());
+        }
+        const Stats stats{t->artifacts,
+                          t->stored_bytes,
+                          t->max_bytes,
+                          t->hits,
+                          t->misses,
+                          metrics.bytes_served.load(),
+                          metrics.bytes_fetched.load(),
+                          static_cast<std::uint64_t>(pool->queue_depth())};
+        json_response(res, 200, json::dump(json::Json(stats)));
       });
     });
     // Anything else under /api/ is a JSON 404, not cpp-httplib's empty page.

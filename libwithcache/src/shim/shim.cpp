@@ -6,8 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "withcache/client.hpp"
+#include "withcache/client/probe.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/strings.hpp"
 
 namespace withcache::shim {
 namespace {
@@ -17,19 +18,7 @@ bool is_executable_file(const std::string& path, struct stat* info) {
 }
 
 bool has_scheme(std::string_view arg) {
-  if (arg.empty() || !std::isalpha(static_cast<unsigned char>(arg[0]))) {
-    return false;
-  }
-  for (std::size_t i = 1; i < arg.size(); ++i) {
-    const char c = arg[i];
-    if (c == ':') {
-      return arg.substr(i).starts_with("://");
-    }
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '.' && c != '-') {
-      return false;
-    }
-  }
-  return false;
+  return url::has_authority_scheme(arg);
 }
 
 } // namespace
@@ -112,11 +101,7 @@ Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
   result.program = find_real_tool(tool, getenv, self);
   if (result.program.empty()) {
     const std::string name(name_of(tool));
-    std::string upper = name;
-    for (char& c : upper) {
-      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    }
-    result.error = name + "withcache: no real " + name + " found on PATH (set $REAL_" + upper + ")";
+    result.error = name + "withcache: no real " + name + " found on PATH (set $REAL_" + util::upper(name) + ")";
     return result;
   }
   result.argv.reserve(args.size() + 1);

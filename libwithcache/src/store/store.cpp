@@ -1,10 +1,7 @@
 #include "withcache/store.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
-#include <cmath>
 #include <cstring>
 #include <system_error>
 
@@ -16,7 +13,9 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "http/http.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/time.hpp"
 
 namespace withcache::store {
 namespace fs = std::filesystem;
@@ -72,9 +71,16 @@ CREATE TABLE IF NOT EXISTS events (
 // The events log keeps this many of the newest rows.
 constexpr std::int64_t k_max_events = 100'000;
 
-UnixTime now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+using util::now;
+
+// Runs `body`, turning a database exception into a one-line error: no SQLite
+// exception leaves the store.
+template <class F> auto guarded(std::string_view what, F&& body) -> Expected<decltype(body()), std::string> {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return unexpected(std::string(what) + ": " + e.what());
+  }
 }
 
 std::int64_t to_db(std::uint64_t value) {
@@ -116,17 +122,8 @@ std::string encode_headers(const std::vector<std::pair<std::string, std::string>
 }
 
 std::vector<std::pair<std::string, std::string>> decode_headers(std::string_view text) {
-  std::vector<std::pair<std::string, std::string>> headers;
-  while (!text.empty()) {
-    const std::size_t end = text.find('\n');
-    const std::string_view line = text.substr(0, end);
-    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
-    const std::size_t colon = line.find(": ");
-    if (colon != std::string_view::npos) {
-      headers.emplace_back(std::string(line.substr(0, colon)), std::string(line.substr(colon + 2)));
-    }
-  }
-  return headers;
+  // Written by encode_headers from checked fields; a row that does not parse is dropped rather than sent.
+  return http::parse_header_lines(text).value_or(http::Fields{});
 }
 
 // LIKE pattern for a case-insensitive substring, with % _ and \ escaped.
@@ -160,92 +157,6 @@ constexpr const char* k_artifact_columns =
     "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses";
 
 } // namespace
-
-Expected<std::uint64_t, std::string> parse_size(std::string_view text) {
-  const auto bad = [&] {
-    return unexpected(std::string("invalid size '") + std::string(text) +
-                      "' (expected a byte count like 1024, 50M, 20G or 1.5T)");
-  };
-  std::string_view number = text;
-  while (!number.empty() && (number.back() == ' ')) {
-    number.remove_suffix(1);
-  }
-  std::string suffix;
-  while (!number.empty() && std::isalpha(static_cast<unsigned char>(number.back())) != 0) {
-    suffix.insert(suffix.begin(), static_cast<char>(std::toupper(static_cast<unsigned char>(number.back()))));
-    number.remove_suffix(1);
-  }
-  if (number.empty() || !std::isdigit(static_cast<unsigned char>(number.front()))) {
-    return bad();
-  }
-  if (suffix.ends_with("IB")) {
-    suffix.resize(suffix.size() - 2);
-  } else if (suffix.size() == 2 && suffix.back() == 'B') {
-    suffix.resize(1);
-  }
-  int shift = 0;
-  if (suffix.empty() || suffix == "B") {
-    shift = 0;
-  } else if (suffix == "K") {
-    shift = 10;
-  } else if (suffix == "M") {
-    shift = 20;
-  } else if (suffix == "G") {
-    shift = 30;
-  } else if (suffix == "T") {
-    shift = 40;
-  } else if (suffix == "P") {
-    shift = 50;
-  } else {
-    return bad();
-  }
-
-  const std::size_t dot = number.find('.');
-  std::uint64_t whole = 0;
-  const std::string_view whole_text = number.substr(0, dot);
-  auto [end, ec] = std::from_chars(whole_text.data(), whole_text.data() + whole_text.size(), whole);
-  if (ec != std::errc{} || end != whole_text.data() + whole_text.size()) {
-    return bad();
-  }
-  if (shift > 0 && whole > (std::uint64_t{1} << (63 - shift))) {
-    return bad();
-  }
-  std::uint64_t bytes = whole << shift;
-  if (dot != std::string_view::npos) {
-    if (shift == 0) {
-      return bad();
-    }
-    const std::string_view fraction = number.substr(dot + 1);
-    if (fraction.empty() || fraction.size() > 9 ||
-        !std::all_of(fraction.begin(), fraction.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return bad();
-    }
-    double value = 0;
-    double scale = 0.1;
-    for (const char c : fraction) {
-      value += (c - '0') * scale;
-      scale /= 10;
-    }
-    bytes += static_cast<std::uint64_t>(std::llround(value * std::ldexp(1.0, shift)));
-  }
-  return bytes;
-}
-
-std::string format_size(std::uint64_t bytes) {
-  constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  if (bytes < 1024) {
-    return std::to_string(bytes) + " B";
-  }
-  double value = static_cast<double>(bytes);
-  std::size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(units)) {
-    value /= 1024;
-    ++unit;
-  }
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.1f %s", value, units[unit]);
-  return buffer;
-}
 
 BlobStore::BlobStore(StoreOptions options) : m_options(std::move(options)) {
   std::error_code ec;
@@ -294,11 +205,8 @@ BlobStore::~BlobStore() {
   if (m_flusher.joinable()) {
     m_flusher.join();
   }
-  try {
-    flush();
-  } catch (const std::exception&) {
-    // Counters are best effort on shutdown; the blobs and rows are already safe.
-  }
+  // Best effort on shutdown: the blobs and their rows are already safe.
+  (void)flush();
 }
 
 void BlobStore::migrate() {
@@ -450,21 +358,17 @@ void BlobStore::flusher_loop() {
       continue;
     }
     lock.unlock();
-    try {
-      flush();
-    } catch (const std::exception&) {
-      // flush_locked() put the counters back; the next round retries.
-    }
+    (void)flush(); // on failure everything stays queued; the next round retries
     lock.lock();
   }
 }
 
-void BlobStore::flush() {
+Expected<Ok, std::string> BlobStore::flush() {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
+  return flush_locked();
 }
 
-void BlobStore::flush_locked() {
+Expected<Ok, std::string> BlobStore::flush_locked() {
   std::unordered_map<std::string, std::uint64_t> hits;
   std::unordered_map<std::string, PendingMiss> misses;
   std::vector<Event> events;
@@ -476,24 +380,33 @@ void BlobStore::flush_locked() {
     events.swap(m_pending_events);
     job_ops.swap(m_pending_job_ops);
   }
-  if (!job_ops.empty()) {
-    try {
-      write_job_ops(job_ops);
-    } catch (const SQLite::Exception&) {
-      std::lock_guard lock(m_counter_mutex);
-      m_pending_job_ops.insert(m_pending_job_ops.begin(), job_ops.begin(), job_ops.end());
-      throw;
+  std::string failure;
+  const auto attempt = [&failure](std::string_view what, auto&& write) {
+    if (auto done = guarded(what, write); !done && failure.empty()) {
+      failure = done.error();
+      return false;
     }
+    return true;
+  };
+  // Whatever could not be written goes back to the front of its queue, in order.
+  if (!job_ops.empty() && !attempt("cannot write pending fills", [&] {
+        write_job_ops(job_ops);
+        return Ok{};
+      })) {
+    std::lock_guard lock(m_counter_mutex);
+    m_pending_job_ops.insert(m_pending_job_ops.begin(), job_ops.begin(), job_ops.end());
   }
-  if (!events.empty()) {
-    write_events(events);
+  if (!events.empty() && !attempt("cannot write events", [&] {
+        write_events(events);
+        return Ok{};
+      })) {
+    std::lock_guard lock(m_counter_mutex);
+    m_pending_events.insert(m_pending_events.begin(), events.begin(), events.end());
   }
-  if (hits.empty() && misses.empty()) {
-    return;
-  }
-  try {
-    write_counters(hits, misses);
-  } catch (const SQLite::Exception&) {
+  if ((!hits.empty() || !misses.empty()) && !attempt("cannot write counters", [&] {
+        write_counters(hits, misses);
+        return Ok{};
+      })) {
     std::lock_guard lock(m_counter_mutex);
     for (const auto& [key, count] : hits) {
       m_pending_hits[key] += count;
@@ -507,8 +420,11 @@ void BlobStore::flush_locked() {
         queued.url = std::move(miss.url);
       }
     }
-    throw;
   }
+  if (!failure.empty()) {
+    return unexpected(std::move(failure));
+  }
+  return Ok{};
 }
 
 void BlobStore::write_events(const std::vector<Event>& events) {
@@ -536,33 +452,35 @@ void BlobStore::record_event(std::string kind, std::string actor, std::string ad
       Event{0, now(), std::move(kind), std::move(actor), std::move(address), std::move(details)});
 }
 
-Page<Event> BlobStore::list_events(const ListQuery& query) {
+Expected<Page<Event>, std::string> BlobStore::list_events(const ListQuery& query) {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  const bool filtered = !query.filter.empty();
-  const std::string where =
-      filtered ? " WHERE kind LIKE ?1 ESCAPE '\\' OR actor LIKE ?1 ESCAPE '\\' OR details LIKE ?1 ESCAPE '\\'"
-               : "";
-  Page<Event> page;
-  SQLite::Statement count(*m_db, "SELECT count(*) FROM events" + where);
-  if (filtered) {
-    count.bind(1, like_pattern(query.filter));
-  }
-  count.executeStep();
-  page.total = from_db(count.getColumn(0).getInt64());
-  SQLite::Statement rows(*m_db, "SELECT id, time, kind, actor, address, details FROM events" + where +
-                                    " ORDER BY id DESC LIMIT ?2 OFFSET ?3");
-  if (filtered) {
-    rows.bind(1, like_pattern(query.filter));
-  }
-  rows.bind(2, to_db(query.limit));
-  rows.bind(3, to_db(query.offset));
-  while (rows.executeStep()) {
-    page.items.push_back(Event{rows.getColumn(0).getInt64(), rows.getColumn(1).getInt64(),
-                               rows.getColumn(2).getString(), rows.getColumn(3).getString(),
-                               rows.getColumn(4).getString(), rows.getColumn(5).getString()});
-  }
-  return page;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot list events", [&]() -> Page<Event> {
+    const bool filtered = !query.filter.empty();
+    const std::string where =
+        filtered ? " WHERE kind LIKE ?1 ESCAPE '\\' OR actor LIKE ?1 ESCAPE '\\' OR details LIKE ?1 ESCAPE '\\'"
+                 : "";
+    Page<Event> page;
+    SQLite::Statement count(*m_db, "SELECT count(*) FROM events" + where);
+    if (filtered) {
+      count.bind(1, like_pattern(query.filter));
+    }
+    count.executeStep();
+    page.total = from_db(count.getColumn(0).getInt64());
+    SQLite::Statement rows(*m_db, "SELECT id, time, kind, actor, address, details FROM events" + where +
+                                      " ORDER BY id DESC LIMIT ?2 OFFSET ?3");
+    if (filtered) {
+      rows.bind(1, like_pattern(query.filter));
+    }
+    rows.bind(2, to_db(query.limit));
+    rows.bind(3, to_db(query.offset));
+    while (rows.executeStep()) {
+      page.items.push_back(Event{rows.getColumn(0).getInt64(), rows.getColumn(1).getInt64(),
+                                 rows.getColumn(2).getString(), rows.getColumn(3).getString(),
+                                 rows.getColumn(4).getString(), rows.getColumn(5).getString()});
+    }
+    return page;
+  });
 }
 
 void BlobStore::write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
@@ -649,7 +567,7 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   }
 
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
+  (void)flush_locked(); // misses counted so far move onto the row; a failed flush stays queued
   const std::optional<Artifact> previous = find(artifact.key);
   fs::rename(part, blob, ec);
   if (ec) {
@@ -685,9 +603,16 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
     read.executeStep();
     stored = artifact_from_row(read);
     tx.commit();
-  } catch (const SQLite::Exception& e) {
-    // The blob is in place without a row: recovery removes it on next open.
+  } catch (const std::exception& e) {
+    // The new blob is in place without its row. It replaced any earlier blob of
+    // the key, so that artifact is gone too: forget it rather than serve the
+    // new bytes under the old row's size and SHA-256.
     fs::remove(blob, ec);
+    if (previous) {
+      std::unique_lock lock(m_index_mutex);
+      m_index.erase(artifact.key);
+      m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
+    }
     return unexpected("cannot record " + artifact.key + " in cache.db: " + e.what());
   }
 
@@ -706,115 +631,125 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
   return stored;
 }
 
-bool BlobStore::remove(const std::string& key) {
+Expected<bool, std::string> BlobStore::remove(const std::string& key) {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  SQLite::Statement drop(*m_db, "DELETE FROM artifacts WHERE key = ?");
-  drop.bind(1, key);
-  if (drop.exec() == 0) {
-    return false;
-  }
-  std::optional<Artifact> previous;
-  {
-    std::unique_lock lock(m_index_mutex);
-    if (auto it = m_index.find(key); it != m_index.end()) {
-      previous = std::move(it->second);
-      m_index.erase(it);
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot delete from cache.db", [&]() -> bool {
+    SQLite::Statement drop(*m_db, "DELETE FROM artifacts WHERE key = ?");
+    drop.bind(1, key);
+    if (drop.exec() == 0) {
+      return false;
     }
-  }
-  if (previous) {
-    m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
-  }
-  // Readers that already opened the file keep streaming it; unlink is safe.
-  std::error_code ec;
-  fs::remove(blob_path(key), ec);
-  return true;
+    std::optional<Artifact> previous;
+    {
+      std::unique_lock lock(m_index_mutex);
+      if (auto it = m_index.find(key); it != m_index.end()) {
+        previous = std::move(it->second);
+        m_index.erase(it);
+      }
+    }
+    if (previous) {
+      m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
+    }
+    // Readers that already opened the file keep streaming it; unlink is safe.
+    std::error_code ec;
+    fs::remove(blob_path(key), ec);
+    return true;
+  });
 }
 
-bool BlobStore::dismiss_miss(const std::string& key) {
+Expected<bool, std::string> BlobStore::dismiss_miss(const std::string& key) {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  SQLite::Statement drop(*m_db, "DELETE FROM misses WHERE key = ?");
-  drop.bind(1, key);
-  const bool removed = drop.exec() > 0;
-  std::lock_guard lock(m_counter_mutex);
-  m_known_misses.erase(key);
-  return removed;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot dismiss from cache.db", [&]() -> bool {
+    SQLite::Statement drop(*m_db, "DELETE FROM misses WHERE key = ?");
+    drop.bind(1, key);
+    const bool removed = drop.exec() > 0;
+    std::lock_guard lock(m_counter_mutex);
+    m_known_misses.erase(key);
+    return removed;
+  });
 }
 
-Page<Artifact> BlobStore::list_artifacts(const ListQuery& query) {
+Expected<Page<Artifact>, std::string> BlobStore::list_artifacts(const ListQuery& query) {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  const bool filtered = !query.filter.empty();
-  const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\' OR sha256 LIKE ?1 ESCAPE '\\'" : "";
-  Page<Artifact> page;
-  SQLite::Statement count(*m_db, "SELECT count(*) FROM artifacts" + where);
-  if (filtered) {
-    count.bind(1, like_pattern(query.filter));
-  }
-  count.executeStep();
-  page.total = from_db(count.getColumn(0).getInt64());
-  SQLite::Statement rows(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts" + where +
-                                    " ORDER BY fetched_at DESC, key LIMIT ?2 OFFSET ?3");
-  if (filtered) {
-    rows.bind(1, like_pattern(query.filter));
-  }
-  rows.bind(2, to_db(query.limit));
-  rows.bind(3, to_db(query.offset));
-  while (rows.executeStep()) {
-    page.items.push_back(artifact_from_row(rows));
-  }
-  return page;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot list artifacts", [&]() -> Page<Artifact> {
+    const bool filtered = !query.filter.empty();
+    const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\' OR sha256 LIKE ?1 ESCAPE '\\'" : "";
+    Page<Artifact> page;
+    SQLite::Statement count(*m_db, "SELECT count(*) FROM artifacts" + where);
+    if (filtered) {
+      count.bind(1, like_pattern(query.filter));
+    }
+    count.executeStep();
+    page.total = from_db(count.getColumn(0).getInt64());
+    SQLite::Statement rows(*m_db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts" + where +
+                                      " ORDER BY fetched_at DESC, key LIMIT ?2 OFFSET ?3");
+    if (filtered) {
+      rows.bind(1, like_pattern(query.filter));
+    }
+    rows.bind(2, to_db(query.limit));
+    rows.bind(3, to_db(query.offset));
+    while (rows.executeStep()) {
+      page.items.push_back(artifact_from_row(rows));
+    }
+    return page;
+  });
 }
 
-Page<Miss> BlobStore::list_misses(const ListQuery& query) {
+Expected<Page<Miss>, std::string> BlobStore::list_misses(const ListQuery& query) {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  const bool filtered = !query.filter.empty();
-  const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\'" : "";
-  Page<Miss> page;
-  SQLite::Statement count(*m_db, "SELECT count(*) FROM misses" + where);
-  if (filtered) {
-    count.bind(1, like_pattern(query.filter));
-  }
-  count.executeStep();
-  page.total = from_db(count.getColumn(0).getInt64());
-  SQLite::Statement rows(*m_db, "SELECT key, url, count, first_seen, last_seen FROM misses" + where +
-                                    " ORDER BY last_seen DESC, key LIMIT ?2 OFFSET ?3");
-  if (filtered) {
-    rows.bind(1, like_pattern(query.filter));
-  }
-  rows.bind(2, to_db(query.limit));
-  rows.bind(3, to_db(query.offset));
-  while (rows.executeStep()) {
-    Miss m;
-    m.key = rows.getColumn(0).getString();
-    m.url = rows.getColumn(1).getString();
-    m.count = from_db(rows.getColumn(2).getInt64());
-    m.first_seen = rows.getColumn(3).getInt64();
-    m.last_seen = rows.getColumn(4).getInt64();
-    page.items.push_back(std::move(m));
-  }
-  return page;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot list misses", [&]() -> Page<Miss> {
+    const bool filtered = !query.filter.empty();
+    const std::string where = filtered ? " WHERE url LIKE ?1 ESCAPE '\\'" : "";
+    Page<Miss> page;
+    SQLite::Statement count(*m_db, "SELECT count(*) FROM misses" + where);
+    if (filtered) {
+      count.bind(1, like_pattern(query.filter));
+    }
+    count.executeStep();
+    page.total = from_db(count.getColumn(0).getInt64());
+    SQLite::Statement rows(*m_db, "SELECT key, url, count, first_seen, last_seen FROM misses" + where +
+                                      " ORDER BY last_seen DESC, key LIMIT ?2 OFFSET ?3");
+    if (filtered) {
+      rows.bind(1, like_pattern(query.filter));
+    }
+    rows.bind(2, to_db(query.limit));
+    rows.bind(3, to_db(query.offset));
+    while (rows.executeStep()) {
+      Miss m;
+      m.key = rows.getColumn(0).getString();
+      m.url = rows.getColumn(1).getString();
+      m.count = from_db(rows.getColumn(2).getInt64());
+      m.first_seen = rows.getColumn(3).getInt64();
+      m.last_seen = rows.getColumn(4).getInt64();
+      page.items.push_back(std::move(m));
+    }
+    return page;
+  });
 }
 
-Totals BlobStore::totals() {
+Expected<Totals, std::string> BlobStore::totals() {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  Totals t;
-  SQLite::Statement sums(*m_db, "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(hits), 0), "
-                                "COALESCE(sum(misses), 0) FROM artifacts");
-  sums.executeStep();
-  t.artifacts = from_db(sums.getColumn(0).getInt64());
-  t.stored_bytes = from_db(sums.getColumn(1).getInt64());
-  t.hits = from_db(sums.getColumn(2).getInt64());
-  t.misses = from_db(sums.getColumn(3).getInt64());
-  SQLite::Statement misses(*m_db, "SELECT count(*), COALESCE(sum(count), 0) FROM misses");
-  misses.executeStep();
-  t.pending_misses = from_db(misses.getColumn(0).getInt64());
-  t.misses += from_db(misses.getColumn(1).getInt64());
-  t.max_bytes = m_options.max_bytes;
-  return t;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot read totals", [&]() -> Totals {
+    Totals t;
+    SQLite::Statement sums(*m_db, "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(hits), 0), "
+                                  "COALESCE(sum(misses), 0) FROM artifacts");
+    sums.executeStep();
+    t.artifacts = from_db(sums.getColumn(0).getInt64());
+    t.stored_bytes = from_db(sums.getColumn(1).getInt64());
+    t.hits = from_db(sums.getColumn(2).getInt64());
+    t.misses = from_db(sums.getColumn(3).getInt64());
+    SQLite::Statement misses(*m_db, "SELECT count(*), COALESCE(sum(count), 0) FROM misses");
+    misses.executeStep();
+    t.pending_misses = from_db(misses.getColumn(0).getInt64());
+    t.misses += from_db(misses.getColumn(1).getInt64());
+    t.max_bytes = m_options.max_bytes;
+    return t;
+  });
 }
 
 // Pending-job rows are written by the flusher like the counters: enqueueing a
@@ -858,21 +793,23 @@ void BlobStore::write_job_ops(const std::vector<JobOp>& ops) {
   tx.commit();
 }
 
-std::vector<PendingJob> BlobStore::pending_jobs() {
+Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
   std::lock_guard db_lock(m_db_mutex);
-  flush_locked();
-  std::vector<PendingJob> jobs;
-  SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
-  while (all.executeStep()) {
-    PendingJob job;
-    job.id = all.getColumn(0).getInt64();
-    job.key = all.getColumn(1).getString();
-    job.url = all.getColumn(2).getString();
-    job.headers = decode_headers(all.getColumn(3).getString());
-    job.created_at = all.getColumn(4).getInt64();
-    jobs.push_back(std::move(job));
-  }
-  return jobs;
+  (void)flush_locked(); // on failure the queue is kept for the next round
+  return guarded("cannot read pending fills", [&]() -> std::vector<PendingJob> {
+    std::vector<PendingJob> jobs;
+    SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
+    while (all.executeStep()) {
+      PendingJob job;
+      job.id = all.getColumn(0).getInt64();
+      job.key = all.getColumn(1).getString();
+      job.url = all.getColumn(2).getString();
+      job.headers = decode_headers(all.getColumn(3).getString());
+      job.created_at = all.getColumn(4).getInt64();
+      jobs.push_back(std::move(job));
+    }
+    return jobs;
+  });
 }
 
 } // namespace withcache::store

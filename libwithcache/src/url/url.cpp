@@ -1,52 +1,26 @@
 #include "withcache/url.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
-#include <memory>
-#include <new>
-#include <stdexcept>
 
-#include <openssl/evp.h>
+#include "withcache/digest.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/strings.hpp"
 
 namespace withcache::url {
 namespace {
 
-constexpr std::string_view k_hex_upper = "0123456789ABCDEF";
-constexpr std::string_view k_hex_lower = "0123456789abcdef";
+using util::append_percent;
+using util::hex_value;
+using util::is_alnum;
+using util::is_alpha;
+using util::is_digit;
+using util::is_unreserved;
+using util::to_lower;
+using util::to_upper;
+
 constexpr std::string_view k_base64url = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-bool is_alpha(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
-bool is_alnum(char c) {
-  return is_alpha(c) || is_digit(c);
-}
-
-char to_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-char to_upper(char c) {
-  return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-int hex_value(char c) {
-  if (is_digit(c)) {
-    return c - '0';
-  }
-  const char lower = to_lower(c);
-  if (lower >= 'a' && lower <= 'f') {
-    return lower - 'a' + 10;
-  }
-  return -1;
-}
-
-// RFC 3986 §2.3.
-bool is_unreserved(char c) {
-  return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
 
 // RFC 3986 §2.2.
 bool is_sub_delim(char c) {
@@ -55,12 +29,6 @@ bool is_sub_delim(char c) {
 }
 bool is_gen_delim(char c) {
   return c == ':' || c == '/' || c == '?' || c == '#' || c == '[' || c == ']' || c == '@';
-}
-
-void append_pct(std::string& out, unsigned char byte) {
-  out += '%';
-  out += k_hex_upper[byte >> 4];
-  out += k_hex_upper[byte & 0xF];
 }
 
 UrlError error(UrlErrc code, std::string message) {
@@ -95,6 +63,27 @@ std::size_t scheme_end(std::string_view url) {
   return std::string_view::npos;
 }
 
+// `scheme://[userinfo@]authority…`: where the authority starts and ends and where its `@` is, for a URL
+// with a valid scheme followed by `//`; nothing otherwise.
+struct AuthoritySpan {
+  std::size_t start = 0; // first byte after "//"
+  std::size_t end = 0;   // first of "/?#" after it, or the size
+  std::size_t at = std::string_view::npos; // index of the last '@' inside, or npos
+};
+
+std::optional<AuthoritySpan> authority_span(std::string_view url) {
+  const std::size_t colon = scheme_end(url);
+  if (colon == std::string_view::npos || !url.substr(colon + 1).starts_with("//")) {
+    return std::nullopt;
+  }
+  AuthoritySpan span;
+  span.start = colon + 3;
+  span.end = std::min(url.find_first_of("/?#", span.start), url.size());
+  const std::size_t at = url.substr(span.start, span.end - span.start).rfind('@');
+  span.at = at == std::string_view::npos ? at : span.start + at;
+  return span;
+}
+
 Expected<Parts, UrlError> split(std::string_view url) {
   if (url.empty()) {
     return unexpected(error(UrlErrc::empty, "empty URL"));
@@ -115,19 +104,14 @@ Expected<Parts, UrlError> split(std::string_view url) {
     return unexpected(error(UrlErrc::no_scheme, "URL has no scheme (expected e.g. https://host/path)"));
   }
   parts.scheme = url.substr(0, colon);
-  std::string_view rest = url.substr(colon + 1);
-  if (!rest.starts_with("//")) {
+  const auto span = authority_span(url);
+  if (!span) {
     return unexpected(error(UrlErrc::no_host, "URL has no host (expected scheme://host/path)"));
   }
-  rest.remove_prefix(2);
+  const std::size_t host_start = span->at == std::string_view::npos ? span->start : span->at + 1;
+  std::string_view authority = url.substr(host_start, span->end - host_start);
+  std::string_view rest = url.substr(span->end);
 
-  const std::size_t authority_end = rest.find_first_of("/?#");
-  std::string_view authority = rest.substr(0, authority_end);
-  rest = authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
-
-  if (const std::size_t at = authority.rfind('@'); at != std::string_view::npos) {
-    authority.remove_prefix(at + 1);
-  }
   if (authority.starts_with('[')) {
     const std::size_t close = authority.find(']');
     if (close == std::string_view::npos) {
@@ -229,13 +213,13 @@ Expected<std::string, UrlError> normalize_encoding(std::string_view in, std::str
       if (is_unreserved(decoded)) {
         out += decoded;
       } else {
-        append_pct(out, static_cast<unsigned char>(decoded));
+        append_percent(out, static_cast<unsigned char>(decoded));
       }
       i += 2;
     } else if (is_unreserved(c) || is_sub_delim(c) || is_gen_delim(c)) {
       out += c;
     } else {
-      append_pct(out, static_cast<unsigned char>(c));
+      append_percent(out, static_cast<unsigned char>(c));
     }
   }
   return out;
@@ -283,10 +267,7 @@ Expected<std::string, UrlError> normalize_key(std::string_view url, const KeyOpt
   if (!parts) {
     return unexpected(parts.error());
   }
-  std::string scheme(parts->scheme);
-  for (char& c : scheme) {
-    c = to_lower(c);
-  }
+  const std::string scheme = util::lower(parts->scheme);
   auto host = normalize_host(parts->host);
   if (!host) {
     return unexpected(host.error());
@@ -323,74 +304,14 @@ Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& o
   if (!key) {
     return key;
   }
-  return sha256_hex(*key);
-}
-
-std::string sha256_hex(std::string_view bytes) {
-  Sha256 sha;
-  sha.update(bytes.data(), bytes.size());
-  return sha.hex();
-}
-
-Sha256::Sha256() : m_ctx(EVP_MD_CTX_new()) {
-  if (m_ctx == nullptr) {
-    throw std::bad_alloc();
-  }
-  reset();
-}
-
-Sha256::~Sha256() {
-  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_ctx));
-}
-
-Sha256::Sha256(Sha256&& other) noexcept : m_ctx(other.m_ctx) {
-  other.m_ctx = nullptr;
-}
-
-Sha256& Sha256::operator=(Sha256&& other) noexcept {
-  if (this != &other) {
-    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_ctx));
-    m_ctx = other.m_ctx;
-    other.m_ctx = nullptr;
-  }
-  return *this;
-}
-
-void Sha256::update(const char* data, std::size_t length) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(m_ctx), data, length);
-}
-
-void Sha256::reset() {
-  if (EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(m_ctx), EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("OpenSSL EVP_DigestInit_ex(SHA-256) failed");
-  }
-}
-
-std::string Sha256::hex() const {
-  // Finalise a copy, so that more bytes can still be added to this one.
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> copy(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int length = 0;
-  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), static_cast<EVP_MD_CTX*>(m_ctx)) != 1 ||
-      EVP_DigestFinal_ex(copy.get(), digest.data(), &length) != 1) {
-    throw std::runtime_error("OpenSSL SHA-256 finalisation failed");
-  }
-  std::string hex;
-  hex.reserve(length * 2);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += k_hex_lower[digest[i] >> 4];
-    hex += k_hex_lower[digest[i] & 0xF];
-  }
-  return hex;
+  return digest::sha256_hex(*key);
 }
 
 std::string cache_base(std::string_view server) {
-  constexpr std::string_view whitespace = " \t\r\n\f\v";
-  const std::size_t first = server.find_first_not_of(whitespace);
-  if (first == std::string_view::npos) {
+  server = util::trim(server, util::k_whitespace);
+  if (server.empty()) {
     return {};
   }
-  server = server.substr(first, server.find_last_not_of(whitespace) - first + 1);
   while (server.ends_with('/')) {
     server.remove_suffix(1);
   }
@@ -401,31 +322,7 @@ std::string cache_base(std::string_view server) {
 }
 
 std::string encode_token(std::string_view origin) {
-  std::string out;
-  out.reserve((origin.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 3 <= origin.size(); i += 3) {
-    const std::uint32_t n = (static_cast<std::uint32_t>(static_cast<unsigned char>(origin[i])) << 16) |
-                            (static_cast<std::uint32_t>(static_cast<unsigned char>(origin[i + 1])) << 8) |
-                            static_cast<std::uint32_t>(static_cast<unsigned char>(origin[i + 2]));
-    out += k_base64url[(n >> 18) & 63];
-    out += k_base64url[(n >> 12) & 63];
-    out += k_base64url[(n >> 6) & 63];
-    out += k_base64url[n & 63];
-  }
-  const std::size_t left = origin.size() - i;
-  if (left > 0) {
-    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(origin[i])) << 16;
-    if (left == 2) {
-      n |= static_cast<std::uint32_t>(static_cast<unsigned char>(origin[i + 1])) << 8;
-    }
-    out += k_base64url[(n >> 18) & 63];
-    out += k_base64url[(n >> 12) & 63];
-    if (left == 2) {
-      out += k_base64url[(n >> 6) & 63];
-    }
-  }
-  return out;
+  return util::base64url_encode(origin);
 }
 
 Expected<std::string, UrlError> decode_token(std::string_view token) {
@@ -502,16 +399,7 @@ std::string basename_of(std::string_view origin) {
   if (name.empty()) {
     return "download";
   }
-  std::string out;
-  out.reserve(name.size());
-  for (const char c : name) {
-    if (is_unreserved(c) || c == '/') {
-      out += c;
-    } else {
-      append_pct(out, static_cast<unsigned char>(c));
-    }
-  }
-  return out;
+  return util::percent_encode(name, "/");
 }
 
 std::string blob_url(std::string_view server, std::string_view origin) {
@@ -521,17 +409,11 @@ std::string blob_url(std::string_view server, std::string_view origin) {
 std::string redact(std::string_view url) {
   std::string_view rest = url;
   std::string out;
-  if (const std::size_t colon = scheme_end(rest);
-      colon != std::string_view::npos && rest.substr(colon + 1).starts_with("//")) {
-    out.append(rest.substr(0, colon + 3));
-    rest.remove_prefix(colon + 3);
-    const std::size_t authority_end = rest.find_first_of("/?#");
-    std::string_view authority = rest.substr(0, authority_end);
-    rest = authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
-    if (const std::size_t at = authority.rfind('@'); at != std::string_view::npos) {
-      authority.remove_prefix(at + 1);
-    }
-    out.append(authority);
+  if (const auto span = authority_span(url)) {
+    const std::size_t host_start = span->at == std::string_view::npos ? span->start : span->at + 1;
+    out.append(url.substr(0, span->start));
+    out.append(url.substr(host_start, span->end - host_start));
+    rest = url.substr(span->end);
   }
   rest = rest.substr(0, rest.find('#'));
   const std::size_t question = rest.find('?');
@@ -548,10 +430,7 @@ Expected<Target, UrlError> parse_target(std::string_view url) {
     return unexpected(parts.error());
   }
   Target target;
-  target.scheme = std::string(parts->scheme);
-  for (char& c : target.scheme) {
-    c = to_lower(c);
-  }
+  target.scheme = util::lower(parts->scheme);
   auto host = normalize_host(parts->host);
   if (!host) {
     return unexpected(host.error());
@@ -565,7 +444,10 @@ Expected<Target, UrlError> parse_target(std::string_view url) {
     return unexpected(port.error());
   }
   if (!port->empty()) {
-    target.port = std::stoi(*port);
+    target.port = 0;
+    for (const char c : *port) {
+      target.port = target.port * 10 + (c - '0'); // normalize_port checked: at most 65535
+    }
   } else if (target.scheme == "http") {
     target.port = 80;
   } else if (target.scheme == "https") {
@@ -583,44 +465,30 @@ Expected<Target, UrlError> parse_target(std::string_view url) {
   return target;
 }
 
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const int hi = text[i] == '%' && i + 2 < text.size() ? hex_value(text[i + 1]) : -1;
-    const int lo = hi >= 0 ? hex_value(text[i + 2]) : -1;
-    if (lo >= 0) {
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
 std::string scheme_of(std::string_view url) {
   const std::size_t colon = scheme_end(url);
-  std::string scheme(colon == std::string_view::npos ? std::string_view{} : url.substr(0, colon));
-  for (char& c : scheme) {
-    c = to_lower(c);
-  }
-  return scheme;
+  return util::lower(colon == std::string_view::npos ? std::string_view{} : url.substr(0, colon));
+}
+
+bool has_authority_scheme(std::string_view text) {
+  const std::size_t colon = scheme_end(text);
+  return colon != std::string_view::npos && text.substr(colon + 1).starts_with("//");
 }
 
 std::string strip_userinfo(std::string_view url) {
-  const std::size_t colon = scheme_end(url);
-  if (colon == std::string_view::npos || !url.substr(colon + 1).starts_with("//")) {
+  const auto span = authority_span(url);
+  if (!span || span->at == std::string_view::npos) {
     return std::string(url);
   }
-  const std::size_t authority_start = colon + 3;
-  const std::size_t authority_end = url.find_first_of("/?#", authority_start);
-  const std::string_view authority = url.substr(authority_start, authority_end - authority_start);
-  const std::size_t at = authority.rfind('@');
-  if (at == std::string_view::npos) {
-    return std::string(url);
+  return std::string(url.substr(0, span->start)) + std::string(url.substr(span->at + 1));
+}
+
+std::optional<std::string> userinfo_of(std::string_view url) {
+  const auto span = authority_span(url);
+  if (!span || span->at == std::string_view::npos) {
+    return std::nullopt;
   }
-  return std::string(url.substr(0, authority_start)) + std::string(url.substr(authority_start + at + 1));
+  return std::string(url.substr(span->start, span->at - span->start));
 }
 
 Expected<std::string, UrlError> resolve_reference(std::string_view base, std::string_view reference) {

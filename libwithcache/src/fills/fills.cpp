@@ -1,81 +1,35 @@
-#include "withcache/downloads.hpp"
+#include "withcache/fills.hpp"
 
 #include <algorithm>
 #include <filesystem>
 
-#include <openssl/evp.h>
+#include "http/http.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/size.hpp"
+#include "withcache/util/time.hpp"
 
-namespace withcache::downloads {
+namespace withcache::fills {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using util::now;
 
-store::UnixTime now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-bool is_token_char(char c) {
-  // RFC 9110 tchar.
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-std::optional<std::string> check_headers(const fetch::Headers& headers) {
+std::optional<std::string> check_headers(const origin::Headers& headers) {
   for (const auto& [name, value] : headers) {
-    if (name.empty() || !std::all_of(name.begin(), name.end(), is_token_char)) {
-      return "invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)";
-    }
-    // The value is never echoed: it may be a credential.
-    if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; })) {
-      return "header " + name + " has a line break or NUL in its value";
+    if (auto bad = http::check_field(name, value)) {
+      return bad;
     }
   }
   return std::nullopt;
 }
 
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-// `https://user:pass@host/x` → the Basic credentials, or nothing.
-std::optional<std::string> userinfo_credentials(std::string_view origin) {
-  const std::size_t scheme = origin.find("://");
-  if (scheme == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const std::size_t start = scheme + 3;
-  const std::size_t end = origin.find_first_of("/?#", start);
-  const std::string_view authority = origin.substr(start, end - start);
-  const std::size_t at = authority.rfind('@');
-  if (at == std::string_view::npos) {
-    return std::nullopt;
-  }
-  return url::percent_decode(authority.substr(0, at));
-}
-
-bool has_header(const fetch::Headers& headers, std::string_view name) {
-  return std::any_of(headers.begin(), headers.end(), [&](const auto& h) {
-    return h.first.size() == name.size() &&
-           std::equal(h.first.begin(), h.first.end(), name.begin(), [](char a, char b) {
-             return std::tolower(static_cast<unsigned char>(a)) ==
-                    std::tolower(static_cast<unsigned char>(b));
-           });
-  });
-}
-
 } // namespace
 
-struct DownloadPool::State {
+struct FillPool::State {
   std::int64_t id = 0;
   std::string key;
   std::string url;
-  fetch::Headers headers;
+  origin::Headers headers;
   JobStatus status = JobStatus::queued;
   std::atomic<std::uint64_t> done{0};
   std::atomic<std::uint64_t> total{0};
@@ -89,25 +43,14 @@ struct DownloadPool::State {
   bool cancel_requested = false;
 };
 
-std::string_view to_string(JobStatus status) {
-  switch (status) {
-  case JobStatus::queued:
-    return "queued";
-  case JobStatus::running:
-    return "running";
-  case JobStatus::completed:
-    return "completed";
-  case JobStatus::failed:
-    return "failed";
-  case JobStatus::cancelled:
-    return "cancelled";
-  }
-  return "failed";
-}
-
-DownloadPool::DownloadPool(store::BlobStore& store, PoolOptions options)
+FillPool::FillPool(store::BlobStore& store, PoolOptions options)
     : m_store(store), m_options(std::move(options)) {
-  for (auto& pending : m_store.pending_jobs()) {
+  auto persisted = m_store.pending_jobs();
+  if (!persisted) {
+    // The fills stay in cache.db; the next start picks them up.
+    m_startup_error = persisted.error();
+  }
+  for (auto& pending : persisted.value_or(std::vector<store::PendingJob>{})) {
     auto job = std::make_shared<State>();
     job->id = pending.id;
     job->key = std::move(pending.key);
@@ -128,28 +71,28 @@ DownloadPool::DownloadPool(store::BlobStore& store, PoolOptions options)
   }
 }
 
-DownloadPool::~DownloadPool() {
+FillPool::~FillPool() {
   shutdown();
 }
 
-Expected<Enqueued, EnqueueError> DownloadPool::enqueue(std::string_view origin, fetch::Headers headers) {
-  if (auto refused = m_options.fetch.policy.check_url(origin)) {
-    const std::string scheme = url::scheme_of(origin);
+Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers) {
+  if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
+    const std::string scheme = url::scheme_of(origin_url);
     const bool web = scheme.empty() || scheme == "http" || scheme == "https";
-    const bool malformed = web && !url::parse_target(origin).has_value();
+    const bool malformed = web && !url::parse_target(origin_url).has_value();
     return unexpected(EnqueueError{malformed ? EnqueueErrc::bad_url : EnqueueErrc::refused_origin, *refused});
   }
-  auto key = url::key_id(origin, m_options.key_options);
+  auto key = url::key_id(origin_url, m_options.key_options);
   if (!key) {
     return unexpected(EnqueueError{EnqueueErrc::bad_url, key.error().message});
   }
   if (auto bad = check_headers(headers)) {
     return unexpected(EnqueueError{EnqueueErrc::bad_header, *bad});
   }
-  if (auto credentials = userinfo_credentials(origin); credentials && !has_header(headers, "Authorization")) {
-    headers.emplace_back("Authorization", "Basic " + base64(*credentials));
+  if (auto userinfo = url::userinfo_of(origin_url); userinfo && !http::find_field(headers, "Authorization")) {
+    headers.emplace_back("Authorization", "Basic " + util::base64_encode(util::percent_decode(*userinfo)));
   }
-  const std::string clean_url = url::strip_userinfo(origin);
+  const std::string clean_url = url::strip_userinfo(origin_url);
 
   std::unique_lock lock(m_mutex);
   if (m_stopping) {
@@ -165,7 +108,7 @@ Expected<Enqueued, EnqueueError> DownloadPool::enqueue(std::string_view origin, 
   }
   if (m_store.is_full()) {
     return unexpected(EnqueueError{EnqueueErrc::cache_full, "the cache is full (" +
-                                                                store::format_size(m_store.max_bytes()) +
+                                                                util::format_size(m_store.max_bytes()) +
                                                                 "); delete artifacts to make room"});
   }
   auto job = std::make_shared<State>();
@@ -184,7 +127,7 @@ Expected<Enqueued, EnqueueError> DownloadPool::enqueue(std::string_view origin, 
   return result;
 }
 
-bool DownloadPool::cancel(std::int64_t id) {
+bool FillPool::cancel(std::int64_t id) {
   std::unique_lock lock(m_mutex);
   const auto it = m_jobs.find(id);
   if (it == m_jobs.end()) {
@@ -207,7 +150,7 @@ bool DownloadPool::cancel(std::int64_t id) {
   return true;
 }
 
-std::size_t DownloadPool::clear_finished() {
+std::size_t FillPool::clear_finished() {
   std::lock_guard lock(m_mutex);
   return std::erase_if(m_jobs, [](const auto& entry) {
     const JobStatus s = entry.second->status;
@@ -215,7 +158,7 @@ std::size_t DownloadPool::clear_finished() {
   });
 }
 
-std::vector<Job> DownloadPool::list() const {
+std::vector<Job> FillPool::list() const {
   std::lock_guard lock(m_mutex);
   std::vector<Job> jobs;
   jobs.reserve(m_jobs.size());
@@ -225,7 +168,7 @@ std::vector<Job> DownloadPool::list() const {
   return jobs;
 }
 
-std::optional<Job> DownloadPool::get(std::int64_t id) const {
+std::optional<Job> FillPool::get(std::int64_t id) const {
   std::lock_guard lock(m_mutex);
   const auto it = m_jobs.find(id);
   if (it == m_jobs.end()) {
@@ -234,7 +177,7 @@ std::optional<Job> DownloadPool::get(std::int64_t id) const {
   return snapshot(*it->second);
 }
 
-std::optional<Job> DownloadPool::find_active(const std::string& key) const {
+std::optional<Job> FillPool::find_active(const std::string& key) const {
   std::lock_guard lock(m_mutex);
   const auto it = m_active_by_key.find(key);
   if (it == m_active_by_key.end()) {
@@ -243,17 +186,17 @@ std::optional<Job> DownloadPool::find_active(const std::string& key) const {
   return snapshot(*m_jobs.at(it->second));
 }
 
-std::size_t DownloadPool::queue_depth() const {
+std::size_t FillPool::queue_depth() const {
   std::lock_guard lock(m_mutex);
   return m_queue.size();
 }
 
-std::size_t DownloadPool::running() const {
+std::size_t FillPool::running() const {
   std::lock_guard lock(m_mutex);
   return m_running;
 }
 
-std::optional<Job> DownloadPool::wait(std::int64_t id, std::chrono::milliseconds timeout) const {
+std::optional<Job> FillPool::wait(std::int64_t id, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(m_mutex);
   const auto deadline = Clock::now() + timeout;
   for (;;) {
@@ -270,7 +213,7 @@ std::optional<Job> DownloadPool::wait(std::int64_t id, std::chrono::milliseconds
   }
 }
 
-void DownloadPool::shutdown() {
+void FillPool::shutdown() {
   {
     std::lock_guard lock(m_mutex);
     if (m_stopping && m_workers.empty()) {
@@ -292,7 +235,7 @@ void DownloadPool::shutdown() {
   m_workers.clear();
 }
 
-void DownloadPool::worker_loop() {
+void FillPool::worker_loop() {
   for (;;) {
     std::shared_ptr<State> job;
     {
@@ -316,12 +259,12 @@ void DownloadPool::worker_loop() {
   }
 }
 
-void DownloadPool::run(const std::shared_ptr<State>& job) {
+void FillPool::run(const std::shared_ptr<State>& job) {
   std::uint64_t reserved = 0;
   auto rate_mark = Clock::now();
   std::uint64_t rate_bytes = 0;
 
-  fetch::FetchRequest request;
+  origin::FetchRequest request;
   request.url = job->url;
   request.headers = job->headers;
   request.part_path = m_store.part_path(job->key);
@@ -350,7 +293,7 @@ void DownloadPool::run(const std::shared_ptr<State>& job) {
     return true;
   };
 
-  auto result = fetch::fetch_to_file(request, m_options.fetch);
+  auto result = origin::fetch_to_file(request, m_options.fetch);
   std::error_code ec;
   if (result) {
     store::NewArtifact artifact;
@@ -377,21 +320,21 @@ void DownloadPool::run(const std::shared_ptr<State>& job) {
   bool interrupted = false;
   {
     std::lock_guard lock(m_mutex);
-    interrupted = result.error().reason == fetch::FetchErrc::cancelled && !job->cancel_requested;
+    interrupted = result.error().reason == origin::FetchErrc::cancelled && !job->cancel_requested;
   }
   if (interrupted) {
     return; // shutdown: the pending row and the .part bytes stay for the next start
   }
   std::filesystem::remove(request.part_path, ec);
-  if (result.error().reason == fetch::FetchErrc::cancelled) {
+  if (result.error().reason == origin::FetchErrc::cancelled) {
     finish(job, JobStatus::cancelled, {}, {});
   } else {
     finish(job, JobStatus::failed, result.error().message,
-           std::string(fetch::to_string(result.error().reason)));
+           std::string(origin::to_string(result.error().reason)));
   }
 }
 
-void DownloadPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::string error,
+void FillPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::string error,
                           std::string reason) {
   m_store.remove_pending_job(job->id);
   Job done;
@@ -415,7 +358,7 @@ void DownloadPool::finish(const std::shared_ptr<State>& job, JobStatus status, s
   }
 }
 
-Job DownloadPool::snapshot(const State& job) const {
+Job FillPool::snapshot(const State& job) const {
   Job j;
   j.id = job.id;
   j.key = job.key;
@@ -432,4 +375,4 @@ Job DownloadPool::snapshot(const State& job) const {
   return j;
 }
 
-} // namespace withcache::downloads
+} // namespace withcache::fills

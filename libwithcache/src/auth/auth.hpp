@@ -2,10 +2,11 @@
 
 /**
  * @file
- * withcache::auth — the operator surface's sessions (SPEC §3 "Operator
- * surface"): HMAC-SHA256-signed cookies, the session secret, constant-time
- * comparison, the CSRF origin check and slowing down wrong passwords.
- * Sessions and LoginThrottle are thread-safe.
+ * withcache::auth (internal to the server) — the operator surface's sessions
+ * (SPEC §3 "Operator surface"): HMAC-SHA256-signed cookies, the session
+ * secret, the CSRF origin check and slowing down wrong passwords.
+ * Sessions and LoginThrottle are thread-safe. Nothing here throws except
+ * session_secret(), at start-up.
  */
 
 #include <chrono>
@@ -21,9 +22,6 @@ namespace withcache::auth {
 
 /** The session cookie's name. */
 inline constexpr const char* k_cookie = "withcache-token";
-
-/** Compares two strings in time that depends only on their lengths' maximum (CRYPTO_memcmp). */
-bool constant_time_equal(std::string_view a, std::string_view b);
 
 /**
  * The key that signs sessions: `env_secret` when it is not blank, else the

@@ -1,4 +1,4 @@
-#include "withcache/fetch.hpp"
+#include "withcache/origin.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -20,11 +20,14 @@
 
 #include <httplib.h>
 
-#include "withcache/http.hpp"
+#include "http/http.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/strings.hpp"
 #include "withcache/version.hpp"
 
-namespace withcache::fetch {
+namespace withcache::origin {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -35,22 +38,8 @@ constexpr std::size_t k_hash_chunk = 1 << 20;
 constexpr std::size_t k_write_buffer = 1 << 20;
 constexpr const char* k_system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
-}
-
-std::string trim(std::string_view s) {
-  const std::size_t first = s.find_first_not_of(" \t");
-  if (first == std::string_view::npos) {
-    return {};
-  }
-  return std::string(s.substr(first, s.find_last_not_of(" \t") - first + 1));
-}
+using util::iequals;
+using util::to_lower;
 
 FetchError make_error(FetchErrc reason, std::string message, int status = 0) {
   return FetchError{reason, status, std::move(message)};
@@ -144,7 +133,7 @@ class PartFile {
   }
 
   std::filesystem::path m_path;
-  url::Sha256 m_sha;
+  digest::Sha256 m_sha;
   int m_fd = -1;
   std::uint64_t m_size = 0;
   std::vector<char> m_buffer;
@@ -175,6 +164,7 @@ struct FetchState {
   PartFile part;
   std::uint64_t declared = 0; // total size when known
   std::string content_type;
+  Headers response_headers; // of the last non-redirect response
 };
 
 // Resolves the origin host and applies the policy to every address, so a
@@ -213,9 +203,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   if (!target) {
     return {Step::fail, make_error(FetchErrc::refused_origin, shown + ": " + target.error().message), {}};
   }
-  const Getenv getenv = state.options.getenv ? state.options.getenv : Getenv([](const char* name) {
-    return static_cast<const char*>(std::getenv(name));
-  });
+  const util::Getenv getenv = state.options.getenv ? state.options.getenv : util::process_env();
   const auto proxy = proxy_for(target->scheme, target->host, getenv);
   auto address = resolve_checked(*target, state.options.policy, proxy.has_value());
   if (!address) {
@@ -235,8 +223,13 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   client.set_url_encode(false);
   client.set_keep_alive(false);
   client.enable_server_certificate_verification(true);
-  if (target->scheme == "https" && std::filesystem::exists(k_system_ca_bundle)) {
-    client.set_ca_cert_path(k_system_ca_bundle);
+  if (target->scheme == "https") {
+    std::error_code ec;
+    if (!state.options.ca_file.empty()) {
+      client.set_ca_cert_path(state.options.ca_file);
+    } else if (std::filesystem::exists(k_system_ca_bundle, ec)) {
+      client.set_ca_cert_path(k_system_ca_bundle);
+    }
   }
   if (proxy) {
     client.set_proxy(proxy->host, proxy->port);
@@ -280,6 +273,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       outcome.location = response.get_header_value("Location");
       return decide(Step::redirect, {});
     }
+    state.response_headers.assign(response.headers.begin(), response.headers.end());
     std::uint64_t declared = 0;
     if (status == 200) {
       if (state.part.size() > 0) {
@@ -291,7 +285,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       if (response.has_header("Content-Length")) {
         const auto length = http::parse_decimal(response.get_header_value("Content-Length"));
         if (!length) {
-          return decide(Step::fail, make_error(FetchErrc::io, shown + ": malformed Content-Length"));
+          return decide(Step::fail, make_error(FetchErrc::malformed, shown + ": malformed Content-Length"));
         }
         declared = *length;
       }
@@ -340,7 +334,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     }
     last_byte = Clock::now();
     if (state.declared > 0 && state.part.size() + length > state.declared) {
-      return decide(Step::fail, make_error(FetchErrc::io, shown + ": origin sent more than its declared " +
+      return decide(Step::fail, make_error(FetchErrc::malformed, shown + ": origin sent more than its declared " +
                                                               std::to_string(state.declared) + " bytes"));
     }
     if (state.declared == 0 && state.request.may_store &&
@@ -421,7 +415,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   }
   if (err != httplib::Error::Success) {
     // No declared length: a dropped connection cannot be told from the end.
-    return {Step::retry, make_error(FetchErrc::io, shown + ": " + httplib::to_string(err)), {}};
+    return {Step::retry, make_error(FetchErrc::connect, shown + ": " + httplib::to_string(err)), {}};
   }
   return {Step::complete, {}, {}};
 }
@@ -465,6 +459,8 @@ std::string_view to_string(FetchErrc reason) {
     return "cancelled";
   case FetchErrc::io:
     return "io";
+  case FetchErrc::malformed:
+    return "malformed";
   case FetchErrc::connect:
     return "connect";
   }
@@ -480,7 +476,7 @@ bool glob_match(std::string_view pattern, std::string_view text) {
     if (p < pattern.size() && pattern[p] == '*') {
       star = p++;
       resume = t;
-    } else if (p < pattern.size() && lower(pattern[p]) == lower(text[t])) {
+    } else if (p < pattern.size() && to_lower(pattern[p]) == to_lower(text[t])) {
       ++p;
       ++t;
     } else if (star != std::string_view::npos) {
@@ -519,6 +515,12 @@ bool is_internal_address(const sockaddr* address) {
 
 OriginPolicy::OriginPolicy(std::vector<std::string> patterns) : m_patterns(std::move(patterns)) {}
 
+OriginPolicy OriginPolicy::any() {
+  OriginPolicy policy;
+  policy.m_any_address = true;
+  return policy;
+}
+
 bool OriginPolicy::names(std::string_view host) const {
   return std::any_of(m_patterns.begin(), m_patterns.end(),
                      [&](const std::string& pattern) { return glob_match(pattern, host); });
@@ -540,17 +542,17 @@ std::optional<std::string> OriginPolicy::check_url(std::string_view origin) cons
 }
 
 std::optional<std::string> OriginPolicy::check_address(std::string_view host, const sockaddr* address) const {
-  if (is_internal_address(address) && !names(host)) {
+  if (!m_any_address && is_internal_address(address) && !names(host)) {
     return "host " + std::string(host) + " resolves to " + address_text(address) +
            " (loopback, link-local or unspecified); allow it with --allow-origin " + std::string(host);
   }
   return std::nullopt;
 }
 
-std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, const Getenv& getenv) {
+std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, const util::Getenv& getenv) {
   const auto get = [&](const char* name) -> std::string {
     const char* value = getenv(name);
-    return value == nullptr ? std::string{} : trim(value);
+    return value == nullptr ? std::string{} : std::string(util::trim(value));
   };
   std::string no_proxy = get("no_proxy");
   if (no_proxy.empty()) {
@@ -559,7 +561,7 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
   std::string_view entries = no_proxy;
   while (!entries.empty()) {
     const std::size_t comma = entries.find(',');
-    std::string entry = trim(entries.substr(0, comma));
+    std::string entry(util::trim(entries.substr(0, comma)));
     entries = comma == std::string_view::npos ? std::string_view{} : entries.substr(comma + 1);
     if (entry == "*") {
       return std::nullopt;
@@ -597,36 +599,36 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
   }
   Proxy proxy;
   proxy.host = target->host;
-  const std::size_t authority = value.find("://") + 3;
-  const std::size_t authority_end = value.find_first_of("/?#", authority);
-  const std::string_view hostport = std::string_view(value).substr(authority, authority_end - authority);
-  const std::size_t at = hostport.rfind('@');
-  const std::string_view host_and_port = at == std::string_view::npos ? hostport : hostport.substr(at + 1);
+  // Without a port, parse_target answers 80; curl's proxy default is 1080.
+  const std::string_view after_host = std::string_view(value).substr(value.find("://") + 3);
+  const std::string_view authority = after_host.substr(0, after_host.find_first_of("/?#"));
+  const std::string_view host_and_port = authority.substr(authority.rfind('@') + 1);
   const std::size_t colon = host_and_port.rfind(':');
   const std::size_t bracket = host_and_port.rfind(']');
   const bool explicit_port =
       colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket);
-  // Without a port, parse_target answers 80; curl's proxy default is 1080.
   proxy.port = explicit_port ? target->port : 1080;
-  if (at != std::string_view::npos) {
-    const std::string_view userinfo = hostport.substr(0, at);
-    const std::size_t separator = userinfo.find(':');
-    proxy.user = url::percent_decode(userinfo.substr(0, separator));
-    if (separator != std::string_view::npos) {
-      proxy.password = url::percent_decode(userinfo.substr(separator + 1));
+  if (const auto userinfo = url::userinfo_of(value)) {
+    const std::size_t separator = userinfo->find(':');
+    proxy.user = util::percent_decode(userinfo->substr(0, separator));
+    if (separator != std::string::npos) {
+      proxy.password = util::percent_decode(userinfo->substr(separator + 1));
     }
   }
   return proxy;
 }
 
-Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, const FetchOptions& options) {
+namespace {
+
+Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const FetchOptions& options) {
   if (auto refused = options.policy.check_url(request.url)) {
     return unexpected(make_error(FetchErrc::refused_origin, *refused));
   }
-  FetchState state{request, options, PartFile(request.part_path), 0, {}};
+  FetchState state{request, options, PartFile(request.part_path), 0, {}, {}};
   if (auto err = state.part.open()) {
     return unexpected(make_error(FetchErrc::io, *err));
   }
+  const std::uint64_t resumed_from = state.part.size();
 
   std::string current = request.url;
   Headers headers = request.headers;
@@ -653,7 +655,7 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
       auto next = url::resolve_reference(current, result.location);
       if (!next) {
         return unexpected(
-            make_error(FetchErrc::http_status, url::redact(current) + ": bad redirect Location"));
+            make_error(FetchErrc::malformed, url::redact(current) + ": bad redirect Location"));
       }
       if (auto refused = options.policy.check_url(*next)) {
         return unexpected(make_error(FetchErrc::refused_origin, "redirect refused: " + *refused));
@@ -686,8 +688,21 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
   done.size = state.part.size();
   done.sha256 = state.part.hex_digest();
   done.content_type = state.content_type;
+  done.resumed_from = resumed_from;
+  done.response_headers = std::move(state.response_headers);
   done.final_url = current;
   return done;
 }
 
-} // namespace withcache::fetch
+} // namespace
+
+Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, const FetchOptions& options) {
+  try {
+    return fetch(request, options);
+  } catch (const std::exception& e) {
+    // cpp-httplib and the standard library stop here, as one line.
+    return unexpected(make_error(FetchErrc::io, url::redact(request.url) + ": " + e.what()));
+  }
+}
+
+} // namespace withcache::origin

@@ -1,7 +1,7 @@
 // One HEAD over a plain socket (or OpenSSL for https), with an overall
 // deadline. Written against POSIX sockets rather than cpp-httplib so the shim,
 // which links this, loads no HTTP library at start-up.
-#include "withcache/client.hpp"
+#include "withcache/client/probe.hpp"
 
 #include <cerrno>
 #include <cstring>

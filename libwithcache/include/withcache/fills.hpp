@@ -2,12 +2,12 @@
 
 /**
  * @file
- * withcache::downloads — the download pool: `--workers` threads running fills
- * off the request path, one job per key (later requests join it), with
- * cancel, "clear finished" and persistence so queued and running fills
- * survive a restart.
+ * withcache::fills — the cache-host's fill pool: `--workers` threads running
+ * fills (origin fetches into the store) off the request path, one job per key
+ * (later requests join it), with cancel, "clear finished" and persistence so
+ * queued and running fills survive a restart.
  *
- * Thread safety: every DownloadPool member may be called from any thread.
+ * Thread safety: every FillPool member may be called from any thread.
  */
 
 #include <atomic>
@@ -27,36 +27,15 @@
 #include <vector>
 
 #include "withcache/expected.hpp"
-#include "withcache/fetch.hpp"
+#include "withcache/origin.hpp"
+#include "withcache/records.hpp"
 #include "withcache/store.hpp"
 #include "withcache/url.hpp"
 
-namespace withcache::downloads {
+namespace withcache::fills {
 
-/** `queued → running → completed | failed | cancelled`. */
-enum class JobStatus { queued, running, completed, failed, cancelled };
-
-/** The status as a word: `queued`, `running`, `completed`, `failed`, `cancelled`. */
-std::string_view to_string(JobStatus status);
-
-/** A snapshot of one fill. */
-struct Job {
-  std::int64_t id = 0;
-  std::string key;
-  std::string url; ///< userinfo removed; never carries the request headers
-  JobStatus status = JobStatus::queued;
-  std::uint64_t bytes_done = 0;
-  std::uint64_t bytes_total = 0; ///< 0 while unknown
-  double rate = 0;               ///< bytes per second, smoothed
-  std::string error;             ///< one line, URL redacted; empty unless failed
-  std::string error_reason;      ///< fetch::to_string(reason) when failed
-  store::UnixTime created_at = 0;
-  store::UnixTime started_at = 0;  ///< 0 until running
-  store::UnixTime finished_at = 0; ///< 0 until ended
-  [[nodiscard]] bool ended() const noexcept {
-    return status == JobStatus::completed || status == JobStatus::failed || status == JobStatus::cancelled;
-  }
-};
+using withcache::Job;
+using withcache::JobStatus;
 
 /** Why enqueue() refused. */
 enum class EnqueueErrc {
@@ -79,31 +58,37 @@ struct Enqueued {
   bool joined = false; ///< true when a queued or running job for the key already existed
 };
 
-/** Options of a DownloadPool. */
+/** Options of a FillPool. */
 struct PoolOptions {
   unsigned workers = 2;
   url::KeyOptions key_options;
-  fetch::FetchOptions fetch;
+  origin::FetchOptions fetch;
   /** Called (on a worker thread) when a job completes, fails or is cancelled. */
   std::function<void(const Job&)> on_finished;
 };
 
-class DownloadPool {
+class FillPool {
  public:
-  /** Starts the workers and re-queues the fills `store` persisted (their `.part` bytes are resumed). */
-  DownloadPool(store::BlobStore& store, PoolOptions options);
+  /**
+   * Starts the workers and re-queues the fills `store` persisted (their `.part`
+   * bytes are resumed). When they cannot be read, recovery_error() says why and
+   * they stay persisted for the next start.
+   */
+  FillPool(store::BlobStore& store, PoolOptions options);
   /** shutdown() with the default grace. */
-  ~DownloadPool();
+  ~FillPool();
 
-  DownloadPool(const DownloadPool&) = delete;
-  DownloadPool& operator=(const DownloadPool&) = delete;
+  FillPool(const FillPool&) = delete;
+  FillPool& operator=(const FillPool&) = delete;
 
   /**
    * Queues a fill of `url` and returns at once. Credentials in the URL's
    * userinfo become an `Authorization: Basic` header. A second enqueue of the
    * same key while it is queued or running joins that job.
+   * @return the job, or an EnqueueError (bad_url, bad_header, refused_origin,
+   *         already_cached, cache_full, shutting_down) with a one-line message.
    */
-  Expected<Enqueued, EnqueueError> enqueue(std::string_view url, fetch::Headers headers = {});
+  Expected<Enqueued, EnqueueError> enqueue(std::string_view url, origin::Headers headers = {});
 
   /** Cancels a queued or running job (a running one stops within one chunk, leaving no file). False if none.
    */
@@ -116,6 +101,8 @@ class DownloadPool {
   [[nodiscard]] std::optional<Job> get(std::int64_t id) const;
   /** The queued or running job for a key, if any. */
   [[nodiscard]] std::optional<Job> find_active(const std::string& key) const;
+  /** Why the persisted fills could not be re-queued at start; empty when they were. */
+  [[nodiscard]] const std::string& recovery_error() const noexcept { return m_startup_error; }
   /** Jobs waiting for a worker. */
   [[nodiscard]] std::size_t queue_depth() const;
   /** Jobs running now. */
@@ -149,7 +136,8 @@ class DownloadPool {
   std::deque<std::int64_t> m_queue;
   std::size_t m_running = 0;
   bool m_stopping = false;
+  std::string m_startup_error;
   std::vector<std::thread> m_workers;
 };
 
-} // namespace withcache::downloads
+} // namespace withcache::fills

@@ -1,20 +1,19 @@
-#include "withcache/http.hpp"
+#include "http/http.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
 
+#include "withcache/util/strings.hpp"
+
 namespace withcache::http {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
+using util::trim;
+
+bool is_token_char(char c) {
+  return util::is_alnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 constexpr std::array<const char*, 7> k_days = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
@@ -22,6 +21,63 @@ constexpr std::array<const char*, 12> k_months = {"Jan", "Feb", "Mar", "Apr", "M
                                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 } // namespace
+
+bool is_token(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), is_token_char);
+}
+
+std::optional<std::pair<std::string, std::string>> parse_header_line(std::string_view line) {
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view name = line.substr(0, colon);
+  const std::string_view value = trim(line.substr(colon + 1));
+  if (check_field(name, value)) {
+    return std::nullopt;
+  }
+  return std::pair{std::string(name), std::string(value)};
+}
+
+std::optional<Fields> parse_header_lines(std::string_view text) {
+  Fields fields;
+  while (!text.empty()) {
+    const std::size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+    if (line.ends_with('\r')) {
+      line.remove_suffix(1);
+    }
+    if (trim(line).empty()) {
+      continue;
+    }
+    auto field = parse_header_line(line);
+    if (!field) {
+      return std::nullopt;
+    }
+    fields.push_back(std::move(*field));
+  }
+  return fields;
+}
+
+std::optional<std::string> check_field(std::string_view name, std::string_view value) {
+  if (!is_token(name)) {
+    return "invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)";
+  }
+  if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+    return "header " + std::string(name) + " has a line break or NUL in its value";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string_view> find_field(const Fields& fields, std::string_view name) {
+  for (const auto& [n, v] : fields) {
+    if (util::iequals(n, name)) {
+      return std::string_view(v);
+    }
+  }
+  return std::nullopt;
+}
 
 std::optional<std::uint64_t> parse_decimal(std::string_view text) {
   if (text.empty() || text.size() > 19) {

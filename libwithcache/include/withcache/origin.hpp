@@ -2,13 +2,16 @@
 
 /**
  * @file
- * withcache::fetch — one origin download into a `.part` file (SPEC §3 "Fills").
+ * withcache::origin — the origin fetcher: one HTTP(S) download into a `.part`
+ * file, shared by the server's fills (SPEC §3 "Fills") and
+ * `withcache-client get` (SPEC §5).
  *
  * http/https only; certificate verification against the system CA store;
  * redirects followed by hand (bounded, every hop re-checked against the
  * OriginPolicy); `http_proxy`/`https_proxy`/`no_proxy` honoured; a short body
  * is resumed with `Range` and never reported as complete.
- * fetch_to_file() is thread-safe: each call uses its own connections.
+ * fetch_to_file() is thread-safe: each call uses its own connections. No
+ * exception of cpp-httplib or the standard library leaves this module.
  */
 
 #include <atomic>
@@ -23,10 +26,11 @@
 #include <vector>
 
 #include "withcache/expected.hpp"
+#include "withcache/util/env.hpp"
 
 struct sockaddr;
 
-namespace withcache::fetch {
+namespace withcache::origin {
 
 /** Why a fetch failed. */
 enum class FetchErrc {
@@ -37,7 +41,8 @@ enum class FetchErrc {
   refused_origin, ///< scheme, host or resolved address refused by the OriginPolicy, or too many redirects
   cache_full,     ///< the declared or streamed size does not fit under the capacity
   cancelled,      ///< the caller's cancel flag was set
-  io,             ///< local disk error, or a malformed response
+  io,             ///< local disk error
+  malformed,      ///< a response that cannot be trusted (bad or conflicting Content-Length, more bytes than declared, a bad redirect)
   connect,        ///< the origin could not be resolved or reached
 };
 
@@ -66,6 +71,9 @@ class OriginPolicy {
   /** `patterns`: host globs, `*` matching any run of characters (`*.nvidia.com`, `repo.example.org`). */
   explicit OriginPolicy(std::vector<std::string> patterns = {});
 
+  /** Every http/https URL, whatever it resolves to: for a client fetching on its own behalf. */
+  static OriginPolicy any();
+
   /** True when some pattern matches `host` (case-insensitive). */
   [[nodiscard]] bool names(std::string_view host) const;
   /** The scheme and host check done before any I/O; a one-line reason when refused. */
@@ -77,6 +85,7 @@ class OriginPolicy {
 
  private:
   std::vector<std::string> m_patterns;
+  bool m_any_address = false;
 };
 
 /** `*`-glob match, ASCII case-insensitive. */
@@ -93,15 +102,12 @@ struct Proxy {
   std::string password;
 };
 
-/** Reads an environment variable; returns nullptr when unset. */
-using Getenv = std::function<const char*(const char*)>;
-
 /**
  * The proxy for a request to `scheme://host` from `https_proxy`/`HTTPS_PROXY`
  * or `http_proxy`/`HTTP_PROXY`, unless `no_proxy`/`NO_PROXY` matches the host
  * (`*`, exact names, `.suffix` or `suffix` domain matches, comma-separated).
  */
-std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, const Getenv& getenv);
+std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, const util::Getenv& getenv);
 
 /** Options shared by every fetch of a process. */
 struct FetchOptions {
@@ -113,8 +119,10 @@ struct FetchOptions {
   int max_attempts = 5;
   /** First pause between attempts; doubles each time. */
   std::chrono::milliseconds backoff{250};
-  /** Environment lookup for proxy variables; defaults to std::getenv. */
-  Getenv getenv;
+  /** Environment lookup for proxy variables; defaults to the process environment. */
+  util::Getenv getenv;
+  /** Verify TLS certificates against this CA file instead of the system store (tests, private CAs). */
+  std::string ca_file;
 };
 
 /** One fetch. */
@@ -142,10 +150,19 @@ struct FetchResult {
   std::string content_type;
   /** The URL the bytes finally came from, after redirects. */
   std::string final_url;
+  /** Bytes the part file already held when the fetch began (resumed from there, or restarted). */
+  std::uint64_t resumed_from = 0;
+  /** The final response's header fields, in order (from the 200, 206 or 416 that completed it). */
+  Headers response_headers;
 };
 
-/** Downloads `request.url` into `request.part_path`. Errors as FetchErrc; never throws for network or disk
- * reasons. */
+/**
+ * Downloads `request.url` into `request.part_path`.
+ * @return the result, or a FetchError whose reason says why (http_status with
+ *         the status, timeout, tls, truncated, refused_origin, cache_full,
+ *         cancelled, io, connect) and whose message is one line with the URL
+ *         redacted. Bytes received stay in the part file for a later resume.
+ */
 Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, const FetchOptions& options);
 
-} // namespace withcache::fetch
+} // namespace withcache::origin

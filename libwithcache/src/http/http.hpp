@@ -2,10 +2,11 @@
 
 /**
  * @file
- * withcache::http — the small HTTP parsers and formatters the read path needs
- * and cpp-httplib 0.11 gets wrong or lacks: a single-range `Range` parser,
- * entity-tag matching for `If-None-Match`/`If-Range`, and IMF-fixdate.
- * Pure functions, thread-safe.
+ * withcache::http (internal) — the small HTTP parsers and formatters shared by
+ * the origin fetcher, the client and the server: a single-range `Range`
+ * parser, `Content-Range`, entity-tag matching for `If-None-Match`/`If-Range`,
+ * IMF-fixdate, decimal numbers and `Name: Value` header lines.
+ * Pure functions, thread-safe; none throws.
  */
 
 #include <cstdint>
@@ -13,8 +14,38 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace withcache::http {
+
+/** Header fields in order, names as given. */
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+/** True for an RFC 9110 token (a field name or method): one or more of `A-Za-z0-9!#$%&'*+-.^_`|~`. */
+bool is_token(std::string_view text);
+
+/**
+ * Parses one `Name: Value` line: the name must be a token, the value loses
+ * surrounding blanks and may not hold CR, LF or NUL.
+ * @return the pair, or nothing for anything else (no colon, empty or bad name, bad value).
+ */
+std::optional<std::pair<std::string, std::string>> parse_header_line(std::string_view line);
+
+/**
+ * Parses `Name: Value` lines separated by LF or CRLF; blank lines are skipped.
+ * @return every field in order, or nothing when any line is malformed.
+ */
+std::optional<Fields> parse_header_lines(std::string_view text);
+
+/**
+ * Why a header cannot be sent, as one line that names the header but never
+ * repeats its value (it may be a credential); nothing when it can.
+ */
+std::optional<std::string> check_field(std::string_view name, std::string_view value);
+
+/** The value of the first field named `name` (ASCII case-insensitive), if any. */
+std::optional<std::string_view> find_field(const Fields& fields, std::string_view name);
 
 /** What a `Range` header asks of a representation of a given size. */
 struct ByteRange {

@@ -1,0 +1,77 @@
+#pragma once
+
+/**
+ * @file
+ * withcache::client, `get` (SPEC §5, `withcache-client get`): fetch an
+ * artifact from the cache when it is warm, else from its origin, into a file,
+ * safely. Bytes go to `<file>.part` through the same origin fetcher the
+ * server's fills use (withcache::origin: resumed with Range after an
+ * interruption, never reported complete when short) and are renamed into
+ * place only when complete and, from the cache, when their SHA-256 matches
+ * `X-Withcache-Sha256`. Thread-safe (no shared state); never throws.
+ */
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "withcache/expected.hpp"
+
+namespace withcache::client {
+
+/** Why a get failed. */
+enum class GetErrc {
+  http_status, ///< the source answered with an error status
+  network,     ///< could not connect, timed out, or the connection broke (partial bytes kept for a resume)
+  malformed,   ///< the source's response could not be read (e.g. a bad Content-Length)
+  checksum,    ///< the bytes do not match X-Withcache-Sha256 (nothing was kept)
+  io,          ///< local file error
+};
+
+/** A failed get: a reason and one line with the URL redacted. */
+struct GetError {
+  GetErrc code = GetErrc::io;
+  std::string message;
+};
+
+/** Options of get(). */
+struct GetOptions {
+  std::string server; ///< empty: straight from the origin
+  std::chrono::milliseconds probe_timeout{3000};
+  std::chrono::seconds connect_timeout{10};
+  std::chrono::seconds read_timeout{60};
+  /** Called as bytes arrive: (bytes done, total or 0 when unknown). */
+  std::function<void(std::uint64_t, std::uint64_t)> on_progress;
+};
+
+/** What a get did. */
+struct GetResult {
+  std::filesystem::path file;
+  std::uint64_t size = 0;
+  std::string sha256;
+  bool from_cache = false;
+  bool verified = false; ///< the cache's X-Withcache-Sha256 matched
+  bool resumed = false;  ///< a `.part` from an earlier attempt was continued
+};
+
+/**
+ * One line of a progress bar for a terminal: bar, bytes, percent, rate and
+ * ETA, e.g. `[########------------]  1.2 GiB / 3.0 GiB  40%  110.5 MiB/s  ETA 17 s`.
+ */
+std::string progress_line(std::uint64_t done, std::uint64_t total, double seconds);
+
+/** The file name an origin saves as: its last path segment, percent-decoded, or `download`. */
+std::string file_name_for(std::string_view origin);
+
+/**
+ * Downloads `origin` into `file` (see the file comment).
+ * @return what happened, or a GetError; on failure `file` is untouched, a
+ *         `.part` with bytes is kept for the next attempt, an empty one is removed.
+ */
+Expected<GetResult, GetError> get(const std::string& origin, const std::filesystem::path& file,
+                                  const GetOptions& options);
+
+} // namespace withcache::client

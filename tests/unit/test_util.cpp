@@ -1,0 +1,156 @@
+#include <catch2/catch.hpp>
+
+#include "withcache/util/encoding.hpp"
+#include "withcache/util/env.hpp"
+#include "withcache/util/size.hpp"
+#include "withcache/util/strings.hpp"
+#include "withcache/util/time.hpp"
+
+namespace util = withcache::util;
+
+namespace {
+struct TextCase {
+  const char* input;
+  const char* expected;
+};
+} // namespace
+
+TEST_CASE("trim, case and control-character helpers", "[util]") {
+  const TextCase blank[] = {{"  a b\t", "a b"}, {"\t\t", ""}, {"", ""}, {"x", "x"}, {" \r\n x\r\n", "\r\n x\r\n"}};
+  for (const auto& c : blank) {
+    INFO(c.input);
+    CHECK(util::trim(c.input) == c.expected);
+  }
+  CHECK(util::trim(" \r\n x\r\n", util::k_whitespace) == "x");
+  CHECK(util::lower("HeLLo-Ü") == "hello-Ü");
+  CHECK(util::upper("curl") == "CURL");
+  CHECK(util::iequals("Content-Length", "content-LENGTH"));
+  CHECK_FALSE(util::iequals("Content-Length", "Content-Lengt"));
+  CHECK_FALSE(util::iequals("\xC3\x9C", "\xC3\xBC")); // ASCII only
+  CHECK(util::istarts_with("Bearer xyz", "bearer "));
+  CHECK_FALSE(util::istarts_with("Bear", "bearer"));
+  CHECK(util::has_control("a\x01"));
+  CHECK(util::has_control("a\x7F"));
+  CHECK(util::has_control("a\tb"));
+  CHECK_FALSE(util::has_control("a\tb", true));
+  CHECK_FALSE(util::has_control("caf\xC3\xA9"));
+  const TextCase escaped[] = {{"GET /x", "GET /x"},
+                              {"a\r\nb", "a\\x0d\\x0ab"},
+                              {"\x1b[31m", "\\x1b[31m"},
+                              {"back\\slash", "back\\x5cslash"},
+                              {"caf\xC3\xA9", "caf\xC3\xA9"}};
+  for (const auto& c : escaped) {
+    INFO(c.input);
+    CHECK(util::escape_control(c.input) == c.expected);
+  }
+}
+
+TEST_CASE("hex, percent-encoding and base64", "[util]") {
+  CHECK(util::hex_lower(std::string("\x00\xff\x10", 3)) == "00ff10");
+  CHECK(util::hex_value('a') == 10);
+  CHECK(util::hex_value('F') == 15);
+  CHECK(util::hex_value('g') == -1);
+  const TextCase encoded[] = {
+      {"a b", "a%20b"}, {"a+b(1),v=2.tar", "a%2Bb%281%29%2Cv%3D2.tar"}, {"~._-", "~._-"},
+      {"\xC3\xBC", "%C3%BC"}, {"", ""}};
+  for (const auto& c : encoded) {
+    INFO(c.input);
+    CHECK(util::percent_encode(c.input) == c.expected);
+  }
+  CHECK(util::percent_encode("/a b/", "/") == "/a%20b/");
+  const TextCase decoded[] = {
+      {"a%20b", "a b"}, {"%C3%bc", "\xC3\xBC"},           {"100%", "100%"}, {"%zz", "%zz"}, {"%4", "%4"},
+      {"", ""},         {"us%40er:p%3Ass", "us@er:p:ss"}, {"%41%", "A%"}};
+  for (const auto& c : decoded) {
+    INFO(c.input);
+    CHECK(util::percent_decode(c.input) == c.expected);
+  }
+  // RFC 4648 §10 test vectors.
+  const TextCase base64[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},        {"foo", "Zm9v"},
+                             {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  for (const auto& c : base64) {
+    INFO(c.input);
+    CHECK(util::base64_encode(c.input) == c.expected);
+  }
+  CHECK(util::base64_encode("alice:p@ss") == "YWxpY2U6cEBzcw==");
+  CHECK(util::base64url_encode("\xfb\xff") == "-_8");
+  CHECK(util::base64url_encode("fo") == "Zm8");
+}
+
+TEST_CASE("RFC 3339 times are written and read back", "[util]") {
+  CHECK(util::format_rfc3339(0).empty());
+  CHECK(util::format_rfc3339(1'763'787'000) == "2025-11-22T04:50:00Z");
+  CHECK(util::format_display_time(1'763'787'000) == "2025-11-22 04:50:00Z");
+  CHECK(util::format_display_time(0) == "\xE2\x80\x93");
+  struct Case {
+    const char* text;
+    util::UnixTime time;
+  };
+  const Case good[] = {{"2025-11-22T04:50:00Z", 1'763'787'000},
+                       {"1970-01-01T00:00:01Z", 1},
+                       {"2024-02-29t12:00:00z", 1'709'208'000}};
+  for (const auto& c : good) {
+    INFO(c.text);
+    REQUIRE(util::parse_rfc3339(c.text).has_value());
+    CHECK(*util::parse_rfc3339(c.text) == c.time);
+  }
+  for (const char* bad : {"", "2025-11-22", "2025-11-22 04:50:00Z", "2025-13-01T00:00:00Z",
+                          "2025-02-30T00:00:00Z", "2025-11-22T24:00:00Z", "2025-11-22T04:50:00+01:00",
+                          "x025-11-22T04:50:00Z", "1969-12-31T23:59:59Z"}) {
+    INFO(bad);
+    CHECK_FALSE(util::parse_rfc3339(bad).has_value());
+  }
+  CHECK(util::now() > 1'700'000'000);
+}
+
+TEST_CASE("process_env reads the environment", "[util]") {
+  ::setenv("WITHCACHE_TEST_UTIL_ENV", "v", 1);
+  const auto env = util::process_env();
+  CHECK(std::string(env("WITHCACHE_TEST_UTIL_ENV")) == "v");
+  CHECK(env("WITHCACHE_TEST_UTIL_UNSET_XYZ") == nullptr);
+}
+
+TEST_CASE("parse_size accepts 1024-based sizes and refuses the rest", "[util]") {
+  struct Case {
+    const char* text;
+    std::uint64_t bytes;
+  };
+  const Case good[] = {
+      {"0", 0},
+      {"1024", 1024},
+      {"512K", 512ULL << 10},
+      {"50M", 50ULL << 20},
+      {"50m", 50ULL << 20},
+      {"20G", 20ULL << 30},
+      {"1.5T", (3ULL << 40) / 2},
+      {"2GiB", 2ULL << 30},
+      {"2GB", 2ULL << 30},
+      {"0.5G", 1ULL << 29},
+      {"1P", 1ULL << 50},
+      {"100B", 100},
+  };
+  for (const auto& c : good) {
+    INFO(c.text);
+    const auto size = util::parse_size(c.text);
+    REQUIRE(size.has_value());
+    CHECK(*size == c.bytes);
+  }
+  const char* bad[] = {
+      "",          "-1", "M", "1X", "1.5", "1..5G", "1.G", "abc", " 5G", "5 G", "99999999999999999999",
+      "20000000P", "1e3"};
+  for (const char* text : bad) {
+    INFO(text);
+    const auto size = util::parse_size(text);
+    REQUIRE_FALSE(size.has_value());
+    CHECK(size.error().find("invalid size") != std::string::npos);
+  }
+}
+
+TEST_CASE("format_size prints binary units", "[util]") {
+  CHECK(util::format_size(0) == "0 B");
+  CHECK(util::format_size(1023) == "1023 B");
+  CHECK(util::format_size(1536) == "1.5 KiB");
+  CHECK(util::format_size(20ULL << 30) == "20.0 GiB");
+  CHECK(util::format_rate(1536) == "1.5 KiB/s");
+  CHECK(util::format_rate(0) == "\xE2\x80\x93");
+}
