@@ -15,19 +15,13 @@ import argparse
 import base64
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
+import procs  # noqa: E402
 
 
 def status(url, method="GET"):
@@ -40,13 +34,9 @@ def status(url, method="GET"):
         return 0
 
 
-def wait_for(check, what, deadline_s=60):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"run_with_server: {what} did not happen in time")
+def wait_for(check, what):
+    if not procs.eventually(check):
+        raise SystemExit(f"run_with_server: {what} did not happen in time")
 
 
 def main():
@@ -59,18 +49,17 @@ def main():
         raise SystemExit("run_with_server: no command")
     work = tempfile.mkdtemp(prefix="withcache-run-")
     children = []
+    closed = procs.ClosedPort()
     try:
         www = os.path.join(work, "www")
         os.makedirs(www)
         with open(os.path.join(www, "driver.run"), "wb") as f:
             f.write(b"driver bytes " * 1000)
-        origin_port, port = free_port(), free_port()
-        children.append(subprocess.Popen([sys.executable, "-m", "http.server", str(origin_port), "--bind",
-                                          "127.0.0.1", "--directory", www],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        children.append(subprocess.Popen([args.server_bin, "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-                                          os.path.join(work, "data"), "--allow-origin", "127.0.0.1",
-                                          "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        origin, origin_port = procs.start_origin(www, os.path.join(work, "origin.log"))
+        children.append(origin)
+        server, port = procs.start_server(args.server_bin, os.path.join(work, "data"), os.path.join(work, "server.log"),
+                                          ["--allow-origin", "127.0.0.1"])
+        children.append(server)
         base = f"http://127.0.0.1:{port}"
         cached = f"http://127.0.0.1:{origin_port}/driver.run"
         wait_for(lambda: status(cached) == 200, "the origin start")
@@ -80,16 +69,11 @@ def main():
         wait_for(lambda: status(f"{base}/b/{token}/driver.run", "HEAD") == 200, "the fill")
         env = dict(os.environ, WITHCACHE_TEST_SERVER=base, WITHCACHE_TEST_CACHED=cached,
                    WITHCACHE_TEST_COLD=f"http://localhost:{origin_port}/driver.run",
-                   WITHCACHE_TEST_CLOSED=f"http://127.0.0.1:{free_port()}")
+                   WITHCACHE_TEST_CLOSED=f"http://127.0.0.1:{closed.port}")
         return subprocess.run(command, env=env, timeout=600).returncode
     finally:
-        for p in children:
-            p.send_signal(signal.SIGTERM)
-        for p in children:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        procs.stop(children)
+        closed.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,8 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { closeSync, mkdtempSync, mkdirSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -17,16 +16,21 @@ import { chromium } from 'playwright-core';
 const PASSWORD = 'browser-test-password';
 const DEADLINE_MS = 60_000;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+// Starts a child with its output in `log` and resolves the port it reports there (`pattern`'s
+// first group): servers start on port 0, so no two tests race for a port.
+async function startLogged(command, args, log, pattern, options = {}) {
+  const out = openSync(log, 'a');
+  const child = spawn(command, args, { ...options, stdio: ['ignore', out, out] });
+  closeSync(out);
+  const until = Date.now() + DEADLINE_MS;
+  while (Date.now() < until) {
+    const match = readFileSync(log, 'utf8').match(pattern);
+    if (match) return { child, port: Number(match[1]) };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${command} reported no port in ${log}`);
 }
 
 async function waitFor(url) {
@@ -59,19 +63,19 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
   try {
     mkdirSync(join(work, 'www'));
     writeFileSync(join(work, 'www', 'driver-550.run'), Buffer.alloc(8 * 1024 * 1024, 7));
-    const originPort = await freePort();
-    children.push(spawn('python3', ['-m', 'http.server', String(originPort), '--bind', '127.0.0.1',
-      '--directory', join(work, 'www')], { stdio: 'ignore' }));
-    const origin = `http://127.0.0.1:${originPort}/driver-550.run`;
+    const originRun = await startLogged('python3', ['-u', '-m', 'http.server', '0', '--bind', '127.0.0.1',
+      '--directory', join(work, 'www')], join(work, 'origin.log'), /Serving HTTP on \S+ port (\d+)/);
+    children.push(originRun.child);
+    const origin = `http://127.0.0.1:${originRun.port}/driver-550.run`;
     await waitFor(origin);
 
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    children.push(spawn(binary, ['--host', '127.0.0.1', '--port', String(port), '--data-dir', join(work, 'data'),
-      '--allow-origin', '127.0.0.1', '--curate'], {
-      stdio: 'ignore',
+    const serverRun = await startLogged(binary, ['--host', '127.0.0.1', '--port', '0', '--data-dir',
+      join(work, 'data'), '--allow-origin', '127.0.0.1', '--curate'], join(work, 'server.log'),
+    /listening on http:\/\/127\.0\.0\.1:(\d+)/, {
       env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '' },
-    }));
+    });
+    children.push(serverRun.child);
+    const base = `http://127.0.0.1:${serverRun.port}`;
     await waitFor(`${base}/healthz`);
 
     browser = await chromium.launch({
@@ -121,7 +125,7 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     await page.getByText('Nothing cached yet.').waitFor();
 
     // A miss appears in Misses; Dismiss removes it.
-    const missing = `http://127.0.0.1:${originPort}/never-fetched.iso`;
+    const missing = `http://127.0.0.1:${originRun.port}/never-fetched.iso`;
     const token = Buffer.from(missing).toString('base64url');
     assert.equal((await fetch(`${base}/b/${token}/never-fetched.iso`)).status, 404);
     await page.goto(`${base}/ui/misses`);

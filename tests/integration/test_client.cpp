@@ -10,6 +10,7 @@
 
 #include "support/origin.hpp"
 #include "support/process.hpp"
+#include "support/raw_origin.hpp"
 #include "support/server_process.hpp"
 #include "withcache/client.hpp"
 #include "withcache/digest.hpp"
@@ -68,7 +69,8 @@ TEST_CASE("client library: is_cached, serve_url, is_healthy", "[client]") {
   CHECK(client::head_status(server.blob(origin.url("/other"))) == 404);
 
   // Unreachable: a refused connection answers at once (an hour's timeout would trip ctest's).
-  const std::string closed = "127.0.0.1:" + std::to_string(test::free_port());
+  const test::ClosedPort refusing;
+  const std::string closed = refusing.authority();
   CHECK_FALSE(client::is_cached(closed, url, {std::chrono::hours(1), {}}));
   CHECK_FALSE(client::is_healthy(closed, {std::chrono::hours(1), {}}));
   // A server that accepts but never answers: bounded by the timeout.
@@ -94,7 +96,8 @@ TEST_CASE("withcache-client: url, probe, serve-url, health", "[client]") {
   CHECK(cli({"serve-url", origin.url("/cold")}, env).out == origin.url("/cold") + "\n");
   CHECK(cli({"health"}, env).exit_code == 0);
 
-  const std::string closed = "--server=127.0.0.1:" + std::to_string(test::free_port());
+  const test::ClosedPort refusing;
+  const std::string closed = "--server=" + refusing.authority();
   CHECK(cli({closed, "probe", url}).exit_code == 2);
   CHECK(cli({closed, "health"}).exit_code == 2);
   auto no_server = cli({"probe", url});
@@ -197,4 +200,19 @@ TEST_CASE("withcache-client operator commands over the JSON API", "[client]") {
   CHECK(cli({"rm", key}, env).exit_code == 0);
   CHECK(cli({"rm", key}, env).exit_code == 1);
   CHECK(cli({"rm", "not-a-key"}, env).exit_code == 64);
+}
+
+TEST_CASE("withcache-client get: a malformed Content-Length is one line on stderr and exit 3", "[client]") {
+  test::TempDir tmp;
+  for (const std::string length : {"abc", "12345678901234567890123", "x12", "-5", "1 2"}) {
+    INFO("Content-Length: " << length);
+    test::RawOrigin hostile("HTTP/1.1 200 OK\r\nContent-Length: " + length + "\r\nConnection: close\r\n\r\nbody");
+    const auto r = cli({"get", hostile.url("/evil.bin"), "-o", (tmp / "evil.bin").string()});
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.starts_with("withcache-client: "));
+    CHECK(r.err.find("Content-Length") != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(tmp / "evil.bin"));
+    CHECK_FALSE(fs::exists(tmp / "evil.bin.part")); // a failure leaves no empty part file
+  }
 }

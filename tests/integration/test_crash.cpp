@@ -10,6 +10,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include "support/eventually.hpp"
 #include "support/origin.hpp"
 #include "support/temp_dir.hpp"
 #include "withcache/store.hpp"
@@ -66,10 +67,7 @@ TEST_CASE("kill -9 during fills and deletes never leaves a wrong artifact", "[cr
     pid_t pid = 0;
     REQUIRE(::posix_spawn(&pid, CRASH_FILLER, nullptr, nullptr, argv.data(), environ) == 0);
 
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (!has_blob(dir.path()) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
+    REQUIRE(test::eventually([&] { return has_blob(dir.path()); }, 30s));
     // The delay picks the moment of the crash; it does not synchronise anything.
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     REQUIRE(::kill(pid, SIGKILL) == 0);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "support/eventually.hpp"
 #include "support/origin.hpp"
 #include "support/temp_dir.hpp"
 #include "withcache/fills.hpp"
@@ -23,7 +24,6 @@ using test::TempDir;
 
 namespace {
 
-constexpr auto k_deadline = std::chrono::milliseconds(60'000);
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -56,17 +56,8 @@ std::size_t files_in(const fs::path& dir) {
   return n;
 }
 
-// Polls `done` until it is true or the deadline passes.
-template <class Predicate> bool eventually(Predicate done, std::chrono::milliseconds timeout = k_deadline) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
+using test::eventually;
+using test::k_deadline;
 
 } // namespace
 

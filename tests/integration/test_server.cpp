@@ -338,9 +338,11 @@ TEST_CASE("bad options are one-line errors with exit status 2", "[server]") {
     std::vector<std::string> args;
     std::string message;
   };
-  const int busy_port = test::free_port();
-  test::Process holder({WITHCACHE_SERVER, "--host", "127.0.0.1", "--port", std::to_string(busy_port),
-                        "--data-dir", (tmp / "busy").string()});
+  test::Process holder({WITHCACHE_SERVER, "--host", "127.0.0.1", "--port", "0", "--data-dir",
+                        (tmp / "busy").string()},
+                       {}, tmp / "holder.log");
+  const int busy_port = test::bound_port(tmp / "holder.log");
+  REQUIRE(busy_port > 0);
   REQUIRE(test::wait_until_healthy(busy_port));
   const std::vector<Case> cases = {
       {{"--no-such-option"}, "no-such-option"},

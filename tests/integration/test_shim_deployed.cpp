@@ -94,7 +94,8 @@ TEST_CASE("an unreachable or unset server leaves the command as written", "[shim
   origin.add("/f.tgz", Route("origin bytes"));
   Deployment d;
   // A closed port refuses at once; a long probe timeout would show as a hang.
-  const std::string closed = "http://127.0.0.1:" + std::to_string(test::free_port());
+  const test::ClosedPort refusing;
+  const std::string closed = "http://" + refusing.authority();
   auto unreachable = d.sh("curl -fsS " + quoted(origin.url("/f.tgz")) + " -o f.tgz",
                           {"WITHCACHE_SERVER=" + closed, "WITHCACHE_PROBE_TIMEOUT=600"});
   CHECK(unreachable.exit_code == 0);

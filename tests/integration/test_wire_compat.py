@@ -15,30 +15,18 @@ import base64
 import hashlib
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
+import procs  # noqa: E402
 
 
-def eventually(check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
+eventually = procs.eventually
 
 
 # --- the 0.3 client, as SPEC section 2 describes it -------------------------
@@ -77,16 +65,11 @@ class WireCompat(unittest.TestCase):
         cls.body = os.urandom(300_000)
         with open(os.path.join(www, "dir", "my file+1.tgz"), "wb") as f:
             f.write(cls.body)
-        origin_port = free_port()
-        cls.origin_proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(origin_port), "--bind", "127.0.0.1", "--directory", www],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cls.origin_proc, origin_port = procs.start_origin(www, os.path.join(cls.work, "origin.log"))
         cls.origin = f"http://127.0.0.1:{origin_port}/dir/my%20file%2B1.tgz"
-        port = free_port()
+        cls.server_proc, port = procs.start_server(binary, os.path.join(cls.work, "data"),
+                                                   os.path.join(cls.work, "server.log"), ["--allow-origin", "127.0.0.1"])
         cls.server = f"127.0.0.1:{port}"  # 0.3 users often give host:port without a scheme
-        cls.server_proc = subprocess.Popen(
-            [binary, "--host", "127.0.0.1", "--port", str(port), "--data-dir", os.path.join(cls.work, "data"),
-             "--allow-origin", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def healthy():
             try:
@@ -100,14 +83,7 @@ class WireCompat(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for proc in (getattr(cls, "server_proc", None), getattr(cls, "origin_proc", None)):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        procs.stop([p for p in (getattr(cls, "server_proc", None), getattr(cls, "origin_proc", None)) if p])
         shutil.rmtree(cls.work, ignore_errors=True)
 
     def test_probe_warms_then_hits_and_downloads_verified_bytes(self):
@@ -125,7 +101,11 @@ class WireCompat(unittest.TestCase):
             self.assertEqual(response.read(), self.body)
 
     def test_unreachable_server_is_not_a_hit(self):
-        self.assertFalse(is_cached(f"127.0.0.1:{free_port()}", self.origin, timeout=1))
+        closed = procs.ClosedPort()
+        try:
+            self.assertFalse(is_cached(f"127.0.0.1:{closed.port}", self.origin, timeout=1))
+        finally:
+            closed.close()
 
 
 if __name__ == "__main__":

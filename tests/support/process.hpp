@@ -23,39 +23,42 @@
 
 #include <httplib.h>
 
+#include "support/eventually.hpp"
+
 extern char** environ;
 
 namespace withcache::test {
 
-/** A free TCP port on 127.0.0.1 (bound, read and released). */
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    throw std::runtime_error("free_port: bind failed");
-  }
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-/** Polls `done` every 5 ms until it is true; false when `timeout` passes first. */
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return false;
+/**
+ * A port on 127.0.0.1 that refuses connections for as long as this object
+ * lives: a socket bound to it that never listens, so no other process can
+ * take the port and a connect is refused at once.
+ */
+class ClosedPort {
+ public:
+  ClosedPort() : m_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (m_fd < 0 || ::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      throw std::runtime_error("ClosedPort: cannot bind 127.0.0.1");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    m_port = ntohs(address.sin_port);
   }
-  return true;
-}
+  ~ClosedPort() { ::close(m_fd); }
+  ClosedPort(const ClosedPort&) = delete;
+  ClosedPort& operator=(const ClosedPort&) = delete;
+
+  [[nodiscard]] int port() const noexcept { return m_port; }
+  /** `127.0.0.1:<port>`. */
+  [[nodiscard]] std::string authority() const { return "127.0.0.1:" + std::to_string(m_port); }
+
+ private:
+  int m_fd;
+  int m_port = 0;
+};
 
 inline std::string slurp(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -201,7 +204,7 @@ inline CommandResult run(const std::vector<std::string>& argv,
   return result;
 }
 
-/** GETs `url_path` from 127.0.0.1:port until it answers 200 or the timeout passes. */
+/** GETs /healthz from 127.0.0.1:port until it answers 200 or the timeout passes. */
 inline bool wait_until_healthy(int port, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   return eventually(
       [&] {

@@ -19,6 +19,34 @@
 
 namespace withcache::test {
 
+/**
+ * The port a withcache-server started with `--port 0` bound, read from the
+ * start-up line it logs ("listening on http://HOST:PORT"), looking only at the
+ * log after `offset` bytes; 0 when none appears before the deadline.
+ */
+inline int bound_port(const std::filesystem::path& log, std::size_t offset = 0,
+                      std::chrono::milliseconds timeout = k_deadline) {
+  static constexpr std::string_view marker = "listening on http";
+  int port = 0;
+  eventually(
+      [&] {
+        const std::string text = slurp(log);
+        const std::size_t at = text.size() > offset ? text.find(marker, offset) : std::string::npos;
+        if (at == std::string::npos) {
+          return false;
+        }
+        const std::size_t colon = text.find(':', text.find("://", at) + 3);
+        const std::size_t end = text.find_first_not_of("0123456789", colon + 1);
+        if (colon == std::string::npos || end == std::string::npos || end == colon + 1) {
+          return false;
+        }
+        port = std::stoi(text.substr(colon + 1, end - colon - 1));
+        return true;
+      },
+      timeout);
+  return port;
+}
+
 class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> args = {}, std::vector<std::string> env = {})
@@ -26,19 +54,16 @@ class ServerProcess {
     start();
   }
 
+  /** Starts the server on a port the kernel picks (--port 0) and waits until it answers /healthz. */
   void start() {
-    m_port = free_port();
-    std::vector<std::string> argv = {WITHCACHE_SERVER,
-                                     "--host",
-                                     "127.0.0.1",
-                                     "--port",
-                                     std::to_string(m_port),
-                                     "--data-dir",
-                                     (m_dir / "data").string(),
-                                     "--allow-origin",
-                                     "127.0.0.1"};
+    std::vector<std::string> argv = {WITHCACHE_SERVER,   "--host", "127.0.0.1", "--port", "0",
+                                     "--data-dir",       (m_dir / "data").string(),
+                                     "--allow-origin",   "127.0.0.1"};
     argv.insert(argv.end(), m_args.begin(), m_args.end());
+    const std::size_t offset = slurp(m_dir / "server.log").size();
     m_process = std::make_unique<Process>(argv, m_env, m_dir / "server.log");
+    m_port = bound_port(m_dir / "server.log", offset);
+    REQUIRE(m_port > 0);
     REQUIRE(wait_until_healthy(m_port));
   }
   int stop(int signal = SIGTERM) {

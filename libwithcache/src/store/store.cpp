@@ -380,55 +380,44 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
     events.swap(m_pending_events);
     job_ops.swap(m_pending_job_ops);
   }
-  std::string failure;
-  const auto attempt = [&failure](std::string_view what, auto&& write) {
-    if (auto done = guarded(what, write); !done && failure.empty()) {
-      failure = done.error();
-      return false;
-    }
-    return true;
-  };
-  // Whatever could not be written goes back to the front of its queue, in order.
-  if (!job_ops.empty() && !attempt("cannot write pending fills", [&] {
-        write_job_ops(job_ops);
-        return Ok{};
-      })) {
-    std::lock_guard lock(m_counter_mutex);
-    m_pending_job_ops.insert(m_pending_job_ops.begin(), job_ops.begin(), job_ops.end());
+  if (job_ops.empty() && events.empty() && hits.empty() && misses.empty()) {
+    return Ok{};
   }
-  if (!events.empty() && !attempt("cannot write events", [&] {
-        write_events(events);
-        return Ok{};
-      })) {
-    std::lock_guard lock(m_counter_mutex);
-    m_pending_events.insert(m_pending_events.begin(), events.begin(), events.end());
+  // One transaction: one wait for a busy database, and all or nothing.
+  auto written = guarded("cannot write counters, events and pending fills to cache.db", [&] {
+    SQLite::Transaction tx(*m_db);
+    write_job_ops(job_ops);
+    write_events(events);
+    write_counters(hits, misses);
+    tx.commit();
+    return Ok{};
+  });
+  if (written) {
+    return Ok{};
   }
-  if ((!hits.empty() || !misses.empty()) && !attempt("cannot write counters", [&] {
-        write_counters(hits, misses);
-        return Ok{};
-      })) {
-    std::lock_guard lock(m_counter_mutex);
-    for (const auto& [key, count] : hits) {
-      m_pending_hits[key] += count;
-    }
-    for (auto& [key, miss] : misses) {
-      auto& queued = m_pending_misses[key];
-      queued.count += miss.count;
-      queued.first = queued.first == 0 ? miss.first : std::min(queued.first, miss.first);
-      queued.last = std::max(queued.last, miss.last);
-      if (queued.url.empty()) {
-        queued.url = std::move(miss.url);
-      }
+  // Nothing was written: everything goes back to the front of its queue, in order.
+  std::lock_guard lock(m_counter_mutex);
+  m_pending_job_ops.insert(m_pending_job_ops.begin(), job_ops.begin(), job_ops.end());
+  m_pending_events.insert(m_pending_events.begin(), events.begin(), events.end());
+  for (const auto& [key, count] : hits) {
+    m_pending_hits[key] += count;
+  }
+  for (auto& [key, miss] : misses) {
+    auto& queued = m_pending_misses[key];
+    queued.count += miss.count;
+    queued.first = queued.first == 0 ? miss.first : std::min(queued.first, miss.first);
+    queued.last = std::max(queued.last, miss.last);
+    if (queued.url.empty()) {
+      queued.url = std::move(miss.url);
     }
   }
-  if (!failure.empty()) {
-    return unexpected(std::move(failure));
-  }
-  return Ok{};
+  return written;
 }
 
 void BlobStore::write_events(const std::vector<Event>& events) {
-  SQLite::Transaction tx(*m_db);
+  if (events.empty()) {
+    return;
+  }
   SQLite::Statement insert(*m_db,
                            "INSERT INTO events (time, kind, actor, address, details) VALUES (?, ?, ?, ?, ?)");
   for (const auto& e : events) {
@@ -443,7 +432,6 @@ void BlobStore::write_events(const std::vector<Event>& events) {
   SQLite::Statement prune(*m_db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?");
   prune.bind(1, k_max_events);
   prune.exec();
-  tx.commit();
 }
 
 void BlobStore::record_event(std::string kind, std::string actor, std::string address, std::string details) {
@@ -485,7 +473,9 @@ Expected<Page<Event>, std::string> BlobStore::list_events(const ListQuery& query
 
 void BlobStore::write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
                                const std::unordered_map<std::string, PendingMiss>& misses) {
-  SQLite::Transaction tx(*m_db);
+  if (hits.empty() && misses.empty()) {
+    return;
+  }
   SQLite::Statement add_hits(*m_db, "UPDATE artifacts SET hits = hits + ? WHERE key = ?");
   for (const auto& [key, count] : hits) {
     add_hits.bind(1, to_db(count));
@@ -514,7 +504,6 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, count = count + excluded.cou
       upsert_miss.reset();
     }
   }
-  tx.commit();
 }
 
 bool BlobStore::is_full() const noexcept {
@@ -566,8 +555,8 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
     return unexpected("cannot fsync " + part.string() + ": " + std::strerror(errno));
   }
 
+  // No flush first: misses still queued land on the artifact row when the flusher writes them.
   std::lock_guard db_lock(m_db_mutex);
-  (void)flush_locked(); // misses counted so far move onto the row; a failed flush stays queued
   const std::optional<Artifact> previous = find(artifact.key);
   fs::rename(part, blob, ec);
   if (ec) {
@@ -771,7 +760,9 @@ void BlobStore::remove_pending_job(std::int64_t id) {
 }
 
 void BlobStore::write_job_ops(const std::vector<JobOp>& ops) {
-  SQLite::Transaction tx(*m_db);
+  if (ops.empty()) {
+    return;
+  }
   SQLite::Statement insert(
       *m_db, "INSERT INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)");
   SQLite::Statement drop(*m_db, "DELETE FROM pending_jobs WHERE id = ?");
@@ -790,7 +781,6 @@ void BlobStore::write_job_ops(const std::vector<JobOp>& ops) {
       drop.reset();
     }
   }
-  tx.commit();
 }
 
 Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
