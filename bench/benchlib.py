@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmark scripts: free ports, bounded waits, stopping children by PID."""
-import signal
+"""Helpers shared by the benchmark scripts: free ports, bounded waits, stopping children by PID
+(the last from tests/support/procs.py, which the Python tests use too)."""
+import os
 import socket
-import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "support"))
+from procs import stop as stop_all  # noqa: E402,F401  (re-exported for the benchmark scripts)
 
 
 def free_port():
@@ -34,14 +38,3 @@ def wait_status(url, status=200, method="GET", deadline_s=60):
     raise SystemExit(f"{url} did not answer {status} within {deadline_s} s")
 
 
-def stop_all(children, grace_s=15):
-    """SIGTERM every child, then SIGKILL what is still running after the grace period."""
-    for p in children:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in children:
-        try:
-            p.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

@@ -101,6 +101,15 @@ TEST_CASE("sessions: login, wrong password, tampered, expired and foreign cookie
   CHECK(c.Get("/", with_cookie(cookie))->status == 200);
   CHECK(c.Get("/api/v1/stats", with_cookie(cookie))->status == 200);
 
+  // withcache 0.3's dashboard fragment is gated like the other operator routes.
+  CHECK(c.Get("/admin/dash")->status == 401);
+  const auto dash = c.Get("/admin/dash", with_cookie(cookie));
+  REQUIRE(dash);
+  CHECK(dash->status == 200);
+  CHECK(dash->get_header_value("Content-Type").starts_with("text/html"));
+  CHECK(dash->body.find("Artifacts") != std::string::npos);
+  CHECK(dash->body.find("<html") == std::string::npos); // a fragment, not a page
+
   // A second wrong password in a row asks the next attempt to wait (0.25 s): an immediate one is refused.
   CHECK(c.Post("/ui/login", httplib::Params{{"password", "nope"}})->status == 401);
   CHECK(c.Post("/ui/login", httplib::Params{{"password", "nope"}})->status == 401);
