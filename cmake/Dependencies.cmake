@@ -1,6 +1,7 @@
 # Every third-party dependency is found here, once, and exposed as one target:
 #   OpenSSL::Crypto OpenSSL::SSL   PkgConfig::CPP_HTTPLIB   SQLiteCpp
-#   spdlog::spdlog   fmt::fmt   cxxopts::cxxopts   nlohmann_json::nlohmann_json   Catch2::Catch2WithMain
+#   spdlog::spdlog   fmt::fmt   cxxopts::cxxopts   nlohmann_json::nlohmann_json   Boost::headers
+#   Catch2::Catch2WithMain
 # All of them are Debian 12 packages (see scripts/setup); nothing is downloaded.
 
 find_package(Threads REQUIRED)
@@ -24,6 +25,8 @@ find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(cxxopts REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
+# Boost.Asio and Boost.Beast (header-only) for the server's event-driven core.
+find_package(Boost 1.74 REQUIRED)
 
 if(WITHCACHE_BUILD_TESTS)
   find_package(Catch2 2 REQUIRED)

@@ -12,16 +12,18 @@
 
 #include "withcache/server.hpp"
 #include "withcache/util/size.hpp"
+#include "withcache/util/time.hpp"
 #include "withcache/version.hpp"
 
 namespace {
 
 constexpr int k_exit_usage = 2;
 constexpr const char* k_help_footer =
-    "\nEnvironment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by "
-    "the\n"
+    "\nDurations are a number and a unit: 500ms, 10s, 30m, 12h, 7d. Sizes are 1024-based: 16K, 1M.\n"
+    "Environment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by the\n"
     "operator UI and API. Signals: SIGINT/SIGTERM stop accepting, keep queued and running fills for the\n"
-    "next start, and exit 0. Exit status 2: bad option or value, unusable data dir, port in use.\n";
+    "next start, and exit 0; SIGHUP reloads --tls-cert and --tls-key. Exit status 2: bad option or value,\n"
+    "unusable data dir, port in use, certificate or key that cannot be loaded.\n";
 
 int fail(const std::string& message) {
   std::cerr << "withcache-server: " << message << '\n';
@@ -51,6 +53,26 @@ int main(int argc, char** argv) {
        cxxopts::value<std::vector<std::string>>())
       ("forward-auth", "Forward a missed read's Authorization header into its automatic fill. The bytes "
                        "fetched with those credentials are then served to everyone who asks")
+      ("tls-cert", "PEM certificate chain: serve HTTPS (with --tls-key); SIGHUP reloads it",
+       cxxopts::value<std::string>())
+      ("tls-key", "PEM private key of --tls-cert", cxxopts::value<std::string>())
+      ("io-threads", "Threads serving connections (0 = one per core)", cxxopts::value<unsigned>()->default_value("0"))
+      ("head-timeout", "A request's head must arrive within this (slow senders are cut)",
+       cxxopts::value<std::string>()->default_value("10s"))
+      ("idle-timeout", "An idle keep-alive connection is closed after this",
+       cxxopts::value<std::string>()->default_value("15s"))
+      ("body-timeout", "A request body (forms, API) must arrive within this",
+       cxxopts::value<std::string>()->default_value("30s"))
+      ("send-timeout", "A client that reads nothing of a response for this long is dropped",
+       cxxopts::value<std::string>()->default_value("60s"))
+      ("max-header-bytes", "Request line and header fields together, at most (431 beyond)",
+       cxxopts::value<std::string>()->default_value("16K"))
+      ("max-header-fields", "Header fields per request, at most (431 beyond)",
+       cxxopts::value<unsigned>()->default_value("100"))
+      ("max-body-bytes", "Request body (forms, API), at most (413 beyond)",
+       cxxopts::value<std::string>()->default_value("1M"))
+      ("max-connections-per-address", "Open connections from one client address, at most (closed beyond)",
+       cxxopts::value<unsigned>()->default_value("256"))
       ("log-level", "trace, debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
       ("version", "Print the version and exit")
       ("h,help", "Print this help and exit");
@@ -92,6 +114,48 @@ int main(int argc, char** argv) {
     if (args.count("allow-origin") != 0) {
       config.allow_origins = args["allow-origin"].as<std::vector<std::string>>();
     }
+    const auto duration = [&](const char* name, std::chrono::milliseconds& out) {
+      const auto parsed = withcache::util::parse_duration(args[name].as<std::string>());
+      if (!parsed || parsed->count() == 0) {
+        throw std::invalid_argument(std::string("--") + name + ": " +
+                                    (parsed ? "must be more than zero" : parsed.error()));
+      }
+      out = *parsed;
+    };
+    const auto size = [&](const char* name, std::size_t& out, std::uint64_t min, std::uint64_t max) {
+      const auto parsed = withcache::util::parse_size(args[name].as<std::string>());
+      if (!parsed || *parsed < min || *parsed > max) {
+        throw std::invalid_argument(std::string("--") + name + ": " +
+                                    (parsed ? "must be between " + withcache::util::format_size(min) + " and " +
+                                                  withcache::util::format_size(max)
+                                            : parsed.error()));
+      }
+      out = static_cast<std::size_t>(*parsed);
+    };
+    duration("head-timeout", config.head_timeout);
+    duration("idle-timeout", config.idle_timeout);
+    duration("body-timeout", config.body_timeout);
+    duration("send-timeout", config.send_timeout);
+    size("max-header-bytes", config.max_header_bytes, 1024, 1024 * 1024);
+    size("max-body-bytes", config.max_body_bytes, 1024, 256ULL * 1024 * 1024);
+    config.max_header_fields = args["max-header-fields"].as<unsigned>();
+    config.max_connections_per_address = args["max-connections-per-address"].as<unsigned>();
+    if (config.max_header_fields == 0 || config.max_connections_per_address == 0) {
+      return fail("--max-header-fields and --max-connections-per-address must be at least 1");
+    }
+    config.io_threads = args["io-threads"].as<unsigned>();
+    if (config.io_threads > 256) {
+      return fail("--io-threads must be between 0 and 256");
+    }
+    if (args.count("tls-cert") != 0) {
+      config.tls_cert = args["tls-cert"].as<std::string>();
+    }
+    if (args.count("tls-key") != 0) {
+      config.tls_key = args["tls-key"].as<std::string>();
+    }
+    if (config.tls_cert.empty() != config.tls_key.empty()) {
+      return fail("--tls-cert and --tls-key go together");
+    }
     const auto level = spdlog::level::from_str(args["log-level"].as<std::string>());
     if (level == spdlog::level::off && args["log-level"].as<std::string>() != "off") {
       return fail("--log-level must be trace, debug, info, warn, error or off");
@@ -101,6 +165,8 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
   } catch (const cxxopts::exceptions::exception& e) {
     return fail(std::string(e.what()) + " (see --help)");
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
   }
 
   const auto env = [](const char* name) {
@@ -117,14 +183,15 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
   try {
     withcache::server::Server server(config);
     server.bind();
-    spdlog::info("{} listening on http://{}:{} (data dir {}, {} workers, {}, capacity {})",
-                 withcache::k_product, config.host, server.port(), config.data_dir.string(), config.workers,
+    spdlog::info("{} listening on {}://{} (data dir {}, {} workers, {}, capacity {})", withcache::k_product,
+                 server.tls() ? "https" : "http", server.local_endpoint(), config.data_dir.string(), config.workers,
                  config.curate ? "curated" : "auto-fetch",
                  config.max_bytes == 0 ? "unlimited" : withcache::util::format_size(config.max_bytes));
     if (config.admin_password.empty()) {
@@ -135,10 +202,22 @@ int main(int argc, char** argv) {
       spdlog::warn("--forward-auth: bytes fetched with a client's credentials are served to everyone");
     }
     std::thread signal_waiter([&server, stop_signals] {
-      int signal = 0;
-      sigwait(&stop_signals, &signal);
-      spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-      server.stop();
+      for (;;) {
+        int signal = 0;
+        sigwait(&stop_signals, &signal);
+        if (signal == SIGHUP) {
+          const std::string error = server.reload_tls();
+          if (error.empty()) {
+            spdlog::info("SIGHUP: reloaded the TLS certificate and key");
+          } else {
+            spdlog::warn("SIGHUP: {}", error);
+          }
+          continue;
+        }
+        spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+        server.stop();
+        return;
+      }
     });
     server.run();
     // run() returned because of a signal, or because listening failed.

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -64,7 +65,18 @@ class ServerProcess {
     m_process = std::make_unique<Process>(argv, m_env, m_dir / "server.log");
     m_port = bound_port(m_dir / "server.log", offset);
     REQUIRE(m_port > 0);
-    REQUIRE(wait_until_healthy(m_port));
+    m_tls = std::find(m_args.begin(), m_args.end(), "--tls-cert") != m_args.end();
+    if (m_tls) {
+      REQUIRE(eventually([&] {
+        httplib::SSLClient client("127.0.0.1", m_port);
+        client.enable_server_certificate_verification(false);
+        client.set_connection_timeout(std::chrono::milliseconds(200));
+        const auto res = client.Get("/healthz");
+        return res && res->status == 200;
+      }));
+    } else {
+      REQUIRE(wait_until_healthy(m_port));
+    }
   }
   int stop(int signal = SIGTERM) {
     const int status = m_process->stop(signal);
@@ -82,7 +94,10 @@ class ServerProcess {
     start();
   }
 
-  [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+  [[nodiscard]] std::string base() const {
+    return (m_tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(m_port);
+  }
+  [[nodiscard]] pid_t pid() const { return m_process ? m_process->pid() : -1; }
   [[nodiscard]] std::string blob(const std::string& origin) const { return url::blob_url(base(), origin); }
   [[nodiscard]] const std::filesystem::path& dir() const { return m_dir.path(); }
   [[nodiscard]] int port() const { return m_port; }
@@ -113,6 +128,7 @@ class ServerProcess {
   std::vector<std::string> m_args;
   std::vector<std::string> m_env;
   int m_port = 0;
+  bool m_tls = false;
   std::unique_ptr<Process> m_process;
 };
 

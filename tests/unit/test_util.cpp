@@ -103,6 +103,26 @@ TEST_CASE("RFC 3339 times are written and read back", "[util]") {
   CHECK(util::now() > 1'700'000'000);
 }
 
+TEST_CASE("parse_duration takes a number and a unit", "[util]") {
+  struct Case {
+    const char* text;
+    long long ms;
+  };
+  const Case good[] = {{"500ms", 500},     {"10s", 10'000},       {"10", 10'000},          {"30m", 1'800'000},
+                       {"12h", 43'200'000}, {"7d", 604'800'000}, {"0s", 0},               {"15S", 15'000}};
+  for (const auto& c : good) {
+    INFO(c.text);
+    REQUIRE(util::parse_duration(c.text).has_value());
+    CHECK(util::parse_duration(c.text)->count() == c.ms);
+  }
+  for (const char* bad : {"", "s", "-1s", "1.5s", "10 s", "10w", "1000000000000d", "ms10"}) {
+    INFO(bad);
+    const auto d = util::parse_duration(bad);
+    REQUIRE_FALSE(d.has_value());
+    CHECK(d.error().starts_with("invalid duration"));
+  }
+}
+
 TEST_CASE("process_env reads the environment", "[util]") {
   ::setenv("WITHCACHE_TEST_UTIL_ENV", "v", 1);
   const auto env = util::process_env();

@@ -3,8 +3,10 @@
 /**
  * @file
  * withcache::server — the cache-host's HTTP service (SPEC §3): the open read
- * path (`/b/<token>[/<name>]`, `/blob?url=`), `/healthz` and `/metrics`, with
- * the blob store and the download pool behind it.
+ * path (`/b/<token>[/<name>]`, `/blob?url=`), `/healthz` and `/metrics`, the
+ * operator UI and JSON API, with the blob store and the fill pool behind it,
+ * served by an event-driven core (Boost.Asio/Beast: I/O threads equal to the
+ * cores, sendfile(2) for blobs, a worker pool for SQLite work).
  *
  * Lives in the library so tests and embedders can run it in-process;
  * `withcache-server` only parses options and calls it.
@@ -12,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -32,7 +35,19 @@ struct ServerOptions {
   std::uint64_t max_bytes = 0;            ///< 0 = unlimited
   std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
   bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
-  unsigned http_threads = 64;             ///< concurrent connections served
+  unsigned io_threads = 0;                ///< I/O threads; 0 = the number of cores
+
+  // Connection limits (every one an option of withcache-server).
+  std::chrono::milliseconds head_timeout{10'000}; ///< a request head must complete within this
+  std::chrono::milliseconds idle_timeout{15'000}; ///< an idle keep-alive connection closes after this
+  std::chrono::milliseconds body_timeout{30'000}; ///< a request body must arrive within this
+  std::chrono::milliseconds send_timeout{60'000}; ///< a client that reads nothing for this long is dropped
+  std::size_t max_header_bytes = 16 * 1024;       ///< request line and header fields together
+  std::size_t max_header_fields = 100;
+  std::size_t max_body_bytes = 1024 * 1024;       ///< forms and API bodies
+  std::size_t max_connections_per_address = 256;
+  std::string tls_cert; ///< PEM certificate chain; with tls_key, serve HTTPS
+  std::string tls_key;  ///< PEM private key
   std::string admin_password; ///< WITHCACHE_ADMIN_PASSWORD; empty = the UI and its actions are open
   std::string session_secret; ///< WITHCACHE_SESSION_SECRET; blank = <data-dir>/session-secret
   std::string api_token;      ///< WITHCACHE_API_TOKEN; empty = the API only with a session
@@ -60,14 +75,26 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  /** Binds the listening socket. @throws StartupError when the address is in use or not allowed. */
+  /**
+   * Loads the TLS certificate (when configured) and binds the listening socket.
+   * @throws StartupError when the address is in use or not allowed, or the certificate or key cannot be loaded.
+   */
   void bind();
   /** The bound port (after bind()). */
   [[nodiscard]] int port() const noexcept;
+  /** The bound address and port (`127.0.0.1:3000`, `[::]:3000`), after bind(). */
+  [[nodiscard]] std::string local_endpoint() const;
+  /** True when serving HTTPS. */
+  [[nodiscard]] bool tls() const noexcept;
   /** Serves until stop(); returns after the listener closed. */
   void run();
   /** Stops accepting and makes run() return; fills are interrupted and stay persisted. Thread-safe. */
   void stop();
+  /**
+   * Loads the TLS certificate and key again (SIGHUP); new connections use them.
+   * @return empty on success, else a one-line reason (the previous pair stays in use). Thread-safe.
+   */
+  std::string reload_tls();
 
  private:
   struct Impl;

@@ -131,13 +131,26 @@ std::optional<ContentRange> parse_content_range(std::string_view value) {
   return range;
 }
 
+namespace {
+
+// A range position: digits only; a number too large for 64 bits saturates (it
+// is past the end of any file), which is what RFC 9110 asks of such a position.
+std::optional<std::uint64_t> position(std::string_view text) {
+  if (text.empty() || !std::all_of(text.begin(), text.end(), util::is_digit)) {
+    return std::nullopt;
+  }
+  return parse_decimal(text).value_or(UINT64_MAX);
+}
+
+} // namespace
+
 ByteRange parse_range(std::string_view header, std::uint64_t size) {
   ByteRange full;
   header = trim(header);
   if (!header.starts_with("bytes=")) {
     return full;
   }
-  std::string_view spec = trim(header.substr(6));
+  const std::string_view spec = trim(header.substr(6));
   if (spec.find(',') != std::string_view::npos) {
     return full; // several ranges: we answer with the whole representation
   }
@@ -150,8 +163,8 @@ ByteRange parse_range(std::string_view header, std::uint64_t size) {
   ByteRange range;
   range.kind = ByteRange::Kind::partial;
   if (first_text.empty()) {
-    // Suffix range: the last n bytes.
-    const auto n = parse_decimal(last_text);
+    // Suffix range: the last n bytes (a huge n is all of them).
+    const auto n = position(last_text);
     if (!n) {
       return full;
     }
@@ -163,13 +176,13 @@ ByteRange parse_range(std::string_view header, std::uint64_t size) {
     range.last = size - 1;
     return range;
   }
-  const auto first = parse_decimal(first_text);
+  const auto first = position(first_text);
   if (!first) {
     return full;
   }
   std::uint64_t last = size == 0 ? 0 : size - 1;
   if (!last_text.empty()) {
-    const auto parsed = parse_decimal(last_text);
+    const auto parsed = position(last_text);
     if (!parsed || *parsed < *first) {
       return full;
     }

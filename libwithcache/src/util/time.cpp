@@ -80,4 +80,37 @@ std::optional<UnixTime> parse_rfc3339(std::string_view text) {
   return static_cast<UnixTime>(t);
 }
 
+Expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text) {
+  const auto bad = [&] {
+    return unexpected("invalid duration '" + std::string(text) + "' (expected e.g. 500ms, 10s, 30m, 12h or 7d)");
+  };
+  std::size_t digits_end = 0;
+  while (digits_end < text.size() && is_digit(text[digits_end])) {
+    ++digits_end;
+  }
+  if (digits_end == 0 || digits_end > 12) {
+    return bad();
+  }
+  std::int64_t value = 0;
+  for (std::size_t i = 0; i < digits_end; ++i) {
+    value = value * 10 + (text[i] - '0');
+  }
+  const std::string unit = lower(text.substr(digits_end));
+  std::int64_t scale = 0;
+  if (unit == "ms") {
+    scale = 1;
+  } else if (unit.empty() || unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60'000;
+  } else if (unit == "h") {
+    scale = 3'600'000;
+  } else if (unit == "d") {
+    scale = 86'400'000;
+  } else {
+    return bad();
+  }
+  return std::chrono::milliseconds(value * scale);
+}
+
 } // namespace withcache::util

@@ -6,10 +6,13 @@
  * Pure functions (now() reads the clock), thread-safe.
  */
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "withcache/expected.hpp"
 
 namespace withcache::util {
 
@@ -30,5 +33,13 @@ std::string format_display_time(UnixTime time);
  * accepted too). Nothing for any other text or an impossible date.
  */
 std::optional<UnixTime> parse_rfc3339(std::string_view text);
+
+/**
+ * Parses a duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`
+ * (`500ms`, `10s`, `30m`, `12h`, `7d`); a bare number is seconds.
+ * @return milliseconds, or a one-line message for anything else (negative,
+ *         empty, unknown unit, overflow).
+ */
+Expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text);
 
 } // namespace withcache::util

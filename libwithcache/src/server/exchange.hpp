@@ -1,0 +1,127 @@
+#pragma once
+
+// One HTTP exchange as the route code sees it — a transport-neutral request
+// and response — and the router that picks a route's handler. The transport
+// (transport.cpp, Boost.Beast) fills a Request, calls the handler and writes
+// the Response; no route file includes Beast. Internal to withcache::server.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace withcache::server {
+
+/** Header fields or form/query parameters, in order. */
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+/** A request, parsed and size-limited by the transport. */
+struct Request {
+  std::string method;         ///< upper-case as sent (`GET`, `HEAD`, `POST`, …)
+  std::string target;         ///< the request target as sent (origin-form, or absolute-form)
+  std::string path;           ///< the target's path, percent-decoded (`/b/<token>/name`)
+  std::string raw_path;       ///< the target's path as sent
+  std::string query;          ///< the raw query string, without `?`
+  Fields headers;             ///< every field as sent
+  std::string body;           ///< at most the body limit
+  std::string remote_address; ///< the peer's address, without port
+  bool tls = false;
+  bool head = false; ///< a HEAD: the transport sends headers only
+
+  /** The first field named `name` (ASCII case-insensitive), or empty. */
+  [[nodiscard]] std::string_view header(std::string_view name) const;
+  /** True when a field named `name` was sent. */
+  [[nodiscard]] bool has_header(std::string_view name) const;
+  /** Query parameters, then (for an `application/x-www-form-urlencoded` body) form fields, decoded. */
+  [[nodiscard]] const Fields& params() const;
+  /** The first parameter named `name`, or empty. */
+  [[nodiscard]] std::string param(std::string_view name) const;
+  /** True when a parameter named `name` was sent. */
+  [[nodiscard]] bool has_param(std::string_view name) const;
+
+ private:
+  mutable std::optional<Fields> m_params;
+};
+
+/** A blob file to send as the body: `length` bytes from `offset` of an open descriptor (owned). */
+struct FileBody {
+  int fd = -1; ///< -1 for a HEAD, which needs no file
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  FileBody() = default;
+  FileBody(int fd_, std::uint64_t offset_, std::uint64_t length_) : fd(fd_), offset(offset_), length(length_) {}
+  ~FileBody();
+  FileBody(const FileBody&) = delete;
+  FileBody& operator=(const FileBody&) = delete;
+  FileBody(FileBody&& other) noexcept;
+  FileBody& operator=(FileBody&& other) noexcept;
+};
+
+/** A response; the transport adds `Server`, `Date`, `Content-Length` and `Connection`. */
+struct Response {
+  int status = 200;
+  Fields headers;
+  std::string body;              ///< a body held in memory …
+  std::optional<FileBody> file;  ///< … or a file, sent with sendfile(2) on plain TCP
+  bool close = false;            ///< close the connection after this response
+  /** Called with the body bytes actually written (for metrics); may be empty. */
+  std::function<void(std::uint64_t)> on_body_bytes;
+
+  /** Sets (replacing) a header. */
+  Response& set(std::string name, std::string value);
+  /** The value of header `name`, or empty. */
+  [[nodiscard]] std::string_view header(std::string_view name) const;
+  /** The body's length, whichever kind it is. */
+  [[nodiscard]] std::uint64_t content_length() const;
+};
+
+/** `text` as a `text/plain; charset=utf-8` response. */
+Response plain(int status, std::string text);
+/** `html` as a `text/html; charset=utf-8` response that is never cached. */
+Response html(int status, std::string html);
+/** `json` (already serialised) as an `application/json` response that is never cached. */
+Response json_text(int status, std::string json);
+/** A redirect to `location` (303 See Other unless told otherwise). */
+Response redirect(std::string location, int status = 303);
+
+/** Where a handler runs: on the I/O thread (memory only, never blocks) or on the worker pool (SQLite). */
+enum class Runs { io, worker };
+
+using Handler = std::function<Response(const Request&)>;
+
+/**
+ * Routes by method and path: an exact path, or a prefix (`/b/`, `/api/v1/artifacts/`).
+ * A GET route also answers HEAD. Registration happens before serving starts;
+ * lookups are then read-only and thread-safe.
+ */
+class Router {
+ public:
+  struct Route {
+    std::string method;
+    std::string path;
+    bool prefix = false;
+    Runs runs = Runs::worker;
+    Handler handler;
+  };
+
+  void add(std::string method, std::string path, Runs runs, Handler handler);
+  void add_prefix(std::string method, std::string prefix, Runs runs, Handler handler);
+  /** What to answer when no route matches (a plain 404 unless set). */
+  void set_not_found(Handler handler);
+
+  /** The route for a request; nullptr when none matches its path and method. */
+  [[nodiscard]] const Route* find(std::string_view method, std::string_view path) const;
+  /** True when some route matches the path with another method. */
+  [[nodiscard]] bool path_known(std::string_view path) const;
+  [[nodiscard]] const Handler& not_found() const { return m_not_found; }
+
+ private:
+  std::vector<Route> m_routes;
+  Handler m_not_found;
+};
+
+} // namespace withcache::server

@@ -1,0 +1,59 @@
+// /healthz and /metrics (Prometheus text format). Both read only memory, so
+// they run on the I/O threads and answer even while the workers are busy.
+#include <sstream>
+
+#include "server/context.hpp"
+#include "server/transport.hpp"
+
+namespace withcache::server {
+namespace {
+
+Response metrics_page(const Context& ctx) {
+  std::ostringstream out;
+  const auto sample = [&](const char* type, const char* name, const char* help, std::uint64_t value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+        << name << ' ' << value << '\n';
+  };
+  const auto counter = [&](const char* name, const char* help, std::uint64_t value) {
+    sample("counter", name, help, value);
+  };
+  const auto gauge = [&](const char* name, const char* help, std::uint64_t value) {
+    sample("gauge", name, help, value);
+  };
+  const auto& m = ctx.metrics;
+  counter("withcache_hits_total", "GET requests served from the cache.", m.hits.load());
+  counter("withcache_misses_total", "Requests for URLs that were not cached.", m.misses.load());
+  counter("withcache_bad_requests_total", "Read-path requests refused with 400.", m.bad_requests.load());
+  counter("withcache_bytes_served_total", "Body bytes sent from cached blobs.", m.bytes_served.load());
+  counter("withcache_bytes_fetched_total", "Bytes of completed fills.", m.bytes_fetched.load());
+  out << "# HELP withcache_fills_total Fills that ended, by outcome.\n# TYPE withcache_fills_total counter\n";
+  out << "withcache_fills_total{outcome=\"completed\"} " << m.fills_completed.load() << '\n';
+  out << "withcache_fills_total{outcome=\"failed\"} " << m.fills_failed.load() << '\n';
+  out << "withcache_fills_total{outcome=\"cancelled\"} " << m.fills_cancelled.load() << '\n';
+  gauge("withcache_queue_depth", "Fills waiting for a worker.", ctx.pool->queue_depth());
+  gauge("withcache_downloads_running", "Fills running now.", ctx.pool->running());
+  gauge("withcache_stored_bytes", "Bytes in cached blobs.", ctx.store->stored_bytes());
+  gauge("withcache_capacity_bytes", "The --max-bytes cap (0 = unlimited).", ctx.store->max_bytes());
+  gauge("withcache_artifacts", "Cached artifacts.", ctx.store->artifact_count());
+  if (ctx.transport_stats) {
+    const TransportStats t = ctx.transport_stats();
+    gauge("withcache_connections_open", "Client connections open now.", t.open_connections);
+    counter("withcache_connections_refused_total", "Connections closed at once: over the per-address cap.",
+            t.refused_connections);
+    counter("withcache_connections_timed_out_total",
+            "Connections closed by a head, idle, body or send deadline.", t.timed_out);
+    counter("withcache_requests_oversized_total", "Requests refused for header or body limits.", t.oversized);
+  }
+  Response res = plain(200, out.str());
+  res.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  return res;
+}
+
+} // namespace
+
+void add_health_and_metrics(Router& router, Context& ctx) {
+  router.add("GET", "/healthz", Runs::io, [](const Request&) { return plain(200, "ok\n"); });
+  router.add("GET", "/metrics", Runs::io, [&ctx](const Request&) { return metrics_page(ctx); });
+}
+
+} // namespace withcache::server

@@ -1,0 +1,269 @@
+// The operator UI: pages, their live fragments, withcache 0.3's form actions
+// and /admin/dash. Everything that reads SQLite runs on the worker pool.
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "http/http.hpp"
+#include "server/context.hpp"
+#include "server/pages.hpp"
+#include "withcache/url.hpp"
+#include "withcache/util/encoding.hpp"
+
+namespace withcache::server {
+namespace {
+
+// offset, limit and q of a listing; a one-line message when malformed.
+Expected<store::ListQuery, std::string> list_query(const Request& req) {
+  store::ListQuery q;
+  q.limit = 50;
+  const auto number = [&](const char* name, std::uint64_t& out, std::uint64_t max) {
+    if (!req.has_param(name)) {
+      return true;
+    }
+    const auto value = http::parse_decimal(req.param(name));
+    if (!value || *value > max) {
+      return false;
+    }
+    out = *value;
+    return true;
+  };
+  if (!number("offset", q.offset, 1'000'000'000'000ULL) || !number("limit", q.limit, 1000)) {
+    return unexpected(std::string("offset and limit must be whole numbers (limit at most 1000)"));
+  }
+  q.filter = req.param("q");
+  return q;
+}
+
+// Refuses a form that repeats a field (other than `header`): which one would win is ambiguous.
+bool duplicate_fields(const Request& req) {
+  std::set<std::string_view> seen;
+  for (const auto& [name, value] : req.params()) {
+    if (name != "header" && !seen.insert(name).second) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// `Name: Value` lines (one textarea, or repeated `header` fields).
+std::optional<origin::Headers> header_lines(const Request& req) {
+  origin::Headers headers;
+  for (const auto& [name, value] : req.params()) {
+    if (name != "header") {
+      continue;
+    }
+    auto fields = http::parse_header_lines(value);
+    if (!fields) {
+      return std::nullopt;
+    }
+    headers.insert(headers.end(), fields->begin(), fields->end());
+  }
+  return headers;
+}
+
+pages::Listing listing_of(const std::string& path, const store::ListQuery& q, std::uint64_t total) {
+  return pages::Listing{path, q.filter, q.offset, q.limit, total};
+}
+
+Expected<pages::Dashboard, std::string> dashboard(const Context& ctx) {
+  WITHCACHE_TRY_ASSIGN(auto totals, ctx.store->totals());
+  return pages::Dashboard{totals, ctx.pool->queue_depth(), ctx.pool->running(), ctx.metrics.bytes_served.load(),
+                          ctx.options.curate};
+}
+
+// A section's HTML; a database failure comes back as its one-line message.
+Expected<std::string, std::string> fragment_for(const Context& ctx, const std::string& section,
+                                                const store::ListQuery& q) {
+  if (section == "dashboard") {
+    return dashboard(ctx).transform(pages::dashboard_fragment);
+  }
+  if (section == "downloads") {
+    return pages::downloads_fragment(ctx.pool->list());
+  }
+  if (section == "misses") {
+    return ctx.store->list_misses(q).transform([&](const store::Page<store::Miss>& page) {
+      return pages::misses_fragment(page, listing_of("/ui/misses", q, page.total), ctx.options.curate);
+    });
+  }
+  if (section == "artifacts") {
+    return ctx.store->list_artifacts(q).transform([&](const store::Page<store::Artifact>& page) {
+      return pages::artifacts_fragment(page, listing_of("/ui/artifacts", q, page.total));
+    });
+  }
+  return ctx.store->list_events(q).transform([&](const store::Page<store::Event>& page) {
+    return pages::events_fragment(page, listing_of("/ui/events", q, page.total));
+  });
+}
+
+Response unavailable(const std::string& reason) {
+  spdlog::error("{}", reason);
+  return plain(503, "the cache database is unavailable: " + reason + "\n");
+}
+
+Response page(const Context& ctx, const Request& req, const std::string& section, const std::string& title) {
+  if (!page_allowed(ctx, req)) {
+    return redirect("/ui/login");
+  }
+  const auto q = list_query(req);
+  if (!q) {
+    return plain(400, q.error() + "\n");
+  }
+  const auto fragment = fragment_for(ctx, section, *q);
+  if (!fragment) {
+    return unavailable(fragment.error());
+  }
+  if (is_htmx(req)) {
+    return html(200, *fragment);
+  }
+  std::string self = section == "dashboard" ? "/" : "/ui/" + section;
+  if (req.has_param("q") || req.has_param("offset") || req.has_param("limit")) {
+    self += "?q=" + util::percent_encode(q->filter) + "&offset=" + std::to_string(q->offset) +
+            "&limit=" + std::to_string(q->limit);
+  }
+  const std::string filter =
+      section == "dashboard" || section == "downloads" ? "" : pages::filter_form("/ui/" + section, q->filter);
+  return html(200, pages::layout(title, title, !ui_open(ctx), filter + pages::live_section(section, self, *fragment)));
+}
+
+// The outcome of a form action: an error message (empty when it worked) and the section to refresh.
+struct Outcome {
+  std::string error;
+  std::string section;
+};
+
+// A state-changing form action: session, CSRF, then `act`.
+Response form_action(const Context& ctx, const Request& req, const std::function<Outcome()>& act) {
+  if (!page_allowed(ctx, req)) {
+    return plain(401, "log in first (POST /ui/login)\n");
+  }
+  if (!csrf_ok(req)) {
+    return plain(403, "cross-site request refused (Origin does not match this server)\n");
+  }
+  if (duplicate_fields(req)) {
+    return plain(400, "a form field is repeated\n");
+  }
+  const Outcome outcome = act();
+  if (is_htmx(req)) {
+    if (outcome.section == "add") {
+      return html(200, pages::add_form(outcome.error.empty() ? "Queued." : outcome.error, outcome.error.empty()));
+    }
+    const auto fragment = fragment_for(ctx, outcome.section, store::ListQuery{0, 50, ""});
+    if (!fragment) {
+      return unavailable(fragment.error());
+    }
+    return html(outcome.error.empty() ? 200 : 400, *fragment);
+  }
+  if (!outcome.error.empty()) {
+    return html(400, pages::layout("Not done", "", !ui_open(ctx),
+                                   "<p role=\"alert\">" + pages::escape(outcome.error) +
+                                       "</p><p><a href=\"/\">Back</a></p>"));
+  }
+  return redirect("/");
+}
+
+} // namespace
+
+void add_ui_routes(Router& router, Context& ctx) {
+  router.add_prefix("GET", "/static/", Runs::io, [](const Request& req) {
+    const std::string name = req.path.substr(8);
+    const std::string_view asset = embedded_asset(name);
+    if (asset.empty() || name.find('/') != std::string::npos) {
+      return plain(404, "not found\n");
+    }
+    Response res;
+    res.body = std::string(asset);
+    res.set("Content-Type", name.ends_with(".css") ? "text/css" : "text/javascript");
+    res.set("Cache-Control", "public, max-age=86400");
+    return res;
+  });
+
+  const std::pair<const char*, const char*> sections[] = {{"dashboard", "Dashboard"}, {"downloads", "Downloads"},
+                                                          {"misses", "Misses"},       {"artifacts", "Cached"},
+                                                          {"events", "Events"}};
+  for (const auto& [section, title] : sections) {
+    const std::string path = std::string(section) == "dashboard" ? "/" : "/ui/" + std::string(section);
+    router.add("GET", path, Runs::worker, [&ctx, section = std::string(section), title = std::string(title)](
+                                              const Request& req) { return page(ctx, req, section, title); });
+  }
+  router.add("GET", "/ui/add", Runs::io, [&ctx](const Request& req) {
+    if (!page_allowed(ctx, req)) {
+      return redirect("/ui/login");
+    }
+    return html(200, pages::layout("Add from URI", "Add from URI", !ui_open(ctx),
+                                   "<section id=\"add\">" + pages::add_form("", true) + "</section>"));
+  });
+  // withcache 0.3's dashboard fragment, which its operator pages poll.
+  router.add("GET", "/admin/dash", Runs::worker, [&ctx](const Request& req) {
+    if (!page_allowed(ctx, req)) {
+      return plain(401, "log in first (POST /ui/login)\n");
+    }
+    const auto d = dashboard(ctx);
+    return d ? html(200, pages::dashboard_fragment(*d)) : unavailable(d.error());
+  });
+
+  router.add("POST", "/admin/fetch", Runs::worker, [&ctx](const Request& req) {
+    return form_action(ctx, req, [&]() -> Outcome {
+      const std::string section = req.header("HX-Target") == "misses" ? "misses" : "add";
+      const auto headers = header_lines(req);
+      if (!headers) {
+        return {"header lines must look like 'Name: Value'", section};
+      }
+      auto queued = ctx.pool->enqueue(req.param("url"), *headers);
+      if (!queued) {
+        return {queued.error().message, section};
+      }
+      // Header names, never values, go to the log.
+      std::string names;
+      for (const auto& h : *headers) {
+        names += (names.empty() ? " with headers " : ", ") + h.first;
+      }
+      ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::redact(queued->job.url) + names);
+      return {"", section};
+    });
+  });
+  router.add("POST", "/admin/dismiss", Runs::worker, [&ctx](const Request& req) {
+    return form_action(ctx, req, [&]() -> Outcome {
+      const std::string key = req.param("key");
+      const auto dismissed = ctx.store->dismiss_miss(key);
+      if (!dismissed || !*dismissed) {
+        return {dismissed ? "no such miss" : dismissed.error(), "misses"};
+      }
+      ctx.store->record_event("dismiss", actor(ctx, req), req.remote_address, key);
+      return {"", "misses"};
+    });
+  });
+  router.add("POST", "/admin/delete", Runs::worker, [&ctx](const Request& req) {
+    return form_action(ctx, req, [&]() -> Outcome {
+      const std::string key = req.param("key");
+      const auto artifact = ctx.store->find(key);
+      const auto removed = artifact ? ctx.store->remove(key) : Expected<bool, std::string>(false);
+      if (!removed || !*removed) {
+        return {removed ? "no such artifact" : removed.error(), "artifacts"};
+      }
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, artifact->url);
+      return {"", "artifacts"};
+    });
+  });
+  router.add("POST", "/admin/cancel", Runs::worker, [&ctx](const Request& req) {
+    return form_action(ctx, req, [&]() -> Outcome {
+      const std::string id = req.param("id");
+      const auto number = http::parse_decimal(id);
+      if (!number || id.size() > 18 || !ctx.pool->cancel(static_cast<std::int64_t>(*number))) {
+        return {"no such running or queued download", "downloads"};
+      }
+      ctx.store->record_event("cancel", actor(ctx, req), req.remote_address, "download " + id);
+      return {"", "downloads"};
+    });
+  });
+  router.add("POST", "/admin/clear", Runs::worker, [&ctx](const Request& req) {
+    return form_action(ctx, req, [&]() -> Outcome {
+      const std::size_t cleared = ctx.pool->clear_finished();
+      ctx.store->record_event("clear", actor(ctx, req), req.remote_address,
+                              std::to_string(cleared) + " finished downloads");
+      return {"", "downloads"};
+    });
+  });
+}
+
+} // namespace withcache::server
