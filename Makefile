@@ -54,6 +54,7 @@ bench:
 	cmake --build $(TEST) -j $(JOBS)
 	python3 bench/fill_rss.py --build $(TEST)
 	python3 bench/serve.py --build $(TEST)
+	python3 bench/connections.py --build $(TEST)
 	python3 bench/shim.py --build $(TEST)
 	python3 bench/ui_listing.py --build $(TEST)
 

@@ -105,6 +105,7 @@ def main():
     parser.add_argument("--build", default="build/test")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--parallel-size-mib", type=int, default=256)
+    parser.add_argument("--parallel", type=int, default=64, help="concurrent downloads of the parallel case")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--head-seconds", type=int, default=5)
     args = parser.parse_args()
@@ -171,8 +172,8 @@ http {{ sendfile on; tcp_nopush on; access_log off; keepalive_requests 100000;
                    ("python3 -m http.server", python.pid, lambda n: f"http://127.0.0.1:{py_port}/{n}")]
 
         for copies, name, mib, label in ((1, "big.bin", args.size_mib, f"one {args.size_mib} MiB download"),
-                                         (16, "par.bin", args.parallel_size_mib,
-                                          f"16 parallel {args.parallel_size_mib} MiB downloads")):
+                                         (args.parallel, "par.bin", args.parallel_size_mib,
+                                          f"{args.parallel} parallel {args.parallel_size_mib} MiB downloads")):
             rows = [measure(s, pid, url(name), mib, copies, args.runs) for s, pid, url in servers]
             ref = rows[1]
             print(f"\n| {label} (curl -o /dev/null, median of {args.runs}) | MiB/s | vs nginx | "

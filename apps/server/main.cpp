@@ -5,6 +5,7 @@
 #include <thread>
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <cxxopts.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -177,6 +178,14 @@ int main(int argc, char** argv) {
   config.session_secret = env("WITHCACHE_SESSION_SECRET");
   config.api_token = env("WITHCACHE_API_TOKEN");
 
+  // Every connection holds a descriptor: take all the kernel allows this process (the hard limit).
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  ::getrlimit(RLIMIT_NOFILE, &files);
+
   // Signals are taken by one thread with sigwait, never by a handler that
   // would have to be async-signal-safe; every other thread inherits the mask.
   sigset_t stop_signals;
@@ -194,6 +203,7 @@ int main(int argc, char** argv) {
                  server.tls() ? "https" : "http", server.local_endpoint(), config.data_dir.string(), config.workers,
                  config.curate ? "curated" : "auto-fetch",
                  config.max_bytes == 0 ? "unlimited" : withcache::util::format_size(config.max_bytes));
+    spdlog::info("open files: up to {} (RLIMIT_NOFILE)", static_cast<unsigned long long>(files.rlim_cur));
     if (config.admin_password.empty()) {
       spdlog::warn("WITHCACHE_ADMIN_PASSWORD is not set: the operator UI and its actions (fetch, delete, "
                    "cancel) are OPEN to anyone who can reach this port");
