@@ -75,17 +75,28 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
       env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '' },
     });
     children.push(serverRun.child);
-    const base = `http://127.0.0.1:${serverRun.port}`;
-    await waitFor(`${base}/healthz`);
+    await waitFor(`http://127.0.0.1:${serverRun.port}/healthz`);
+    // A LAN name, not localhost: the page is not a secure context (no navigator.clipboard), as an
+    // operator's browser sees http://cache.lab:3000. The name resolves to loopback inside Chromium only.
+    const base = `http://cache.lab:${serverRun.port}`;
+    const direct = `http://127.0.0.1:${serverRun.port}`; // what this test process itself asks
 
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+        '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+        '--host-resolver-rules=MAP cache.lab 127.0.0.1'],
     });
     const page = await browser.newPage();
     page.setDefaultTimeout(DEADLINE_MS);
     page.on('dialog', (dialog) => dialog.accept()); // "Delete …?" confirmations
+    // The UI runs under its CSP: no violation, no error, on any page.
+    const problems = [];
+    page.on('console', (message) => {
+      // The one expected error status: the wrong password below answers 401.
+      if (message.type() === 'error' && !/status of 401/.test(message.text())) problems.push(message.text());
+    });
+    page.on('pageerror', (error) => problems.push(String(error)));
 
     // Unauthenticated pages send us to the login form; a wrong password says so.
     await page.goto(`${base}/ui/artifacts`);
@@ -118,16 +129,28 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
       await page.screenshot({ path: process.env.WITHCACHE_SCREENSHOT });
     }
 
-    // The artifact is listed; Delete (with confirmation) removes it.
+    // The artifact is listed with its SHA-256; Copy puts it on the clipboard even on a LAN name.
     await page.goto(`${base}/ui/artifacts`);
     await page.getByText(origin).waitFor();
+    assert.equal(await page.evaluate(() => window.isSecureContext), false);
+    const sha = await page.locator('button[data-copy]').getAttribute('data-copy');
+    assert.match(sha, /^[0-9a-f]{64}$/);
+    await page.getByRole('button', { name: 'Copy' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    await page.fill('input[name=q]', '');
+    await page.focus('input[name=q]');
+    await page.keyboard.press('Control+V');
+    assert.equal(await page.inputValue('input[name=q]'), sha);
+    await page.fill('input[name=q]', '');
+
+    // Delete (with confirmation) removes it.
     await page.getByRole('button', { name: 'Delete' }).click();
     await page.getByText('Nothing cached yet.').waitFor();
 
     // A miss appears in Misses; Dismiss removes it.
     const missing = `http://127.0.0.1:${originRun.port}/never-fetched.iso`;
     const token = Buffer.from(missing).toString('base64url');
-    assert.equal((await fetch(`${base}/b/${token}/never-fetched.iso`)).status, 404);
+    assert.equal((await fetch(`${direct}/b/${token}/never-fetched.iso`)).status, 404);
     await page.goto(`${base}/ui/misses`);
     await page.getByText(missing).waitFor();
     // What the operator types survives the once-a-second refresh of the list.
@@ -144,6 +167,13 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     await page.locator('input[name=password]').waitFor();
     await page.goto(`${base}/ui/events`);
     assert.match(page.url(), /\/ui\/login$/);
+
+    // Every UI response carries the CSP and framing headers, and no page broke them.
+    const headers = (await fetch(`${direct}/ui/login`)).headers;
+    assert.equal(headers.get('content-security-policy'),
+      "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    assert.equal(headers.get('x-frame-options'), 'DENY');
+    assert.deepEqual(problems, []);
   } finally {
     if (browser) await browser.close();
     for (const child of children) await stop(child);

@@ -353,6 +353,10 @@ TEST_CASE("bad options are one-line errors with exit status 2", "[server]") {
       {{"--data-dir", (tmp / "file" / "data").string()}, "cannot create"},
       {{"--host", "127.0.0.1", "--port", std::to_string(busy_port), "--data-dir", (tmp / "d2").string()},
        "cannot listen on 127.0.0.1:" + std::to_string(busy_port)},
+      // One server per data dir: the second names the first.
+      {{"--host", "127.0.0.1", "--port", "0", "--data-dir", (tmp / "busy").string()},
+       "data dir " + (tmp / "busy").string() + " is in use by another withcache-server (pid " +
+           std::to_string(holder.pid()) + ")"},
   };
   for (const auto& c : cases) {
     std::vector<std::string> argv = {WITHCACHE_SERVER};

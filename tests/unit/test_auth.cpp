@@ -118,3 +118,59 @@ TEST_CASE("LoginThrottle slows repeated failures from one address", "[auth]") {
   throttle.reset("a");
   CHECK(throttle.delay_for("a") == 0ms);
 }
+
+TEST_CASE("LoginThrottle: a spray of 10 001 addresses does not unlock a locked one", "[auth]") {
+  auth::LoginThrottle throttle;
+  auto t = auth::LoginThrottle::Clock::now();
+  for (int i = 0; i < 7; ++i) {
+    throttle.record_failure("10.0.0.1", t);
+    t += throttle.retry_after("10.0.0.1", t); // the attacker waits out each pause
+  }
+  throttle.record_failure("10.0.0.1", t);
+  REQUIRE(throttle.retry_after("10.0.0.1", t) == 5000ms);
+  // 10 001 other addresses fail within the next second: the table stays bounded and keeps the locked one.
+  for (int i = 0; i < 10'001; ++i) {
+    throttle.record_failure("198.51." + std::to_string(i / 256) + "." + std::to_string(i % 256), t + 100us * i);
+  }
+  CHECK(throttle.size() <= 10'000);
+  CHECK(throttle.retry_after("10.0.0.1", t + 1100ms) >= 3800ms);
+  // And the spray itself set off the global pacing: a fresh address must wait too.
+  CHECK(throttle.retry_after("203.0.113.9", t + 1100ms) > 0ms);
+}
+
+TEST_CASE("LoginThrottle: the global budget paces every address; it lifts once the minute is quiet", "[auth]") {
+  auth::ThrottleOptions options;
+  options.global_failures_per_minute = 10;
+  options.global_pause = 1000ms;
+  auth::LoginThrottle throttle(options);
+  const auto t0 = auth::LoginThrottle::Clock::now();
+  for (int i = 0; i < 10; ++i) {
+    throttle.record_failure("192.0.2." + std::to_string(i), t0);
+  }
+  CHECK(throttle.retry_after("new", t0) == 0ms); // at the budget, not above it
+  throttle.record_failure("192.0.2.200", t0);
+  CHECK(throttle.retry_after("new", t0) == 1000ms);
+  CHECK(throttle.retry_after("new", t0 + 400ms) == 600ms);
+  CHECK(throttle.retry_after("new", t0 + 1000ms) == 0ms);
+  CHECK(throttle.retry_after("new", t0 + 61s) == 0ms);
+}
+
+TEST_CASE("LoginThrottle: a full table makes room only from addresses whose pause is over", "[auth]") {
+  auth::ThrottleOptions options;
+  options.max_addresses = 3;
+  options.global_failures_per_minute = 1000;
+  auth::LoginThrottle throttle(options);
+  const auto t0 = auth::LoginThrottle::Clock::now();
+  for (const char* a : {"a", "b", "c"}) {
+    throttle.record_failure(a, t0);
+    throttle.record_failure(a, t0); // each now waits 250 ms
+  }
+  throttle.record_failure("d", t0 + 10ms);
+  CHECK(throttle.size() == 3); // every remembered address is still waiting: none is dropped
+  CHECK(throttle.retry_after("a", t0 + 10ms) == 240ms);
+  throttle.record_failure("d", t0 + 300ms); // "a" failed longest ago and its pause is over
+  CHECK(throttle.size() == 3);
+  CHECK(throttle.retry_after("a", t0 + 300ms) == 0ms);
+  CHECK(throttle.delay_for("a") == 0ms);
+  CHECK(throttle.delay_for("b") == 250ms);
+}

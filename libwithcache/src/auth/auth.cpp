@@ -146,12 +146,35 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
   return a && b && *a == *b;
 }
 
+LoginThrottle::LoginThrottle(ThrottleOptions options) : m_options(options) {}
+
 std::chrono::milliseconds LoginThrottle::delay_after(unsigned failures) {
   if (failures < 2) {
     return std::chrono::milliseconds(0);
   }
   const unsigned shift = std::min(failures - 2, 5U);
   return std::min(std::chrono::milliseconds(250 << shift), std::chrono::milliseconds(5000));
+}
+
+bool LoginThrottle::waiting(const Failures& f, Clock::time_point now) const {
+  return f.last + delay_after(f.count) > now;
+}
+
+unsigned LoginThrottle::failures_last_minute(Clock::time_point now) {
+  const std::int64_t second = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  // Buckets older than a minute are emptied as time moves on.
+  const std::int64_t elapsed = std::min<std::int64_t>(second - m_bucket_second, 60);
+  for (std::int64_t s = 1; s <= elapsed; ++s) {
+    m_buckets[static_cast<std::size_t>((m_bucket_second + s) % 60)] = 0;
+  }
+  if (elapsed > 0) {
+    m_bucket_second = second;
+  }
+  unsigned total = 0;
+  for (const unsigned n : m_buckets) {
+    total += n;
+  }
+  return total;
 }
 
 std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
@@ -162,28 +185,55 @@ std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
 
 std::chrono::milliseconds LoginThrottle::retry_after(const std::string& address, Clock::time_point now) {
   std::lock_guard lock(m_mutex);
-  const auto it = m_failures.find(address);
-  if (it == m_failures.end()) {
-    return std::chrono::milliseconds(0);
+  Clock::time_point ready = now;
+  if (const auto it = m_failures.find(address); it != m_failures.end()) {
+    ready = std::max(ready, it->second.last + delay_after(it->second.count));
   }
-  const auto ready = it->second.last + delay_after(it->second.count);
-  return ready <= now ? std::chrono::milliseconds(0)
-                      : std::chrono::ceil<std::chrono::milliseconds>(ready - now);
+  if (failures_last_minute(now) > m_options.global_failures_per_minute) {
+    ready = std::max(ready, m_last_failure + m_options.global_pause);
+  }
+  return std::chrono::ceil<std::chrono::milliseconds>(ready - now);
 }
 
 void LoginThrottle::record_failure(const std::string& address, Clock::time_point now) {
   std::lock_guard lock(m_mutex);
-  if (m_failures.size() > 10'000) {
-    m_failures.clear(); // bounded memory under a spray of addresses
+  (void)failures_last_minute(now); // move the buckets to `now`
+  ++m_buckets[static_cast<std::size_t>(m_bucket_second % 60)];
+  m_last_failure = std::max(m_last_failure, now);
+
+  auto it = m_failures.find(address);
+  if (it == m_failures.end()) {
+    if (m_failures.size() >= m_options.max_addresses) {
+      // Make room with the least recently failed address whose wait is over; if every one is still
+      // waiting, remember no new address: the global pacing holds it (a full table of waiting
+      // addresses means far more failures than the global budget).
+      const auto oldest = m_failures.find(m_recent.back());
+      if (oldest == m_failures.end() || waiting(oldest->second, now)) {
+        return;
+      }
+      m_failures.erase(oldest);
+      m_recent.pop_back();
+    }
+    m_recent.push_front(address);
+    it = m_failures.emplace(address, Failures{0, now, m_recent.begin()}).first;
+  } else {
+    m_recent.splice(m_recent.begin(), m_recent, it->second.recency);
   }
-  auto& f = m_failures[address];
-  ++f.count;
-  f.last = now;
+  ++it->second.count;
+  it->second.last = now;
 }
 
 void LoginThrottle::reset(const std::string& address) {
   std::lock_guard lock(m_mutex);
-  m_failures.erase(address);
+  if (const auto it = m_failures.find(address); it != m_failures.end()) {
+    m_recent.erase(it->second.recency);
+    m_failures.erase(it);
+  }
+}
+
+std::size_t LoginThrottle::size() {
+  std::lock_guard lock(m_mutex);
+  return m_failures.size();
 }
 
 } // namespace withcache::auth

@@ -11,7 +11,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <array>
 #include <filesystem>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -62,31 +64,62 @@ std::optional<std::string> cookie_value(std::string_view cookie_header, std::str
  */
 bool same_origin(std::string_view origin, std::string_view referer, std::string_view host);
 
+/** Limits of a LoginThrottle. */
+struct ThrottleOptions {
+  /** Addresses remembered at most; a full table never drops an address that is still waiting. */
+  std::size_t max_addresses = 10'000;
+  /** Above this many wrong passwords in a minute, from all addresses together, the global pacing applies. */
+  unsigned global_failures_per_minute = 60;
+  /** The global pacing: every attempt, from any address, waits this long after the last wrong one. */
+  std::chrono::milliseconds global_pause{1000};
+};
+
 /**
- * Slows down repeated wrong passwords from one address: after each failure
- * the next attempt must wait 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. Attempts
- * inside that window are refused (429) rather than held, so a flood of them
- * cannot tie up the server's threads.
+ * Slows down wrong passwords. Per address: after each failure the next
+ * attempt must wait 0, 0, 0.25 s, 0.5 s, 1 s, … up to 5 s. Globally: above
+ * `global_failures_per_minute` failures across all addresses, every attempt
+ * waits `global_pause` after the last failure, so a spray from many addresses
+ * gains nothing from being many. Attempts inside a wait are refused (429)
+ * rather than held, so a flood of them cannot tie up the server. Memory is
+ * bounded: when the table is full the least recently failed address whose
+ * wait is over makes room; a waiting address is never forgotten early.
+ * Thread-safe.
  */
 class LoginThrottle {
  public:
   using Clock = std::chrono::steady_clock;
 
+  explicit LoginThrottle(ThrottleOptions options = {});
+
   /** The pause this address's failures so far call for after the last one. */
   std::chrono::milliseconds delay_for(const std::string& address);
-  /** How much longer this address must wait before its next attempt counts (0 = now). */
+  /** How much longer this address must wait before its next attempt counts (0 = now): its own wait or the global one. */
   std::chrono::milliseconds retry_after(const std::string& address, Clock::time_point now = Clock::now());
+  /** Counts a wrong password from `address`. */
   void record_failure(const std::string& address, Clock::time_point now = Clock::now());
+  /** Forgets `address` (its password was right). */
   void reset(const std::string& address);
+  /** Addresses remembered now. */
+  [[nodiscard]] std::size_t size();
 
  private:
   struct Failures {
     unsigned count = 0;
     Clock::time_point last;
+    std::list<std::string>::iterator recency; // position in m_recent
   };
   static std::chrono::milliseconds delay_after(unsigned failures);
+  [[nodiscard]] bool waiting(const Failures& f, Clock::time_point now) const;
+  [[nodiscard]] unsigned failures_last_minute(Clock::time_point now);
+
+  ThrottleOptions m_options;
   std::mutex m_mutex;
   std::unordered_map<std::string, Failures> m_failures;
+  std::list<std::string> m_recent; // most recently failed first
+  // Failures per second over the last minute, for the global budget.
+  std::array<unsigned, 60> m_buckets{};
+  std::int64_t m_bucket_second = 0;
+  Clock::time_point m_last_failure{};
 };
 
 } // namespace withcache::auth

@@ -60,6 +60,12 @@ std::string actor(const Context& ctx, const Request& req);
 bool csrf_ok(const Request& req);
 /** `HX-Request: true`. */
 bool is_htmx(const Request& req);
+/**
+ * `handler` with the operator surface's response headers added: a CSP of
+ * `default-src 'self'; img-src 'self' data:; frame-ancestors 'none'`, `X-Frame-Options: DENY`,
+ * `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
+ */
+Handler secured(Handler handler);
 
 // --- route registration, one file each ------------------------------------------
 

@@ -167,6 +167,14 @@ void Router::add_prefix(std::string method, std::string prefix, Runs runs, Handl
   m_routes.push_back(Route{std::move(method), std::move(prefix), true, runs, std::move(handler)});
 }
 
+void Router::wrap(const std::function<bool(const Route&)>& which, const std::function<Handler(Handler)>& wrap) {
+  for (auto& route : m_routes) {
+    if (which(route)) {
+      route.handler = wrap(std::move(route.handler));
+    }
+  }
+}
+
 void Router::set_not_found(Handler handler) {
   m_not_found = std::move(handler);
 }

@@ -110,6 +110,8 @@ class Router {
 
   void add(std::string method, std::string path, Runs runs, Handler handler);
   void add_prefix(std::string method, std::string prefix, Runs runs, Handler handler);
+  /** Replaces the handler of every route `which` selects with `wrap(handler)` (e.g. to add headers). */
+  void wrap(const std::function<bool(const Route&)>& which, const std::function<Handler(Handler)>& wrap);
   /** What to answer when no route matches (a plain 404 unless set). */
   void set_not_found(Handler handler);
 

@@ -43,6 +43,10 @@ Response metrics_page(const Context& ctx) {
     counter("withcache_connections_timed_out_total",
             "Connections closed by a head, idle, body or send deadline.", t.timed_out);
     counter("withcache_requests_oversized_total", "Requests refused for header or body limits.", t.oversized);
+    counter("withcache_accept_errors_total", "Connections that could not be accepted (out of descriptors?).",
+            t.accept_errors);
+    gauge("withcache_open_files", "File descriptors the server holds now.", t.open_files);
+    gauge("withcache_open_files_limit", "The server's open-files limit (RLIMIT_NOFILE).", t.open_files_limit);
   }
   Response res = plain(200, out.str());
   res.set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");

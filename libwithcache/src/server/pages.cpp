@@ -92,11 +92,14 @@ std::string layout(std::string_view title, std::string_view active, bool auth, s
       "<title>" +
       escape(title) +
       " · withcache</title>"
+      // No inline style or script anywhere: the UI runs under CSP default-src 'self'. htmx must not
+      // inject its indicator <style> either.
+      "<meta name=\"htmx-config\" content='{\"includeIndicatorStyles\": false}'>"
       "<link rel=\"stylesheet\" href=\"/static/pico.min.css\">"
+      "<link rel=\"stylesheet\" href=\"/static/withcache.css\">"
       "<script src=\"/static/htmx.min.js\"></script>"
-      "<style>form.inline{display:inline;margin:0}form.inline button{margin:0;padding:.2rem .6rem;"
-      "font-size:.8rem;width:auto}td,th{font-size:.85rem;word-break:break-all}progress{margin:0}"
-      "code.sha{font-size:.75rem}form[role=search]{display:flex;gap:.5rem}</style></head><body>"
+      "<script src=\"/static/withcache.js\" defer></script>"
+      "</head><body>"
       "<header class=\"container\"><nav><ul><li><strong>withcache</strong></li></ul><ul>";
   for (const auto& [href, label] : nav) {
     out += std::string("<li><a href=\"") + href + "\"" + (active == label ? " aria-current=\"page\"" : "") +
@@ -240,10 +243,9 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
   for (const auto& a : page.items) {
     out += "<tr><td>" + escape(a.url) + "</td><td>" + format_size(a.size) + "</td><td>" +
            std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) +
-           "</td><td><code class=\"sha\" title=\"" + a.sha256 + "\">" + a.sha256.substr(0, 12) +
+           "</td><td><code class=\"sha\" title=\"" + escape(a.sha256) + "\">" + escape(a.sha256.substr(0, 12)) +
            "…</code> <button type=\"button\" class=\"secondary outline "
-           "small\" onclick=\"navigator.clipboard.writeText('" +
-           a.sha256 + "')\">Copy</button></td><td>" + format_display_time(a.fetched_at) + "</td><td>" +
+           "small\" data-copy=\"" + escape(a.sha256) + "\">Copy</button></td><td>" + format_display_time(a.fetched_at) + "</td><td>" +
            action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") +
            "</td></tr>";
   }

@@ -2,6 +2,14 @@
 // route file on one router, and serves it on the event-driven transport.
 #include "withcache/server.hpp"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include "json/json.hpp"
@@ -29,6 +37,50 @@ std::string loggable_path(const std::string& path) {
   }
   return util::escape_control(shown);
 }
+
+// One server per data dir: an exclusive flock(2) on <data-dir>/lock for the server's lifetime, holding its
+// PID, so a second server (or two resuming the same .part) refuses to start and names the holder.
+class DataDirLock {
+ public:
+  explicit DataDirLock(const std::filesystem::path& data_dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(data_dir, ec);
+    if (ec) {
+      throw StartupError("cannot create " + data_dir.string() + ": " + ec.message());
+    }
+    const std::filesystem::path path = data_dir / "lock";
+    m_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (m_fd < 0) {
+      throw StartupError("cannot open " + path.string() + ": " + std::strerror(errno));
+    }
+    if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char holder[32] = {};
+      const ssize_t n = ::pread(m_fd, holder, sizeof holder - 1, 0);
+      ::close(m_fd);
+      if (err == EWOULDBLOCK) {
+        const std::string pid = n > 0 ? std::string(util::trim(std::string_view(holder, static_cast<std::size_t>(n)),
+                                                               util::k_whitespace))
+                                      : "unknown";
+        throw StartupError("data dir " + data_dir.string() + " is in use by another withcache-server (pid " + pid +
+                           "); one server per data dir");
+      }
+      throw StartupError("cannot lock " + path.string() + ": " + std::strerror(err));
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(m_fd, 0) != 0 || ::pwrite(m_fd, pid.data(), pid.size(), 0) < 0) {
+      spdlog::warn("cannot write the PID into {}: {}", path.string(), std::strerror(errno));
+    }
+  }
+  ~DataDirLock() {
+    ::close(m_fd); // releases the lock; the file stays (its PID is stale, the lock is what counts)
+  }
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+
+ private:
+  int m_fd = -1;
+};
 
 TransportOptions transport_options(const ServerOptions& o) {
   TransportOptions t;
@@ -60,6 +112,7 @@ TransportOptions transport_options(const ServerOptions& o) {
 } // namespace
 
 struct Server::Impl {
+  std::unique_ptr<DataDirLock> lock; // first: taken before the store opens, released last
   Context ctx;
   Router router;
   std::unique_ptr<Transport> transport; // last: destroyed (and its workers joined) before ctx
@@ -67,6 +120,7 @@ struct Server::Impl {
   explicit Impl(ServerOptions opts) {
     ctx.options = std::move(opts);
     const auto& options = ctx.options;
+    lock = std::make_unique<DataDirLock>(options.data_dir);
     try {
       ctx.store = std::make_unique<store::BlobStore>(
           store::StoreOptions{options.data_dir, options.max_bytes, std::chrono::milliseconds(500)});
@@ -106,12 +160,17 @@ struct Server::Impl {
     add_session_routes(router, ctx);
     add_ui_routes(router, ctx);
     add_api_routes(router, ctx);
-    router.set_not_found([](const Request& req) {
+    // The operator surface (pages, actions, API, its assets) carries the CSP and framing headers.
+    const auto operator_surface = [](std::string_view path) {
+      return path == "/" || path.starts_with("/ui/") || path.starts_with("/admin/") || path.starts_with("/api/") ||
+             path.starts_with("/static/");
+    };
+    router.wrap([&](const Router::Route& route) { return operator_surface(route.path); }, secured);
+    router.set_not_found(secured([](const Request& req) {
       // Anything else under /api/ is a JSON 404.
-      return req.path.starts_with("/api/")
-                 ? json_text(404, json::dump(json::Json{{"error", "no such route"}}))
-                 : plain(404, "not found\n");
-    });
+      return req.path.starts_with("/api/") ? json_text(404, json::dump(json::Json{{"error", "no such route"}}))
+                                           : plain(404, "not found\n");
+    }));
     transport = std::make_unique<Transport>(transport_options(options), router);
     ctx.transport_stats = [t = transport.get()] { return t->stats(); };
   }

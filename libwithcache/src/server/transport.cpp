@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -16,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -98,6 +100,16 @@ struct Shared {
   std::atomic<std::uint64_t> refused{0};
   std::atomic<std::uint64_t> timed_out{0};
   std::atomic<std::uint64_t> oversized{0};
+  std::atomic<std::uint64_t> accept_errors{0};
+  std::uint64_t file_limit = 0;           // RLIMIT_NOFILE when bound
+  std::atomic<std::int64_t> last_warning{0}; // steady seconds of the last "near the limit" log
+
+  // Logs at most once a minute: a descriptor shortage must be seen, not flood the log.
+  bool may_warn() {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+    auto last = last_warning.load();
+    return now - last >= 60 && last_warning.compare_exchange_strong(last, now);
+  }
 
   std::mutex tls_mutex;
   std::shared_ptr<ssl::context> tls_context; // replaced whole on reload
@@ -584,7 +596,11 @@ struct Transport::Impl {
       }
       if (ec) {
         // Out of descriptors (EMFILE/ENFILE) or a transient error: log it and try again shortly.
-        spdlog::warn("accept failed: {}", ec.message());
+        ++shared->accept_errors;
+        if (shared->may_warn()) {
+          spdlog::warn("cannot accept connections: {} ({} open, open-files limit {}); raise LimitNOFILE",
+                       ec.message(), shared->open.load(), shared->file_limit);
+        }
         auto timer = std::make_shared<net::steady_timer>(acceptor.get_executor(), std::chrono::milliseconds(50));
         timer->async_wait([this, timer](error_code) { accept(); });
         return;
@@ -595,6 +611,9 @@ struct Transport::Impl {
   }
 
   void start_session(tcp::socket socket) {
+    if (shared->file_limit > 0 && shared->open.load() * 10 > shared->file_limit * 9 && shared->may_warn()) {
+      spdlog::warn("{} connections open, near the open-files limit of {}", shared->open.load(), shared->file_limit);
+    }
     error_code ec;
     const auto peer = socket.remote_endpoint(ec);
     if (ec) {
@@ -669,6 +688,10 @@ void Transport::bind() {
   if (ec) {
     throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
   }
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    m_impl->shared->file_limit = files.rlim_cur;
+  }
   const auto local = acceptor.local_endpoint(ec);
   m_impl->bound_port = local.port();
   const std::string shown = local.address().is_v6() ? "[" + local.address().to_string() + "]"
@@ -733,7 +756,14 @@ std::string Transport::reload_tls() {
 
 TransportStats Transport::stats() const {
   const auto& s = *m_impl->shared;
-  return TransportStats{s.open.load(), s.refused.load(), s.timed_out.load(), s.oversized.load()};
+  std::uint64_t descriptors = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    ++descriptors;
+  }
+  return TransportStats{s.open.load(),    s.refused.load(), s.timed_out.load(), s.oversized.load(),
+                        s.accept_errors.load(), descriptors, s.file_limit};
 }
 
 } // namespace withcache::server

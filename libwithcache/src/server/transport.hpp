@@ -43,6 +43,9 @@ struct TransportStats {
   std::uint64_t refused_connections = 0; ///< over the per-address cap
   std::uint64_t timed_out = 0;           ///< closed by a head, idle, body or send deadline
   std::uint64_t oversized = 0;           ///< refused for header or body limits
+  std::uint64_t accept_errors = 0;       ///< accept(2) failures (out of descriptors, most likely)
+  std::uint64_t open_files = 0;          ///< descriptors the process holds now
+  std::uint64_t open_files_limit = 0;    ///< its RLIMIT_NOFILE
 };
 
 class Transport {

@@ -178,6 +178,14 @@ void add_ui_routes(Router& router, Context& ctx) {
     return res;
   });
 
+  // Browsers ask for it on every page; answer "nothing" rather than a 404 in the operator's console.
+  router.add("GET", "/favicon.ico", Runs::io, [](const Request&) {
+    Response res;
+    res.status = 204;
+    res.set("Cache-Control", "public, max-age=86400");
+    return res;
+  });
+
   const std::pair<const char*, const char*> sections[] = {{"dashboard", "Dashboard"}, {"downloads", "Downloads"},
                                                           {"misses", "Misses"},       {"artifacts", "Cached"},
                                                           {"events", "Events"}};
