@@ -34,18 +34,23 @@ test-sanitize:
 	cmake --build $(SANITIZE) -j $(JOBS)
 	cd $(SANITIZE) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ctest $(CTEST_ARGS)
 
-# libFuzzer targets (clang); FUZZ_SECONDS per target.
+# libFuzzer targets (clang): every fuzz/fuzz_<name>.cpp runs FUZZ_SECONDS, starting from its checked-in
+# corpus fuzz/corpus/<name>; new inputs go to build/fuzz/corpus/<name>, crashes to build/fuzz/crashes/<name>.
+# Every target runs even when one fails; the exit status says whether any did.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.cpp,%,$(wildcard fuzz/fuzz_*.cpp))
 fuzz:
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DWITHCACHE_BUILD_FUZZERS=ON -DWITHCACHE_BUILD_TESTS=OFF -DWITHCACHE_BUILD_APPS=OFF -DWITHCACHE_BUILD_EXAMPLES=OFF \
 	  -DWITHCACHE_BUILD_BENCH=OFF
-	cmake --build build/fuzz -j $(JOBS)
-	mkdir -p build/fuzz/corpus/normalize_key build/fuzz/corpus/decode_token build/fuzz/corpus/json build/fuzz/corpus/http
-	build/fuzz/fuzz/fuzz_normalize_key -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/normalize_key fuzz/corpus/normalize_key
-	build/fuzz/fuzz/fuzz_decode_token -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/decode_token fuzz/corpus/decode_token
-	build/fuzz/fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/json fuzz/corpus/json
-	build/fuzz/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/http fuzz/corpus/http
+	cmake --build build/fuzz -j $(JOBS) --target fuzzers
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes/$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	  build/fuzz/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/crashes/$$t/ \
+	    build/fuzz/corpus/$$t fuzz/corpus/$$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs under build/fuzz/crashes/)"; exit 1; fi
 
 # Benchmarks (docs/benchmarks.md): Release build, loopback only, each beside its reference.
 bench:

@@ -25,6 +25,20 @@ if(WITHCACHE_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# A fuzzing build (clang) instruments everything it compiles, not only the fuzz targets: the parsers
+# under test live in the module libraries, and coverage from inside them is what steers libFuzzer.
+# Instrumenting the whole build lets each fuzzer link withcache::url, ::http, ... like any other
+# program instead of recompiling library sources into itself; only the fuzzers' link adds libFuzzer's
+# main (-fsanitize=fuzzer, fuzz/CMakeLists.txt).
+if(WITHCACHE_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "WITHCACHE_BUILD_FUZZERS needs clang (CC=clang CXX=clang++)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 # Every target we own calls this: warnings (and -Werror on request) without
 # leaking them onto consumers of the installed library.
 function(withcache_target_defaults target)
