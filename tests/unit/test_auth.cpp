@@ -79,6 +79,10 @@ TEST_CASE("same_origin is the CSRF check", "[auth]") {
       {"null", "", "cache:3000", false},
       {"https://cache.lab", "", "cache.lab:443", true},
       {"http://cache", "", "", false},
+      // Not a browser's Origin or Referer: refused, not read as a host name (found by fuzz_same_origin).
+      {"cache:3000", "", "cache:3000", false},
+      {"", "https:/ocht/uli/j:0o", "https:/U", false},
+      {"ftp://cache:3000", "", "cache:3000", false},
   };
   for (const auto& c : cases) {
     INFO(c.origin << " | " << c.referer << " | " << c.host);

@@ -78,6 +78,18 @@ TEST_CASE("http_date and parse_http_date round-trip IMF-fixdate", "[http]") {
     INFO(bad);
     CHECK_FALSE(http::parse_http_date(bad).has_value());
   }
+  // What it accepts always formats back to itself (a leap second reads as :59); impossible dates are refused.
+  for (const char* odd : {"Fri, 31 Dec 9999 23:59:60 GMT", "Sat, 31 Dec 1994 23:59:60 GMT"}) {
+    INFO(odd);
+    const auto t = http::parse_http_date(odd);
+    REQUIRE(t.has_value());
+    CHECK(http::parse_http_date(http::http_date(*t)) == t);
+  }
+  for (const char* impossible : {"Xyz, 06 Nov 1994 08:49:37 GMT", "Mon, 06 Nov 1994 08:49:37 GMT",
+                                 "Thu, 31 Feb 1994 08:49:37 GMT", "Wed, 31 Dec 1969 23:59:59 GMT"}) {
+    INFO(impossible);
+    CHECK_FALSE(http::parse_http_date(impossible).has_value());
+  }
 }
 
 TEST_CASE("if_range_matches takes a strong tag or the exact date", "[http]") {

@@ -48,7 +48,7 @@ TEST_CASE("json::parse accepts RFC 8259 texts", "[json]") {
 
 TEST_CASE("json::parse refuses what is not strict JSON, in one line that never repeats the input", "[json]") {
   struct Case {
-    const char* text;
+    std::string_view text;
     const char* error_starts;
   };
   const Case bad[] = {
@@ -78,6 +78,7 @@ TEST_CASE("json::parse refuses what is not strict JSON, in one line that never r
       {"// c\n1", "invalid JSON at byte "},
       {"/* c */ 1", "invalid JSON at byte "},
       {"1e999", "invalid JSON: a number is out of range"},
+      {std::string_view("3\0\0\0gg", 6), "invalid JSON at byte 1"}, // a NUL ended nlohmann's input early
       {"{\"a\":1,\"a\":2}", "JSON object repeats a key"},
       {"{\"h\":{\"x\":\"1\",\"x\":\"2\"}}", "JSON object repeats a key"},
       {"[{\"a\":1,\"b\":{\"a\":2},\"a\":3}]", "JSON object repeats a key"},

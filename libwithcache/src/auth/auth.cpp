@@ -136,7 +136,9 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
   if (claimed == "null") {
     return false;
   }
-  if (host.empty()) {
+  // A browser sends an absolute http(s) URL (or "null"); anything else is not a same-origin claim.
+  const std::string claimed_scheme = url::scheme_of(claimed);
+  if (host.empty() || !url::has_authority_scheme(claimed) || (claimed_scheme != "http" && claimed_scheme != "https")) {
     return false;
   }
   // The Host header carries no scheme: read it with the claimed one, so default ports agree.

@@ -251,7 +251,8 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
       month = static_cast<int>(i);
     }
   }
-  if (month < 0 || *day < 1 || *day > 31 || *hour > 23 || *minute > 59 || *second > 60) {
+  // A leap second (:60) is read as :59, so that what is parsed always formats back the same.
+  if (month < 0 || *day < 1 || *day > 31 || *hour > 23 || *minute > 59 || *second > 60 || *year < 1970) {
     return std::nullopt;
   }
   tm.tm_mday = static_cast<int>(*day);
@@ -259,8 +260,16 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
   tm.tm_year = static_cast<int>(*year) - 1900;
   tm.tm_hour = static_cast<int>(*hour);
   tm.tm_min = static_cast<int>(*minute);
-  tm.tm_sec = static_cast<int>(*second);
-  return ::timegm(&tm);
+  tm.tm_sec = static_cast<int>(std::min<std::uint64_t>(*second, 59));
+  const std::time_t time = ::timegm(&tm);
+  // Refuse what timegm had to normalise (31 Feb) and a day name that is not that date's.
+  std::tm check{};
+  ::gmtime_r(&time, &check);
+  if (check.tm_mday != static_cast<int>(*day) || check.tm_mon != month ||
+      text.substr(0, 3) != k_days.at(static_cast<std::size_t>(check.tm_wday))) {
+    return std::nullopt;
+  }
+  return time;
 }
 
 bool if_range_matches(std::string_view if_range, std::string_view etag, std::time_t last_modified) {

@@ -9,6 +9,10 @@
 namespace withcache::json {
 
 Expected<Json, std::string> parse(std::string_view text) {
+  // nlohmann's lexer takes a NUL byte for the end of input and would ignore what follows it.
+  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    return unexpected("invalid JSON at byte " + std::to_string(nul));
+  }
   std::string problem;
   std::vector<std::set<std::string, std::less<>>> keys; // one set per open object
   const Json::parser_callback_t check = [&](int depth, Json::parse_event_t event, Json& parsed) {
