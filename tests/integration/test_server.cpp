@@ -79,8 +79,18 @@ TEST_CASE("miss, auto-fill, then hit with exact bytes and sha headers", "[server
   CHECK(curl(server.blob(shouting)).status == 200);
   CHECK(origin.gets("/cuda_12.4.run") == 1);
 
-  // The access log shortens tokens and never shows the origin URL.
-  CHECK(server.log().find(token) == std::string::npos);
+  // The access log names the artifact by a short key id, never the token or the origin URL, and
+  // escapes control characters a path could use to forge a line.
+  const std::string log_before = server.log();
+  CHECK(log_before.find(token) == std::string::npos);
+  CHECK(log_before.find(token.substr(0, 12)) == std::string::npos);
+  CHECK(log_before.find("/b/[" + url::key_id(origin_url)->substr(0, 12) + "]/cuda_12.4.run 200") !=
+        std::string::npos);
+  CHECK(curl(server.base() + "/ui/x%0d%0a2026-01-01T00:00:00.000Z%20info%20FORGED%1b%5B31m").status == 404);
+  REQUIRE(test::eventually([&] { return server.log().find("FORGED") != std::string::npos; }));
+  const std::string log = server.log();
+  CHECK(log.find("\n2026-01-01T00:00:00.000Z info FORGED") == std::string::npos);
+  CHECK(log.find(R"(\x0d\x0a2026-01-01T00:00:00.000Z info FORGED\x1b[31m)") != std::string::npos);
 }
 
 TEST_CASE("the query string is dropped from the key unless keep-query", "[server]") {

@@ -68,6 +68,8 @@ struct Response {
   std::string body;              ///< a body held in memory …
   std::optional<FileBody> file;  ///< … or a file, sent with sendfile(2) on plain TCP
   bool close = false;            ///< close the connection after this response
+  /** What the access log shows for the request target (default: its path); never a token or query. */
+  std::string log_target;
   /** Called with the body bytes actually written (for metrics); may be empty. */
   std::function<void(std::uint64_t)> on_body_bytes;
 

@@ -17,7 +17,9 @@ constexpr const char* k_miss_body = "cache miss (recorded)\n";
 
 Response bad_request(Context& ctx, const std::string& reason) {
   ++ctx.metrics.bad_requests;
-  return plain(400, reason + "\n");
+  Response res = plain(400, reason + "\n");
+  res.log_target = "[bad request]";
+  return res;
 }
 
 Response miss(Context& ctx, const Request& req, const std::string& key, const std::string& origin) {
@@ -92,6 +94,23 @@ std::optional<Response> serve_blob(Context& ctx, const Request& req, const store
   return res;
 }
 
+// The access log names an artifact by a short key id: a token's first characters are the same for
+// every URL of a host, and the token itself carries the whole URL.
+std::string log_target(const Request& req, std::string_view key) {
+  const std::string shown = key.empty() ? "?" : std::string(key.substr(0, 12));
+  if (!req.path.starts_with("/b/")) {
+    return "/blob [" + shown + "]";
+  }
+  const std::string_view rest = std::string_view(req.path).substr(3);
+  const std::size_t slash = rest.find('/');
+  return "/b/[" + shown + "]" + (slash == std::string_view::npos ? "" : std::string(rest.substr(slash)));
+}
+
+Response logged(const Request& req, Response res, std::string_view key) {
+  res.log_target = log_target(req, key);
+  return res;
+}
+
 Response read(Context& ctx, const Request& req, const std::optional<std::string>& token) {
   std::string origin;
   if (token) {
@@ -116,10 +135,10 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
   }
   if (auto artifact = ctx.store->find(*key)) {
     if (auto served = serve_blob(ctx, req, *artifact)) {
-      return std::move(*served);
+      return logged(req, std::move(*served), *key);
     }
   }
-  return miss(ctx, req, *key, origin);
+  return logged(req, miss(ctx, req, *key, origin), *key);
 }
 
 } // namespace

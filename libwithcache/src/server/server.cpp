@@ -104,7 +104,8 @@ TransportOptions transport_options(const ServerOptions& o) {
     }
     // Only the path: query strings (and /blob?url=) may carry origin tokens.
     spdlog::info("{} {} {} {} {:.1f}ms {}", req.remote_address, util::escape_control(req.method),
-                 loggable_path(req.path), res.status, ms, res.content_length());
+                 res.log_target.empty() ? loggable_path(req.path) : util::escape_control(res.log_target), res.status,
+                 ms, res.content_length());
   };
   return t;
 }
