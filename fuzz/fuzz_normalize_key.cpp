@@ -11,19 +11,26 @@ namespace url = withcache::url;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
-  for (const bool keep_query : {false, true}) {
-    const auto key = url::normalize_key(input, {.keep_query = keep_query});
+  const url::KeyOptions modes[] = {{}, {.keep_query = true}, {.drop_query = true}, {.query_drop = {"v", "x-*"}}};
+  for (const auto& mode : modes) {
+    const auto key = url::normalize_key(input, mode);
     if (!key) {
       continue;
     }
     // A key is a fixed point: normalising it again changes nothing.
-    const auto again = url::normalize_key(*key, {.keep_query = keep_query});
+    const auto again = url::normalize_key(*key, mode);
     if (!again || *again != *key) {
       std::abort();
     }
-    if (key->find('#') != std::string::npos || (!keep_query && key->find('?') != std::string::npos)) {
+    if (key->find('#') != std::string::npos || (mode.drop_query && key->find('?') != std::string::npos)) {
       std::abort();
     }
+  }
+  // One parse: the URL a fill fetches has the key of the URL it came from.
+  const auto fetched = url::fetch_url(input);
+  const auto key = url::normalize_key(input);
+  if (fetched.has_value() != key.has_value() || (fetched && url::normalize_key(*fetched).value_or("") != *key)) {
+    std::abort();
   }
   (void)url::basename_of(input);
   (void)url::redact(input);
