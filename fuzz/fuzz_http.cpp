@@ -1,4 +1,4 @@
-// Fuzzes the read path's header parsers: Range, If-None-Match, If-Range, dates, Content-Range.
+// Fuzzes the header parsers: Range, If-None-Match, If-Range, dates, Content-Range, Cache-Control.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (const auto cr = withcache::http::parse_content_range(text);
       cr && !cr->unsatisfied && cr->last < cr->first) {
     std::abort();
+  }
+  for (const auto& directive : withcache::http::parse_cache_control(text)) {
+    if (directive.name.empty() && !directive.has_argument) {
+      std::abort(); // empty elements are skipped
+    }
   }
   return 0;
 }

@@ -6,8 +6,13 @@
 #include <fstream>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include "support/eventually.hpp"
 #include "support/origin.hpp"
+#include "support/raw_origin.hpp"
 #include "support/temp_dir.hpp"
 #include "withcache/fills.hpp"
 #include "withcache/origin.hpp"
@@ -507,4 +512,409 @@ TEST_CASE("pool: cancel and shutdown do not wait for a silent origin", "[fills][
   REQUIRE(ended.has_value());
   CHECK(ended->status == JobStatus::cancelled);
   CHECK(files_in(dir / "tmp") == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 13: what the cache stores is exactly what the origin would have served.
+// One test (or a few) per numbered case of the issue's "Why" that lives below
+// the HTTP server, against an origin that misbehaves on purpose.
+
+namespace {
+
+const char k_gzip_body[] =
+    "\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\x2b\xcf\x2c\xc9\x48\x4e\x4c\xce\x48\x55\x28\x2e\xc9\x2f\x4a\x2d"
+    "\x56\x28\xcf\x48\x2c\x51\x28\x01\xf2\xf3\x8b\x32\xd3\x33\xf3\x14\x8a\x53\xf3\x4a\xb8\xca\xe9\xae\x0a\x00"
+    "\x62\x8b\x3b\x61\x98\x00\x00\x00";
+const std::string k_gzip(k_gzip_body, sizeof k_gzip_body - 1); // gzip of 4 lines of text, 60 bytes
+
+origin::FetchRequest request_for(const std::string& url, const TempDir& dir, const std::string& name = "x") {
+  origin::FetchRequest request;
+  request.url = url;
+  request.part_path = dir / (name + ".part");
+  request.resume_state_path = dir / (name + ".resume");
+  return request;
+}
+
+Route version(std::string body, std::string etag = {}, std::string last_modified = {}) {
+  Route route{std::move(body)};
+  route.etag = std::move(etag);
+  route.last_modified = std::move(last_modified);
+  return route;
+}
+
+// A route that cuts its body after `at` bytes once, then serves `next`.
+Route cut_once_then(Route first, std::size_t at, Route next) {
+  first.truncate_at = at;
+  first.truncate_times = 1;
+  first.then = {std::move(next)};
+  return first;
+}
+
+[[maybe_unused]] std::string key_of(const std::string& url) {
+  return *url::key_id(url);
+}
+
+} // namespace
+
+TEST_CASE("case 3: every resume carries If-Range; a changed body restarts from zero", "[fills][resume]") {
+  Origin origin;
+  const std::string v1 = test::make_bytes(256 * 1024, 31);
+  const std::string v2 = test::make_bytes(256 * 1024, 32);
+  TempDir dir;
+
+  SECTION("strong ETag: the origin honours If-Range and answers 200 with the new body") {
+    origin.add("/f.bin", cut_once_then(version(v1, "\"v1\""), 100 * 1024, version(v2, "\"v2\"")));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v2));
+    CHECK(r->etag == "\"v2\"");
+    const auto got = origin.received();
+    REQUIRE(got.size() == 2);
+    CHECK(got[1].header("Range") == "bytes=102400-");
+    CHECK(got[1].header("If-Range") == "\"v1\"");
+  }
+  SECTION("an origin that ignores If-Range: a 206 with another ETag restarts from zero") {
+    Route changed = version(v2, "\"v2\"");
+    changed.honour_if_range = false;
+    origin.add("/f.bin", cut_once_then(version(v1, "\"v1\""), 100 * 1024, changed));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v2)); // never v1's first half spliced with v2's second
+    const auto got = origin.received();
+    REQUIRE(got.size() == 3);
+    CHECK(got[1].header("If-Range") == "\"v1\"");
+    CHECK(got[2].header("Range").empty());
+  }
+  SECTION("Last-Modified when there is no strong ETag") {
+    Route changed = version(v2, "W/\"weak2\"", "Tue, 02 Jan 2024 00:00:00 GMT");
+    changed.honour_if_range = false;
+    origin.add("/f.bin", cut_once_then(version(v1, "W/\"weak1\"", "Mon, 01 Jan 2024 00:00:00 GMT"), 100 * 1024,
+                                       changed));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v2));
+    const auto got = origin.received();
+    REQUIRE(got.size() == 3);
+    CHECK(got[1].header("If-Range") == "Mon, 01 Jan 2024 00:00:00 GMT");
+  }
+  SECTION("no validator: a 206 whose total differs from the first length restarts") {
+    const std::string longer = test::make_bytes(300 * 1024, 33);
+    origin.add("/f.bin", cut_once_then(version(v1), 100 * 1024, version(longer)));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(longer));
+    const auto got = origin.received();
+    REQUIRE(got.size() == 3);
+    CHECK(got[1].header("Range") == "bytes=102400-");
+    CHECK_FALSE(got[1].headers.count("If-Range"));
+    CHECK(got[2].header("Range").empty());
+  }
+  SECTION("no validator, same length: accepted (the documented residual risk)") {
+    origin.add("/f.bin", cut_once_then(version(v1), 100 * 1024, version(v1)));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v1));
+    CHECK(origin.received().size() == 2);
+  }
+  SECTION("a 416 to the resume restarts from zero instead of committing the first half") {
+    const std::string shorter = test::make_bytes(100 * 1024, 34); // exactly the bytes already held
+    origin.add("/f.bin", cut_once_then(version(v1), 100 * 1024, version(shorter)));
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(shorter));
+    const auto got = origin.received();
+    REQUIRE(got.size() == 3); // 200 cut, 416, 200
+    CHECK(got[2].header("Range").empty());
+  }
+}
+
+TEST_CASE("case 3: a part and its resume state survive between calls; a 416 for all bytes held completes",
+          "[fills][resume]") {
+  Origin origin;
+  const std::string v1 = test::make_bytes(200 * 1024, 35);
+  TempDir dir;
+  // The first call receives every byte and is interrupted before it could
+  // return (as a crash before the commit would): the part and its state stay.
+  auto interrupted = [&](const std::string& path) {
+    std::atomic<bool> stop{false};
+    auto request = request_for(origin.url(path), dir);
+    request.cancel = &stop;
+    request.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+      if (total != 0 && done == total) {
+        stop = true;
+      }
+    };
+    const auto r = origin::fetch_to_file(request, local_options());
+    REQUIRE_FALSE(r.has_value());
+    REQUIRE(r.error().reason == origin::FetchErrc::cancelled);
+    REQUIRE(fs::file_size(request.part_path) == v1.size());
+    REQUIRE(fs::exists(request.resume_state_path));
+  };
+
+  SECTION("same representation: 416 bytes */N with the same ETag means done") {
+    origin.add("/f.bin", version(v1, "\"v1\""));
+    interrupted("/f.bin");
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v1));
+    CHECK(r->etag == "\"v1\"");
+    const auto got = origin.received();
+    REQUIRE(got.size() == 2);
+    CHECK(got[1].header("If-Range") == "\"v1\"");
+    CHECK_FALSE(fs::exists(dir / "x.resume")); // nothing left to resume
+  }
+  SECTION("a new version of the same length behind a 416: restart") {
+    const std::string v2 = test::make_bytes(200 * 1024, 36);
+    Route changed = version(v2, "\"v2\"");
+    changed.honour_if_range = false;
+    Route first = version(v1, "\"v1\"");
+    first.then = {changed};
+    origin.add("/f.bin", first);
+    interrupted("/f.bin");
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v2));
+    CHECK(origin.received().size() == 3);
+  }
+  SECTION("part bytes with no resume state are not trusted: fetched again from zero") {
+    origin.add("/f.bin", version(v1, "\"v1\""));
+    interrupted("/f.bin");
+    fs::remove(dir / "x.resume");
+    const auto r = origin::fetch_to_file(request_for(origin.url("/f.bin"), dir), local_options());
+    REQUIRE(r.has_value());
+    CHECK(r->sha256 == digest::sha256_hex(v1));
+    const auto got = origin.received();
+    REQUIRE(got.size() == 2);
+    CHECK(got[1].header("Range").empty());
+  }
+}
+
+TEST_CASE("case 9: two Content-Length headers are refused before the body is read", "[fills][framing]") {
+  TempDir dir;
+  struct Case {
+    const char* name;
+    std::string head;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"conflicting", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 10\r\n", "conflicting Content-Length"},
+      {"duplicate", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 10\r\n", "duplicate Content-Length"},
+      {"with chunked", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n",
+       "both Content-Length and Transfer-Encoding"},
+      {"malformed", "HTTP/1.1 200 OK\r\nContent-Length: 1O\r\n", "malformed Content-Length"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    test::RawOrigin raw(c.head + "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n0123456789");
+    const auto request = request_for(raw.url("/two.bin"), dir, c.name);
+    const auto r = origin::fetch_to_file(request, local_options());
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().reason == origin::FetchErrc::malformed);
+    CHECK(r.error().detail.find(c.says) != std::string::npos);
+    CHECK(raw.requests().size() == 1); // refused, not retried
+    CHECK(fs::file_size(request.part_path) == 0); // not one byte of it was kept
+  }
+}
+
+TEST_CASE("case 9: a gzip body sent despite Accept-Encoding: identity is stored as delivered", "[fills][framing]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: " +
+                      std::to_string(k_gzip.size()) + "\r\nConnection: close\r\n\r\n" + k_gzip);
+  TempDir dir;
+  const auto request = request_for(raw.url("/notes.txt"), dir);
+  const auto r = origin::fetch_to_file(request, local_options());
+  REQUIRE(r.has_value());
+  CHECK(r->content_encoding == "gzip");
+  CHECK(r->sha256 == digest::sha256_hex(k_gzip));
+  CHECK(read_file(request.part_path) == k_gzip); // not decompressed
+  REQUIRE(raw.requests().size() == 1);
+  CHECK(raw.requests()[0].find("Accept-Encoding: identity\r\n") != std::string::npos);
+}
+
+TEST_CASE("case 6: no-store, private and HTML responses are refused on the head", "[fills][store-policy]") {
+  Origin origin;
+  const std::string big = test::make_bytes(512 * 1024, 37);
+  auto with = [&](std::string type, std::string cache_control) {
+    Route route{big, std::move(type)};
+    if (!cache_control.empty()) {
+      route.headers = {{"Cache-Control", std::move(cache_control)}};
+    }
+    return route;
+  };
+  origin.add("/no-store", with("application/octet-stream", "no-store"));
+  origin.add("/private", with("application/octet-stream", "max-age=60, private"));
+  origin.add("/private-field", with("application/octet-stream", "private=\"Set-Cookie\", max-age=60"));
+  origin.add("/login", with("text/html; charset=utf-8", ""));
+  origin.add("/xhtml", with("application/xhtml+xml", ""));
+  origin.add("/public", with("application/octet-stream", "public, max-age=600"));
+  TempDir dir;
+  origin::FetchOptions storing = local_options();
+  storing.only_storable = true;
+
+  struct Case {
+    const char* path;
+    const char* detail; // nullptr: stored
+  };
+  const Case cases[] = {
+      {"/no-store", "origin marked it no-store"},
+      {"/private", "origin marked it private"},
+      {"/private-field", nullptr},
+      {"/login", "an HTML page (text/html; start the server with --cache-html"},
+      {"/xhtml", "an HTML page (application/xhtml+xml"},
+      {"/public", nullptr},
+  };
+  for (const auto& c : cases) {
+    INFO(c.path);
+    const auto request = request_for(origin.url(c.path), dir, c.path + 1);
+    const auto r = origin::fetch_to_file(request, storing);
+    if (c.detail == nullptr) {
+      REQUIRE(r.has_value());
+      CHECK(r->size == big.size());
+      continue;
+    }
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().reason == origin::FetchErrc::not_storable);
+    CHECK(r.error().detail.find(c.detail) != std::string::npos);
+    CHECK(fs::file_size(request.part_path) == 0);
+    CHECK(origin.gets(c.path) == 1);
+  }
+  // --cache-html stores pages; a client fetching for itself is not the cache and takes everything.
+  origin::FetchOptions html = storing;
+  html.cache_html = true;
+  CHECK(origin::fetch_to_file(request_for(origin.url("/login"), dir, "login-html"), html).has_value());
+  CHECK(origin::fetch_to_file(request_for(origin.url("/no-store"), dir, "client"), local_options()).has_value());
+}
+
+TEST_CASE("case 8: a trickle below min_rate fails, and so does a stall before the head", "[fills][slow]") {
+  Origin origin;
+  Route trickle{test::make_bytes(64 * 1024, 38)};
+  trickle.chunk_size = 20;
+  trickle.chunk_delay = 100ms; // 200 bytes/s
+  origin.add("/trickle.bin", trickle);
+  Route stall{test::make_bytes(1024, 39)};
+  stall.head_delay = 30s; // ended by the origin's destructor
+  origin.add("/stall.bin", stall);
+  Route fast{test::make_bytes(256 * 1024, 40)};
+  fast.chunk_size = 4096;
+  fast.chunk_delay = 5ms; // ~800 KiB/s
+  origin.add("/fast.bin", fast);
+  TempDir dir;
+  origin::FetchOptions options = local_options();
+  options.min_rate = 1024;
+  options.rate_window = 800ms;
+  options.head_timeout = 600ms;
+
+  auto started = std::chrono::steady_clock::now();
+  auto r = origin::fetch_to_file(request_for(origin.url("/trickle.bin"), dir, "trickle"), options);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().reason == origin::FetchErrc::too_slow);
+  CHECK(r.error().detail.find("below the minimum rate") != std::string::npos);
+  CHECK(r.error().detail.find("1.0 KiB/s") != std::string::npos);
+  CHECK(origin.gets("/trickle.bin") == 1); // not retried: it would trickle again
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+
+  started = std::chrono::steady_clock::now();
+  r = origin::fetch_to_file(request_for(origin.url("/stall.bin"), dir, "stall"), options);
+  const auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().reason == origin::FetchErrc::timeout);
+  CHECK(r.error().detail == "no response head within 600 ms");
+  CHECK(took >= 600ms);
+  CHECK(took < 10s);
+  CHECK(origin.gets("/stall.bin") == 1);
+
+  // A body that keeps moving above the rate is not disturbed, however long it takes.
+  r = origin::fetch_to_file(request_for(origin.url("/fast.bin"), dir, "fast"), options);
+  REQUIRE(r.has_value());
+  CHECK(r->size == 256 * 1024);
+}
+
+TEST_CASE("case 8: never fill from ourselves: the server's own sockets are refused", "[fills][self]") {
+  Origin origin;
+  origin.add("/a.bin", Route{"bytes"});
+  origin.add("/to-self", Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/a.bin"));
+  Origin other;
+  other.add("/hop", Route::redirect(origin.url("/a.bin")));
+  TempDir dir;
+  origin::FetchOptions options = local_options();
+  options.policy = origin::OriginPolicy({"127.0.0.1", "localhost"});
+
+  for (const char* listening : {"127.0.0.1", "0.0.0.0", "::", "[::]"}) {
+    INFO(listening);
+    auto own = std::make_shared<origin::OwnListeners>();
+    REQUIRE_FALSE(own->add(listening, origin.port()).has_value());
+    options.own_listeners = own;
+    const int before = origin.requests();
+    for (const std::string& url : {origin.url("/a.bin"), other.url("/hop")}) {
+      INFO(url);
+      const auto r = origin::fetch_to_file(request_for(url, dir), options);
+      REQUIRE_FALSE(r.has_value());
+      CHECK(r.error().reason == origin::FetchErrc::refused_origin);
+      CHECK(r.error().detail.find(":" + std::to_string(origin.port()) + " is this server's own listening socket") !=
+            std::string::npos);
+    }
+    CHECK(origin.requests() == before); // no byte was asked of it
+  }
+  // Another port of the same host is someone else.
+  auto own = std::make_shared<origin::OwnListeners>();
+  REQUIRE_FALSE(own->add("0.0.0.0", other.port()).has_value());
+  options.own_listeners = own;
+  CHECK(origin::fetch_to_file(request_for(origin.url("/a.bin"), dir), options).has_value());
+  CHECK(own->add("127.0.0.1", 0).has_value()); // a bad port is an error, not a silent no-op
+
+  // A wildcard listener covers every address of the host's interfaces, not only loopback.
+  ifaddrs* list = nullptr;
+  REQUIRE(::getifaddrs(&list) == 0);
+  int checked = 0;
+  for (const ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr || (entry->ifa_addr->sa_family != AF_INET && entry->ifa_addr->sa_family != AF_INET6)) {
+      continue;
+    }
+    auto wildcard = std::make_shared<origin::OwnListeners>();
+    REQUIRE_FALSE(wildcard->add("::", 3000).has_value());
+    CHECK(wildcard->check(entry->ifa_addr, 3000).has_value());
+    CHECK_FALSE(wildcard->check(entry->ifa_addr, 3001).has_value());
+    ++checked;
+  }
+  ::freeifaddrs(list);
+  CHECK(checked > 0);
+  sockaddr_in elsewhere{};
+  elsewhere.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "192.0.2.7", &elsewhere.sin_addr); // TEST-NET-1: never a local address here
+  auto wildcard = std::make_shared<origin::OwnListeners>();
+  REQUIRE_FALSE(wildcard->add("0.0.0.0", 3000).has_value());
+  CHECK_FALSE(wildcard->check(reinterpret_cast<const sockaddr*>(&elsewhere), 3000).has_value());
+  sockaddr_in6 mapped{};
+  mapped.sin6_family = AF_INET6;
+  ::inet_pton(AF_INET6, "::ffff:127.0.0.1", &mapped.sin6_addr);
+  auto exact = std::make_shared<origin::OwnListeners>();
+  REQUIRE_FALSE(exact->add("127.0.0.1", 3000).has_value());
+  CHECK(exact->check(reinterpret_cast<const sockaddr*>(&mapped), 3000).has_value());
+}
+
+TEST_CASE("a conditional request answered 304 writes nothing and says not_modified", "[fills][revalidate]") {
+  Origin origin;
+  Route route = version(test::make_bytes(4096, 41), "\"e1\"", "Mon, 01 Jan 2024 00:00:00 GMT");
+  route.headers = {{"Cache-Control", "max-age=5"}};
+  origin.add("/c.bin", route);
+  TempDir dir;
+  auto request = request_for(origin.url("/c.bin"), dir);
+  request.conditional = {"\"e1\"", "Mon, 01 Jan 2024 00:00:00 GMT"};
+  auto r = origin::fetch_to_file(request, local_options());
+  REQUIRE(r.has_value());
+  CHECK(r->not_modified);
+  CHECK(r->size == 0);
+  CHECK(r->cache_control == "max-age=5");
+  CHECK(fs::file_size(request.part_path) == 0);
+  auto got = origin.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].header("If-None-Match") == "\"e1\"");
+  CHECK(got[0].header("If-Modified-Since") == "Mon, 01 Jan 2024 00:00:00 GMT");
+
+  request.conditional = {"\"old\"", ""};
+  r = origin::fetch_to_file(request, local_options());
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->not_modified);
+  CHECK(r->size == 4096);
+  CHECK(r->etag == "\"e1\"");
+  CHECK(r->last_modified == "Mon, 01 Jan 2024 00:00:00 GMT");
 }
