@@ -19,11 +19,14 @@
 #include "withcache/store.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/time.hpp"
 
 namespace fs = std::filesystem;
 using namespace withcache;
 using namespace std::chrono_literals;
 using test::Origin;
+using withcache::Artifact;
+using withcache::UnixTime;
 using test::Route;
 using test::TempDir;
 
@@ -550,7 +553,7 @@ Route cut_once_then(Route first, std::size_t at, Route next) {
   return first;
 }
 
-[[maybe_unused]] std::string key_of(const std::string& url) {
+std::string key_of(const std::string& url) {
   return *url::key_id(url);
 }
 
@@ -917,4 +920,492 @@ TEST_CASE("a conditional request answered 304 writes nothing and says not_modifi
   CHECK(r->size == 4096);
   CHECK(r->etag == "\"e1\"");
   CHECK(r->last_modified == "Mon, 01 Jan 2024 00:00:00 GMT");
+}
+
+TEST_CASE("case 1: the query is part of the key, so no one can poison another's URL", "[fills][pool][query]") {
+  Origin origin;
+  origin.add("/download?file=evil.iso", Route{"EVIL BYTES"});
+  origin.add("/download?file=driver.run", Route{"driver bytes"});
+  origin.add("/k.iso", Route{"presigned object"});
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+
+  const auto evil = pool.enqueue(origin.url("/download?file=evil.iso"));
+  REQUIRE(evil.has_value());
+  REQUIRE(pool.wait(evil->job.id, k_deadline)->status == JobStatus::completed);
+  const auto driver = pool.enqueue(origin.url("/download?file=driver.run"));
+  REQUIRE(driver.has_value()); // not "already cached" under the evil bytes
+  CHECK(driver->job.key != evil->job.key);
+  REQUIRE(pool.wait(driver->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(read_file(s.blob_path(driver->job.key)) == "driver bytes");
+  CHECK(read_file(s.blob_path(evil->job.key)) == "EVIL BYTES");
+  CHECK(s.find(driver->job.key)->url == origin.url("/download?file=driver.run"));
+
+  // Presigned URLs match by path, and the origin still gets the signature it needs.
+  const auto one = pool.enqueue(origin.url("/k.iso?X-Amz-Date=1&X-Amz-Signature=one"));
+  REQUIRE(one.has_value());
+  REQUIRE(pool.wait(one->job.id, k_deadline)->status == JobStatus::completed);
+  const auto two = pool.enqueue(origin.url("/k.iso?X-Amz-Date=2&X-Amz-Signature=two"));
+  REQUIRE_FALSE(two.has_value());
+  CHECK(two.error().code == fills::EnqueueErrc::already_cached);
+  const auto got = origin.received();
+  CHECK(std::any_of(got.begin(), got.end(), [](const test::Received& r) {
+    return r.target == "/k.iso?X-Amz-Date=1&X-Amz-Signature=one";
+  }));
+
+  // --drop-query: withcache 0.3's key, for an operator who wants it.
+  TempDir dir03;
+  store::BlobStore s03({dir03.path()});
+  fills::PoolOptions options03 = pool_options();
+  options03.key_options.drop_query = true;
+  fills::FillPool pool03(s03, options03);
+  const auto first = pool03.enqueue(origin.url("/download?file=driver.run"));
+  REQUIRE(first.has_value());
+  REQUIRE(pool03.wait(first->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(pool03.enqueue(origin.url("/download?file=evil.iso")).error().code == fills::EnqueueErrc::already_cached);
+  CHECK(pool03.key_of(origin.url("/download?file=x")).value() == first->job.key);
+}
+
+TEST_CASE("case 2: the fill fetches the path its key names, not the raw dot segments", "[fills][pool][query]") {
+  Origin origin;
+  origin.add("/releases/tool.tar.gz", Route{"the release"});
+  // What an origin that does not normalise would answer for the raw path: another resource.
+  origin.add("/pub/%2E%2E/releases/tool.tar.gz", Route{"ANOTHER RESOURCE"});
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+  const auto job = pool.enqueue(origin.url("/pub/%2E%2E/releases/tool.tar.gz?v=1"));
+  REQUIRE(job.has_value());
+  CHECK(job->job.key == key_of(origin.url("/releases/tool.tar.gz?v=1")));
+  REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(read_file(s.blob_path(job->job.key)) == "the release");
+  const auto got = origin.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].target == "/releases/tool.tar.gz?v=1");
+}
+
+TEST_CASE("case 3: a fill resumed after a restart obeys If-Range too", "[fills][pool][resume]") {
+  Origin origin;
+  const std::string v1 = test::make_bytes(4 * 1024 * 1024, 42);
+  const std::string v2 = test::make_bytes(4 * 1024 * 1024, 43);
+  Route slow = version(v1, "\"v1\"");
+  slow.chunk_delay = 10ms;
+  origin.add("/big.bin", slow);
+  TempDir dir;
+  const auto key = key_of(origin.url("/big.bin"));
+  std::int64_t id = 0;
+  {
+    store::BlobStore s({dir.path()});
+    fills::FillPool pool(s, pool_options(1));
+    id = pool.enqueue(origin.url("/big.bin"))->job.id;
+    REQUIRE(eventually([&] { return pool.get(id)->bytes_done >= 256 * 1024; }));
+    pool.shutdown();
+  }
+  CHECK(fs::exists(dir / "tmp" / (key + ".resume")));
+  origin.add("/big.bin", version(v2, "\"v2\"")); // the vendor published a new build meanwhile
+
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options(1));
+  const auto done = pool.wait(id, k_deadline);
+  REQUIRE(done.has_value());
+  CHECK(done->status == JobStatus::completed);
+  CHECK(s.find(key)->sha256 == digest::sha256_hex(v2));
+  CHECK(s.find(key)->etag == "\"v2\"");
+  CHECK(read_file(s.blob_path(key)) == v2);
+  const auto got = origin.received();
+  REQUIRE(got.size() == 2);
+  CHECK_FALSE(got[1].header("Range").empty());
+  CHECK(got[1].header("If-Range") == "\"v1\"");
+  CHECK(files_in(dir / "tmp") == 0);
+}
+
+TEST_CASE("fresh_until: max-age, Expires against Date, immutable, --max-age", "[fills][freshness]") {
+  const UnixTime t = 1'700'000'000;
+  struct Case {
+    const char* cache_control;
+    const char* expires;
+    const char* date;
+    const char* age;
+    std::optional<std::chrono::seconds> max_age;
+    UnixTime expected;
+  };
+  const Case cases[] = {
+      {"", "", "", "", std::nullopt, 0}, // no explicit lifetime: never revalidated
+      {"public", "", "", "", std::nullopt, 0},
+      {"max-age=2", "", "", "", std::nullopt, t + 2},
+      {"public, max-age=600", "", "", "100", std::nullopt, t + 500}, // Age counts against it
+      {"max-age=60", "", "", "600", std::nullopt, t},
+      {"max-age=600, immutable", "", "", "", std::nullopt, 0},
+      {"immutable", "Thu, 01 Jan 2099 00:00:00 GMT", "", "", std::nullopt, 0},
+      {"max-age=0", "", "", "", std::nullopt, t},
+      {"no-cache", "", "", "", std::nullopt, t},
+      {"max-age=abc", "", "", "", std::nullopt, t},
+      {"max-age=60", "Thu, 01 Jan 2099 00:00:00 GMT", "", "", std::nullopt, t + 60}, // max-age wins
+      // Expires relative to the origin's Date, so a skewed origin clock does not matter.
+      {"", "Mon, 01 Jan 2024 01:00:00 GMT", "Mon, 01 Jan 2024 00:00:00 GMT", "", std::nullopt, t + 3600},
+      {"", "Mon, 01 Jan 2024 00:00:00 GMT", "Mon, 01 Jan 2024 01:00:00 GMT", "", std::nullopt, t},
+      {"", "0", "", "", std::nullopt, t}, // an invalid Expires is already expired
+      // --max-age gives every artifact that lifetime.
+      {"", "", "", "", std::chrono::seconds(7 * 24 * 3600), t + 7 * 24 * 3600},
+      {"immutable", "", "", "", std::chrono::seconds(1800), t + 1800},
+      {"max-age=5", "", "", "", std::chrono::seconds(1800), t + 1800},
+  };
+  for (const auto& c : cases) {
+    INFO(c.cache_control << " | " << c.expires << " | " << c.date << " | " << c.age);
+    CHECK(fills::fresh_until(c.cache_control, c.expires, c.date, c.age, t, c.max_age) == c.expected);
+  }
+  Artifact a;
+  CHECK_FALSE(fills::is_stale(a, t));
+  a.fresh_until = t;
+  CHECK(fills::is_stale(a, t));
+  CHECK_FALSE(fills::is_stale(a, t - 1));
+}
+
+TEST_CASE("case 5: max-age=2 goes stale; a 304 extends it; a new body replaces it under a reader in flight",
+          "[fills][pool][revalidate]") {
+  Origin origin;
+  const std::string v1 = test::make_bytes(1024 * 1024, 44);
+  const std::string v2 = test::make_bytes(700 * 1024, 45);
+  Route first = version(v1, "\"1\"", "Mon, 01 Jan 2024 00:00:00 GMT");
+  first.content_type = "text/plain";
+  first.headers = {{"Cache-Control", "max-age=2"}};
+  Route same = first; // the 304 says the lifetime is now 10 min
+  same.headers = {{"Cache-Control", "max-age=600"}};
+  Route changed = version(v2, "\"2\"", "Tue, 02 Jan 2024 00:00:00 GMT");
+  changed.headers = {{"Cache-Control", "max-age=2"}, {"Content-Disposition", "attachment; filename=latest.txt"}};
+  first.then = {same, changed};
+  origin.add("/latest.txt", first);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+
+  const auto before = util::now();
+  const auto filled = pool.enqueue(origin.url("/latest.txt"));
+  REQUIRE(filled.has_value());
+  REQUIRE(pool.wait(filled->job.id, k_deadline)->status == JobStatus::completed);
+  const std::string key = filled->job.key;
+  auto artifact = *s.find(key);
+  CHECK(artifact.etag == "\"1\"");
+  CHECK(artifact.cache_control == "max-age=2");
+  CHECK(artifact.fresh_until >= before + 2);
+  CHECK(artifact.fresh_until <= util::now() + 2);
+  CHECK_FALSE(fills::is_stale(artifact, util::now()));
+  // The lifetime passes (a poll with a deadline, on the wall clock the read path uses).
+  REQUIRE(eventually([&] { return fills::is_stale(*s.find(key), util::now()); }, 10s));
+
+  // The 304 path: one conditional GET, same bytes, a longer lifetime.
+  auto revalidated = pool.revalidate(*s.find(key));
+  REQUIRE(revalidated.has_value());
+  REQUIRE(pool.wait(revalidated->job.id, k_deadline)->status == JobStatus::completed);
+  artifact = *s.find(key);
+  CHECK(artifact.sha256 == digest::sha256_hex(v1));
+  CHECK(artifact.cache_control == "max-age=600");
+  CHECK(artifact.fresh_until >= util::now() + 590);
+  CHECK_FALSE(fills::is_stale(artifact, util::now()));
+  auto got = origin.received();
+  REQUIRE(got.size() == 2);
+  CHECK(got[1].header("If-None-Match") == "\"1\"");
+  CHECK(got[1].header("If-Modified-Since") == "Mon, 01 Jan 2024 00:00:00 GMT");
+
+  // A download in flight on the old blob during the replacement.
+  auto reader = s.open_blob(key);
+  REQUIRE(reader.has_value());
+  std::string in_flight(v1.size(), '\0');
+  REQUIRE(::pread(reader->fd(), in_flight.data(), 4096, 0) == 4096);
+
+  // The changed-body path: a 200 with new bytes replaces the artifact atomically.
+  std::vector<std::thread> stale_hits;
+  std::vector<std::int64_t> ids(8);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    stale_hits.emplace_back([&, i] {
+      const auto r = pool.revalidate(artifact);
+      ids[i] = r ? r->job.id : -1;
+    });
+  }
+  for (auto& t : stale_hits) {
+    t.join();
+  }
+  CHECK(std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return id == ids[0]; })); // one per key
+  REQUIRE(pool.wait(ids[0], k_deadline)->status == JobStatus::completed);
+  artifact = *s.find(key);
+  CHECK(artifact.sha256 == digest::sha256_hex(v2));
+  CHECK(artifact.size == v2.size());
+  CHECK(artifact.etag == "\"2\"");
+  CHECK(artifact.content_disposition == "attachment; filename=latest.txt");
+  CHECK(read_file(s.blob_path(key)) == v2);
+  CHECK(s.stored_bytes() == v2.size());
+
+  // The reader that opened v1 completes with v1's bytes and v1's SHA-256.
+  REQUIRE(::pread(reader->fd(), in_flight.data() + 4096, v1.size() - 4096, 4096) ==
+          static_cast<ssize_t>(v1.size() - 4096));
+  CHECK(in_flight == v1);
+  CHECK(digest::sha256_hex(in_flight) == reader->artifact().sha256);
+  CHECK(origin.gets("/latest.txt") == 3);
+  CHECK(files_in(dir / "tmp") == 0);
+}
+
+TEST_CASE("case 5: immutable and unlabelled artifacts are never revalidated; --max-age labels everything",
+          "[fills][pool][revalidate]") {
+  Origin origin;
+  Route immutable{"versioned"};
+  immutable.headers = {{"Cache-Control", "public, max-age=31536000, immutable"}};
+  origin.add("/v1.2.3.tgz", immutable);
+  origin.add("/plain.iso", Route{"plain"});
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+  for (const char* path : {"/v1.2.3.tgz", "/plain.iso"}) {
+    const auto job = pool.enqueue(origin.url(path));
+    REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+    CHECK(s.find(job->job.key)->fresh_until == 0);
+    CHECK_FALSE(fills::is_stale(*s.find(job->job.key), util::now() + 10 * 365 * 24 * 3600));
+  }
+
+  TempDir labelled;
+  store::BlobStore s2({labelled.path()});
+  fills::PoolOptions options = pool_options();
+  options.max_age = std::chrono::hours(12);
+  fills::FillPool pool2(s2, options);
+  const auto job = pool2.enqueue(origin.url("/v1.2.3.tgz"));
+  REQUIRE(pool2.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  const auto until = s2.find(job->job.key)->fresh_until;
+  CHECK(until >= util::now() + 12 * 3600 - 5);
+  CHECK(until <= util::now() + 12 * 3600);
+}
+
+TEST_CASE("readers never see bytes that differ from the artifact they were given, through replacements",
+          "[fills][pool][revalidate]") {
+  Origin origin;
+  constexpr int k_versions = 8;
+  std::vector<std::string> bodies;
+  std::vector<Route> later;
+  for (int i = 0; i <= k_versions; ++i) {
+    bodies.push_back(test::make_bytes(static_cast<std::size_t>(200 + 37 * i) * 1024, 50 + static_cast<std::uint32_t>(i)));
+    if (i > 0) {
+      later.push_back(version(bodies.back(), "\"" + std::to_string(i) + "\""));
+    }
+  }
+  Route first = version(bodies[0], "\"0\"");
+  first.then = later;
+  origin.add("/moving.bin", first);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+  const auto filled = pool.enqueue(origin.url("/moving.bin"));
+  REQUIRE(pool.wait(filled->job.id, k_deadline)->status == JobStatus::completed);
+  const std::string key = filled->job.key;
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        auto opened = s.open_blob(key);
+        if (!opened) {
+          ++mismatches; // a cached key is always served
+          continue;
+        }
+        std::string bytes(opened->artifact().size + 1, '\0');
+        const ssize_t n = ::pread(opened->fd(), bytes.data(), bytes.size(), 0);
+        bytes.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+        if (bytes.size() != opened->artifact().size || digest::sha256_hex(bytes) != opened->artifact().sha256) {
+          ++mismatches;
+        }
+        ++reads;
+      }
+    });
+  }
+  for (int i = 1; i <= k_versions; ++i) {
+    const auto job = pool.revalidate(*s.find(key));
+    REQUIRE(job.has_value());
+    REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+    CHECK(s.find(key)->sha256 == digest::sha256_hex(bodies[static_cast<std::size_t>(i)]));
+  }
+  REQUIRE(eventually([&] { return reads.load() > 20; }));
+  stop = true;
+  for (auto& t : readers) {
+    t.join();
+  }
+  CHECK(mismatches == 0);
+  CHECK(s.stored_bytes() == bodies.back().size());
+}
+
+TEST_CASE("case 6: no-store, private and HTML are not stored; the reason goes on the miss; --cache-html stores pages",
+          "[fills][pool][store-policy]") {
+  Origin origin;
+  Route no_store{"login first"};
+  no_store.headers = {{"Cache-Control", "no-store"}};
+  origin.add("/no-store.bin", no_store);
+  origin.add("/session-expired", Route{"<html>please log in</html>", "text/html; charset=utf-8"});
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  fills::FillPool pool(s, pool_options());
+
+  const auto refused = pool.enqueue(origin.url("/no-store.bin"));
+  REQUIRE(refused.has_value());
+  auto job = pool.wait(refused->job.id, k_deadline);
+  CHECK(job->status == JobStatus::failed);
+  CHECK(job->error_reason == "not_storable");
+  auto misses = s.list_misses({0, 10, "no-store"}).value();
+  REQUIRE(misses.total == 1);
+  CHECK(misses.items[0].last_reason == "not stored: origin marked it no-store");
+  const auto events = s.list_events({0, 10, "fill_refused"}).value();
+  REQUIRE(events.total == 1);
+  CHECK(events.items[0].details.find("not stored: origin marked it no-store") != std::string::npos);
+  // Later reads are not fetched again, and say why.
+  const auto again = pool.enqueue(origin.url("/no-store.bin"));
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().code == fills::EnqueueErrc::backing_off);
+  CHECK(again.error().message == "not stored: origin marked it no-store");
+  CHECK(origin.gets("/no-store.bin") == 1);
+
+  const auto page = pool.enqueue(origin.url("/session-expired"));
+  job = pool.wait(page->job.id, k_deadline);
+  CHECK(job->status == JobStatus::failed);
+  CHECK(job->error_reason == "not_storable");
+  misses = s.list_misses({0, 10, "session"}).value();
+  REQUIRE(misses.total == 1);
+  CHECK(misses.items[0].last_reason.starts_with("not stored: an HTML page (text/html"));
+  CHECK(files_in(dir / "blobs") == 0);
+  CHECK(files_in(dir / "tmp") == 0);
+
+  TempDir html_dir;
+  store::BlobStore html_store({html_dir.path()});
+  fills::PoolOptions options = pool_options();
+  options.fetch.cache_html = true;
+  fills::FillPool html_pool(html_store, options);
+  const auto stored = html_pool.enqueue(origin.url("/session-expired"));
+  REQUIRE(html_pool.wait(stored->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(html_store.find(stored->job.key)->content_type == "text/html; charset=utf-8");
+}
+
+TEST_CASE("case 7: a failed URL backs off, an operator's Download clears it", "[fills][pool][negative-cache]") {
+  Origin origin; // /missing answers 404 until the test adds it
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  fills::FillPool pool(s, pool_options());
+  const std::string url = origin.url("/missing.iso");
+
+  const auto before = util::now();
+  auto job = pool.enqueue(url);
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->error_reason == "http_status");
+  auto misses = s.list_misses({}).value();
+  REQUIRE(misses.total == 1);
+  CHECK(misses.items[0].last_reason == "not fetched: origin answered HTTP 404");
+  CHECK(misses.items[0].failures == 1);
+  CHECK(misses.items[0].retry_after >= before + 600);
+  CHECK(misses.items[0].retry_after <= util::now() + 600);
+  CHECK(s.list_events({0, 10, "fill_failed"})->total == 1);
+
+  // Probes within the back-off are refused with the reason, without asking the origin.
+  for (int i = 0; i < 5; ++i) {
+    const auto refused = pool.enqueue(url);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == fills::EnqueueErrc::backing_off);
+    CHECK(refused.error().message == "not fetched: origin answered HTTP 404");
+    CHECK(refused.error().retry_after == misses.items[0].retry_after);
+  }
+  CHECK(origin.gets("/missing.iso") == 1);
+  CHECK(pool.list().size() == 1); // no duplicate failed rows in Downloads
+
+  // An operator's Download asks again at once: it fails again, and the back-off starts over.
+  job = pool.enqueue(url, {}, true);
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  CHECK(origin.gets("/missing.iso") == 2);
+  CHECK(s.backoff(job->job.key, util::now())->failures == 1);
+
+  // Once the vendor publishes it, only the operator's Download fetches it before the back-off ends.
+  origin.add("/missing.iso", Route{"published"});
+  CHECK(pool.enqueue(url).error().code == fills::EnqueueErrc::backing_off);
+  job = pool.enqueue(url, {}, true);
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK_FALSE(s.backoff(job->job.key, util::now()).has_value());
+  CHECK(s.list_misses({})->total == 0);
+  CHECK(read_file(s.blob_path(job->job.key)) == "published");
+}
+
+TEST_CASE("case 7: a failed revalidation keeps the artifact and backs off", "[fills][pool][negative-cache]") {
+  Origin origin;
+  Route first = version("v1", "\"1\"");
+  first.headers = {{"Cache-Control", "max-age=1"}};
+  first.then = {Route::error(404)};
+  origin.add("/flaky.txt", first);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+  const auto filled = pool.enqueue(origin.url("/flaky.txt"));
+  REQUIRE(pool.wait(filled->job.id, k_deadline)->status == JobStatus::completed);
+  const auto job = pool.revalidate(*s.find(filled->job.key));
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  CHECK(read_file(s.blob_path(filled->job.key)) == "v1"); // still served
+  const auto again = pool.revalidate(*s.find(filled->job.key));
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().code == fills::EnqueueErrc::backing_off);
+  CHECK(again.error().message == "not fetched: origin answered HTTP 404");
+  CHECK(origin.gets("/flaky.txt") == 2);
+  CHECK(s.list_misses({})->total == 0); // a cached artifact is not a miss
+}
+
+TEST_CASE("case 8: slow origins fail a fill with the reason on the miss", "[fills][pool][slow]") {
+  Origin origin;
+  Route trickle{test::make_bytes(64 * 1024, 46)};
+  trickle.chunk_size = 20;
+  trickle.chunk_delay = 100ms;
+  origin.add("/trickle.bin", trickle);
+  Route stall{"never"};
+  stall.head_delay = 30s;
+  origin.add("/stall.bin", stall);
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  fills::PoolOptions options = pool_options();
+  options.fetch.min_rate = 1024;
+  options.fetch.rate_window = 800ms;
+  options.fetch.head_timeout = 500ms;
+  fills::FillPool pool(s, options);
+  const auto slow = pool.enqueue(origin.url("/trickle.bin"));
+  const auto stalled = pool.enqueue(origin.url("/stall.bin"));
+  auto job = pool.wait(slow->job.id, 20s);
+  CHECK(job->status == JobStatus::failed);
+  CHECK(job->error_reason == "too_slow");
+  job = pool.wait(stalled->job.id, 20s);
+  CHECK(job->status == JobStatus::failed);
+  CHECK(job->error_reason == "timeout");
+  CHECK(s.list_misses({0, 10, "trickle"})->items.at(0).last_reason.starts_with(
+      "not fetched: below the minimum rate: "));
+  CHECK(s.list_misses({0, 10, "stall"})->items.at(0).last_reason == "not fetched: no response head within 500 ms");
+  CHECK(eventually([&] { return pool.running() == 0; })); // the workers are free again
+}
+
+TEST_CASE("case 9: framing defects are not stored; an encoded body is stored with its encoding",
+          "[fills][pool][framing]") {
+  test::RawOrigin two("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+                      "0123456789");
+  test::RawOrigin gzip("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
+                       "Content-Length: " + std::to_string(k_gzip.size()) + "\r\nConnection: close\r\n\r\n" + k_gzip);
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  fills::FillPool pool(s, pool_options());
+  const auto bad = pool.enqueue(two.url("/two.bin"));
+  const auto job = pool.wait(bad->job.id, k_deadline);
+  CHECK(job->status == JobStatus::failed);
+  CHECK(job->error_reason == "malformed");
+  CHECK_FALSE(s.find(bad->job.key).has_value());
+  CHECK(s.list_misses({})->items.at(0).last_reason ==
+        "not fetched: conflicting Content-Length headers (5 and 10)");
+
+  const auto encoded = pool.enqueue(gzip.url("/notes.txt"));
+  REQUIRE(pool.wait(encoded->job.id, k_deadline)->status == JobStatus::completed);
+  const auto artifact = s.find(encoded->job.key);
+  REQUIRE(artifact.has_value());
+  CHECK(artifact->content_encoding == "gzip");
+  CHECK(artifact->content_type == "text/plain");
+  CHECK(artifact->sha256 == digest::sha256_hex(k_gzip));
+  CHECK(read_file(s.blob_path(artifact->key)) == k_gzip);
 }
