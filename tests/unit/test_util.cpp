@@ -154,3 +154,24 @@ TEST_CASE("format_size prints binary units", "[util]") {
   CHECK(util::format_rate(1536) == "1.5 KiB/s");
   CHECK(util::format_rate(0) == "\xE2\x80\x93");
 }
+
+TEST_CASE("parse_duration accepts s, m, h and d and refuses the rest", "[util]") {
+  const std::pair<const char*, long long> good[] = {
+      {"0", 0},       {"90", 90},     {"90s", 90},      {"30m", 1800},        {"12h", 43200},
+      {"7d", 604800}, {" 2H ", 7200}, {"1D", 86400},    {"36500d", 3153600000}, {"0015m", 900},
+  };
+  for (const auto& [text, seconds] : good) {
+    INFO(text);
+    const auto parsed = util::parse_duration(text);
+    REQUIRE(parsed.has_value());
+    CHECK(parsed->count() == seconds);
+  }
+  for (const char* text : {"", " ", "m", "-5m", "1.5h", "5 m", "5w", "5ms", "36501d", "9999999999999",
+                           "1h30m", "+5"}) {
+    INFO(text);
+    const auto parsed = util::parse_duration(text);
+    REQUIRE_FALSE(parsed.has_value());
+    CHECK(parsed.error().find("is not a duration") != std::string::npos);
+    CHECK(parsed.error().find('\n') == std::string::npos);
+  }
+}

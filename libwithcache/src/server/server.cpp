@@ -114,10 +114,24 @@ struct Server::Impl {
 
     fills::PoolOptions pool_options;
     pool_options.workers = options.workers;
-    pool_options.key_options.keep_query = options.keep_query;
+    pool_options.key_options = options.key_options();
+    pool_options.max_age = options.max_age;
     pool_options.fetch.policy = origin::OriginPolicy(options.allow_origins);
     pool_options.fetch.connect_timeout = options.fetch_connect_timeout;
     pool_options.fetch.read_timeout = options.fetch_read_timeout;
+    pool_options.fetch.head_timeout = options.fetch_head_timeout;
+    pool_options.fetch.min_rate = options.min_rate;
+    pool_options.fetch.cache_html = options.cache_html;
+    // Never fill from ourselves. With --port 0 the port is known only after bind().
+    auto own_listeners = std::make_shared<origin::OwnListeners>();
+    if (options.port != 0) {
+      if (auto error = own_listeners->add(options.host, options.port)) {
+        spdlog::warn("cannot tell fills to avoid this server's own address: {}", *error);
+      }
+    }
+    pool_options.fetch.own_listeners = own_listeners;
+    // on_fill_finished records the fill events until the read path records the reasons itself.
+    pool_options.record_events = false;
     pool_options.on_finished = [this](const Job& job) {
       on_fill_finished(job);
     };

@@ -6,10 +6,13 @@
  * Pure functions (now() reads the clock), thread-safe.
  */
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "withcache/expected.hpp"
 
 namespace withcache::util {
 
@@ -30,5 +33,14 @@ std::string format_display_time(UnixTime time);
  * accepted too). Nothing for any other text or an impossible date.
  */
 std::optional<UnixTime> parse_rfc3339(std::string_view text);
+
+/**
+ * Parses a duration as an operator writes it: a whole number with an
+ * optional unit `s`, `m`, `h` or `d` (`90`, `90s`, `30m`, `12h`, `7d`;
+ * seconds when none; case-insensitive).
+ * @return the seconds, or a one-line message for anything else (empty,
+ *         negative, fractional, unknown unit, more than 100 years).
+ */
+Expected<std::chrono::seconds, std::string> parse_duration(std::string_view text);
 
 } // namespace withcache::util
