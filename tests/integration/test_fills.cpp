@@ -1409,3 +1409,35 @@ TEST_CASE("case 9: framing defects are not stored; an encoded body is stored wit
   CHECK(artifact->sha256 == digest::sha256_hex(k_gzip));
   CHECK(read_file(s.blob_path(artifact->key)) == k_gzip);
 }
+
+TEST_CASE("case 7: a bad signature asked first does not hold back a valid presigned URL", "[fills][pool][negative-cache]") {
+  Origin origin;
+  origin.add("/k.iso?X-Amz-Signature=bogus", Route::error(403));
+  origin.add("/k.iso?X-Amz-Signature=valid", Route{"the object"});
+  Route secret{"vendor bytes"};
+  secret.require_authorization = "Bearer good";
+  origin.add("/vendor.run", secret);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+
+  auto job = pool.enqueue(origin.url("/k.iso?X-Amz-Signature=bogus"));
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  // The same request again is held back...
+  CHECK(pool.enqueue(origin.url("/k.iso?X-Amz-Signature=bogus")).error().code == fills::EnqueueErrc::backing_off);
+  // ...another signature for the same key is not.
+  job = pool.enqueue(origin.url("/k.iso?X-Amz-Signature=valid"));
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(read_file(s.blob_path(job->job.key)) == "the object");
+
+  // Likewise credentials: an anonymous 401 does not hold back a request that carries them.
+  job = pool.enqueue(origin.url("/vendor.run"));
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  CHECK(pool.enqueue(origin.url("/vendor.run")).error().code == fills::EnqueueErrc::backing_off);
+  job = pool.enqueue(origin.url("/vendor.run"), {{"Authorization", "Bearer good"}});
+  REQUIRE(job.has_value());
+  CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  const auto misses = s.list_misses({}).value();
+  CHECK(misses.total == 0);
+}

@@ -85,6 +85,13 @@ struct Backoff {
   std::string reason;
   std::uint32_t failures = 0;
   UnixTime retry_after = 0;
+  /**
+   * Which request failed: an opaque id of what the key leaves out but the
+   * origin sees (signing parameters, credentials), or empty. A request with
+   * another id is not held back, so no one can block a valid presigned URL by
+   * asking first with a bad signature.
+   */
+  std::string attempt{};
 };
 
 /** The back-off after `failures` failed or refused fills in a row: 10 min, doubling, at most 24 h. */
@@ -266,7 +273,7 @@ class BlobStore {
    * @return the key's entry as it now stands.
    */
   Backoff record_fill_failure(const std::string& key, std::string_view url, std::string reason,
-                              bool back_off = true);
+                              bool back_off = true, std::string attempt = {});
   /** The key's back-off while it is in force at `now`, from memory (safe on the read path). */
   [[nodiscard]] std::optional<Backoff> backoff(const std::string& key, UnixTime now) const;
   /**

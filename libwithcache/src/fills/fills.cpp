@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "http/http.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/util/size.hpp"
 #include "withcache/util/strings.hpp"
@@ -33,6 +34,15 @@ bool backs_off(origin::FetchErrc reason) {
 
 bool is_refusal(origin::FetchErrc reason) {
   return reason == origin::FetchErrc::not_storable || reason == origin::FetchErrc::refused_origin;
+}
+
+// What the key leaves out but the origin sees: the exact fetch URL (signing
+// parameters included) and the credentials. The negative cache holds back
+// only requests with the id that failed.
+std::string attempt_id(std::string_view clean_url, const origin::Headers& headers) {
+  const std::string fetched = url::fetch_url(clean_url).value_or(std::string(clean_url));
+  const auto authorization = http::find_field(headers, "Authorization");
+  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")));
 }
 
 // The value of a merged header: the 304's when it sent one, else the stored one.
@@ -174,7 +184,8 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   }
   if (by_operator) {
     m_store.clear_backoff(*key);
-  } else if (auto backoff = m_store.backoff(*key, now())) {
+  } else if (auto backoff = m_store.backoff(*key, now());
+             backoff && (backoff->attempt.empty() || backoff->attempt == attempt_id(clean_url, headers))) {
     return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
   }
   if (m_store.is_full()) {
@@ -511,7 +522,7 @@ void FillPool::record_failure(const State& job, const origin::FetchError& error)
     retry.after = retry.failures == 0 ? 0 : now() + store::backoff_delay(retry.failures).count();
     retry.reason = reason;
   } else {
-    m_store.record_fill_failure(job.key, job.url, reason, backs_off(error.reason));
+    m_store.record_fill_failure(job.key, job.url, reason, backs_off(error.reason), attempt_id(job.url, job.headers));
   }
   if (m_options.record_events) {
     const std::string what = job.revalidation ? "revalidation of " : "";

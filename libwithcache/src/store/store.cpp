@@ -78,6 +78,7 @@ ALTER TABLE artifacts ADD COLUMN fresh_until         INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE misses    ADD COLUMN last_reason         TEXT    NOT NULL DEFAULT '';
 ALTER TABLE misses    ADD COLUMN failures            INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE misses    ADD COLUMN retry_after         INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE misses    ADD COLUMN failed_attempt      TEXT    NOT NULL DEFAULT '';
 )sql",
 };
 
@@ -401,13 +402,14 @@ void BlobStore::load_artifacts() {
     m_index.emplace(std::move(key), std::move(a));
   }
   m_stored_bytes = stored;
-  SQLite::Statement misses(*m_db, "SELECT key, last_reason, failures, retry_after FROM misses");
+  SQLite::Statement misses(*m_db, "SELECT key, last_reason, failures, retry_after, failed_attempt FROM misses");
   std::lock_guard counter_lock(m_counter_mutex);
   while (misses.executeStep()) {
     std::string key = misses.getColumn(0).getString();
     const auto failures = static_cast<std::uint32_t>(std::max<std::int64_t>(0, misses.getColumn(2).getInt64()));
     if (failures > 0) {
-      m_backoffs[key] = Backoff{misses.getColumn(1).getString(), failures, misses.getColumn(3).getInt64()};
+      m_backoffs[key] = Backoff{misses.getColumn(1).getString(), failures, misses.getColumn(3).getInt64(),
+                                misses.getColumn(4).getString()};
     }
     m_known_misses.insert(std::move(key));
   }
@@ -552,10 +554,10 @@ void BlobStore::write_failures(const std::unordered_map<std::string, FailureOp>&
   }
   const UnixTime t = now();
   SQLite::Statement upsert(*m_db, R"sql(
-INSERT INTO misses (key, url, count, first_seen, last_seen, last_reason, failures, retry_after)
-VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6)
+INSERT INTO misses (key, url, count, first_seen, last_seen, last_reason, failures, retry_after, failed_attempt)
+VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = excluded.failures,
-                                retry_after = excluded.retry_after)sql");
+                                retry_after = excluded.retry_after, failed_attempt = excluded.failed_attempt)sql");
   SQLite::Statement clear(*m_db, "UPDATE misses SET failures = 0, retry_after = 0 WHERE key = ?");
   for (const auto& [key, op] : failures) {
     if (op.clear) {
@@ -570,17 +572,19 @@ ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = e
     upsert.bind(4, op.backoff.reason);
     upsert.bind(5, static_cast<std::int64_t>(op.backoff.failures));
     upsert.bind(6, op.backoff.retry_after);
+    upsert.bind(7, op.backoff.attempt);
     upsert.exec();
     upsert.reset();
   }
 }
 
 Backoff BlobStore::record_fill_failure(const std::string& key, std::string_view url, std::string reason,
-                                       bool back_off) {
+                                       bool back_off, std::string attempt) {
   const UnixTime t = now();
   std::lock_guard lock(m_counter_mutex);
   Backoff& entry = m_backoffs[key];
   entry.reason = std::move(reason);
+  entry.attempt = std::move(attempt);
   if (back_off) {
     ++entry.failures;
     entry.retry_after = t + backoff_delay(entry.failures).count();
