@@ -1,4 +1,5 @@
 // withcache-server: parses options, starts withcache::server, maps errors to exit codes.
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -115,10 +116,10 @@ int main(int argc, char** argv) {
       if (!max_age) {
         return fail("--max-age: " + max_age.error());
       }
-      if (max_age->count() == 0) {
-        return fail("--max-age must be longer than 0 (leave it out to follow the origin)");
+      if (*max_age < std::chrono::seconds(1)) {
+        return fail("--max-age must be at least 1s (leave it out to follow the origin)");
       }
-      config.max_age = *max_age;
+      config.max_age = std::chrono::duration_cast<std::chrono::seconds>(*max_age);
     }
     const auto min_rate = withcache::util::parse_size(args["min-rate"].as<std::string>());
     if (!min_rate) {

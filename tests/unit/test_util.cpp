@@ -103,6 +103,26 @@ TEST_CASE("RFC 3339 times are written and read back", "[util]") {
   CHECK(util::now() > 1'700'000'000);
 }
 
+TEST_CASE("parse_duration takes a number and a unit", "[util]") {
+  struct Case {
+    const char* text;
+    long long ms;
+  };
+  const Case good[] = {{"500ms", 500},     {"10s", 10'000},       {"10", 10'000},          {"30m", 1'800'000},
+                       {"12h", 43'200'000}, {"7d", 604'800'000}, {"0s", 0},               {"15S", 15'000}};
+  for (const auto& c : good) {
+    INFO(c.text);
+    REQUIRE(util::parse_duration(c.text).has_value());
+    CHECK(util::parse_duration(c.text)->count() == c.ms);
+  }
+  for (const char* bad : {"", "s", "-1s", "1.5s", "10 s", "10w", "1000000000000d", "ms10"}) {
+    INFO(bad);
+    const auto d = util::parse_duration(bad);
+    REQUIRE_FALSE(d.has_value());
+    CHECK(d.error().starts_with("invalid duration"));
+  }
+}
+
 TEST_CASE("process_env reads the environment", "[util]") {
   ::setenv("WITHCACHE_TEST_UTIL_ENV", "v", 1);
   const auto env = util::process_env();
@@ -153,25 +173,4 @@ TEST_CASE("format_size prints binary units", "[util]") {
   CHECK(util::format_size(20ULL << 30) == "20.0 GiB");
   CHECK(util::format_rate(1536) == "1.5 KiB/s");
   CHECK(util::format_rate(0) == "\xE2\x80\x93");
-}
-
-TEST_CASE("parse_duration accepts s, m, h and d and refuses the rest", "[util]") {
-  const std::pair<const char*, long long> good[] = {
-      {"0", 0},       {"90", 90},     {"90s", 90},      {"30m", 1800},        {"12h", 43200},
-      {"7d", 604800}, {" 2H ", 7200}, {"1D", 86400},    {"36500d", 3153600000}, {"0015m", 900},
-  };
-  for (const auto& [text, seconds] : good) {
-    INFO(text);
-    const auto parsed = util::parse_duration(text);
-    REQUIRE(parsed.has_value());
-    CHECK(parsed->count() == seconds);
-  }
-  for (const char* text : {"", " ", "m", "-5m", "1.5h", "5 m", "5w", "5ms", "36501d", "9999999999999",
-                           "1h30m", "+5"}) {
-    INFO(text);
-    const auto parsed = util::parse_duration(text);
-    REQUIRE_FALSE(parsed.has_value());
-    CHECK(parsed.error().find("is not a duration") != std::string::npos);
-    CHECK(parsed.error().find('\n') == std::string::npos);
-  }
 }

@@ -80,46 +80,37 @@ std::optional<UnixTime> parse_rfc3339(std::string_view text) {
   return static_cast<UnixTime>(t);
 }
 
-Expected<std::chrono::seconds, std::string> parse_duration(std::string_view text) {
-  const std::string_view value = trim(text);
-  const auto bad = [&text](std::string why) {
-    return unexpected("'" + std::string(text) + "' is not a duration (" + why + "; e.g. 90s, 30m, 12h, 7d)");
+Expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text) {
+  const auto bad = [&] {
+    return unexpected("invalid duration '" + std::string(text) + "' (expected e.g. 500ms, 10s, 30m, 12h or 7d)");
   };
-  if (value.empty()) {
-    return bad("empty");
-  }
   std::size_t digits_end = 0;
-  while (digits_end < value.size() && is_digit(value[digits_end])) {
+  while (digits_end < text.size() && is_digit(text[digits_end])) {
     ++digits_end;
   }
-  if (digits_end == 0) {
-    return bad("it must start with a whole number");
+  if (digits_end == 0 || digits_end > 12) {
+    return bad();
   }
-  if (digits_end > 12) {
-    return bad("too long");
-  }
-  std::int64_t number = 0;
+  std::int64_t value = 0;
   for (std::size_t i = 0; i < digits_end; ++i) {
-    number = number * 10 + (value[i] - '0');
+    value = value * 10 + (text[i] - '0');
   }
-  const std::string unit = lower(value.substr(digits_end));
+  const std::string unit = lower(text.substr(digits_end));
   std::int64_t scale = 0;
-  if (unit.empty() || unit == "s") {
+  if (unit == "ms") {
     scale = 1;
+  } else if (unit.empty() || unit == "s") {
+    scale = 1000;
   } else if (unit == "m") {
-    scale = 60;
+    scale = 60'000;
   } else if (unit == "h") {
-    scale = 3600;
+    scale = 3'600'000;
   } else if (unit == "d") {
-    scale = 86400;
+    scale = 86'400'000;
   } else {
-    return bad("unknown unit '" + unit + "'");
+    return bad();
   }
-  constexpr std::int64_t k_century = 100LL * 365 * 86400;
-  if (number > k_century / scale) {
-    return bad("more than 100 years");
-  }
-  return std::chrono::seconds(number * scale);
+  return std::chrono::milliseconds(value * scale);
 }
 
 } // namespace withcache::util

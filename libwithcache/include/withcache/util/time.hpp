@@ -35,12 +35,11 @@ std::string format_display_time(UnixTime time);
 std::optional<UnixTime> parse_rfc3339(std::string_view text);
 
 /**
- * Parses a duration as an operator writes it: a whole number with an
- * optional unit `s`, `m`, `h` or `d` (`90`, `90s`, `30m`, `12h`, `7d`;
- * seconds when none; case-insensitive).
- * @return the seconds, or a one-line message for anything else (empty,
- *         negative, fractional, unknown unit, more than 100 years).
+ * Parses a duration: a whole number with a unit, `ms`, `s`, `m`, `h` or `d`
+ * (`500ms`, `10s`, `30m`, `12h`, `7d`); a bare number is seconds.
+ * @return milliseconds, or a one-line message for anything else (negative,
+ *         empty, unknown unit, overflow).
  */
-Expected<std::chrono::seconds, std::string> parse_duration(std::string_view text);
+Expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text);
 
 } // namespace withcache::util
