@@ -306,7 +306,8 @@ TEST_CASE("50 concurrent enqueues of one URL make one origin GET", "[fills][pool
   CHECK(again.error().code == fills::EnqueueErrc::already_cached);
 }
 
-TEST_CASE("pool: truncation that never completes fails and leaves nothing", "[fills][pool]") {
+TEST_CASE("pool: truncation that never completes fails, stores nothing and keeps its guarded part",
+          "[fills][pool]") {
   Origin origin;
   Route route{test::make_bytes(256 * 1024, 7)};
   route.truncate_at = 1000;
@@ -324,7 +325,9 @@ TEST_CASE("pool: truncation that never completes fails and leaves nothing", "[fi
   CHECK(job->error_reason == "truncated");
   CHECK(job->error.find("declared 262144 bytes") != std::string::npos);
   CHECK(files_in(dir / "blobs") == 0);
-  CHECK(files_in(dir / "tmp") == 0);
+  // The part and the validators that guard it stay for the next attempt (SPEC §3 "At rest").
+  CHECK(fs::file_size(s.part_path(enqueued->job.key)) == 1000);
+  CHECK(fs::exists(s.resume_state_path(enqueued->job.key)));
   CHECK(s.pending_jobs()->empty());
   CHECK(s.totals()->artifacts == 0);
 }
@@ -1440,4 +1443,40 @@ TEST_CASE("case 7: a bad signature asked first does not hold back a valid presig
   CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
   const auto misses = s.list_misses({}).value();
   CHECK(misses.total == 0);
+}
+
+TEST_CASE("pool: the next attempt of a broken transfer resumes its part, under If-Range", "[fills][pool][resume]") {
+  Origin origin;
+  const std::string body = test::make_bytes(2 * 1024 * 1024, 47);
+  Route broken = version(body, "\"b1\"");
+  broken.truncate_at = 100 * 1024;
+  broken.truncate_times = 5; // every attempt of the first fill
+  origin.add("/big.iso", broken);
+  TempDir dir;
+  store::BlobStore s({dir.path()});
+  fills::FillPool pool(s, pool_options());
+  auto job = pool.enqueue(origin.url("/big.iso"));
+  REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  CHECK(fs::file_size(s.part_path(job->job.key)) == 100 * 1024 * 5); // each attempt resumed the last
+  job = pool.enqueue(origin.url("/big.iso"), {}, true); // the operator retries at once
+  REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(s.find(job->job.key)->sha256 == digest::sha256_hex(body));
+  const auto got = origin.received();
+  REQUIRE(got.size() == 6);
+  CHECK(got[5].header("Range") == "bytes=" + std::to_string(100 * 1024 * 5) + "-");
+  CHECK(got[5].header("If-Range") == "\"b1\"");
+  CHECK(files_in(dir / "tmp") == 0);
+
+  // A broken transfer of a body that changed meanwhile starts over instead.
+  Route changed = version(test::make_bytes(300 * 1024, 48), "\"c2\"");
+  Route first = version(test::make_bytes(2 * 1024 * 1024, 49), "\"c1\"");
+  first.truncate_at = 100 * 1024;
+  first.truncate_times = 5;
+  origin.add("/other.iso", first);
+  job = pool.enqueue(origin.url("/other.iso"));
+  REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
+  origin.add("/other.iso", changed);
+  job = pool.enqueue(origin.url("/other.iso"), {}, true);
+  REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
+  CHECK(s.find(job->job.key)->sha256 == digest::sha256_hex(changed.body));
 }

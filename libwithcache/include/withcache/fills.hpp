@@ -13,6 +13,10 @@
  * refused records its reason on the key's miss row, with a `fill_failed` or
  * `fill_refused` event, and puts the key in the negative cache (10 min
  * doubling to 24 h); enqueue() refuses it meanwhile unless an operator asks.
+ * A transfer that broke (truncated, timed out, too slow, connection lost)
+ * keeps its `.part` and resume state in tmp/ for the next attempt, which
+ * resumes it only under If-Range; store recovery removes it at the next
+ * start if no fill owns it.
  * An artifact with a finite lifetime is revalidated with one conditional
  * fill per key (revalidate()): a 304 extends its lifetime, a 200 replaces it
  * atomically.

@@ -32,6 +32,11 @@ bool backs_off(origin::FetchErrc reason) {
          reason != origin::FetchErrc::cancelled;
 }
 
+bool keeps_part(origin::FetchErrc reason) {
+  return reason == origin::FetchErrc::truncated || reason == origin::FetchErrc::timeout ||
+         reason == origin::FetchErrc::too_slow || reason == origin::FetchErrc::connect;
+}
+
 bool is_refusal(origin::FetchErrc reason) {
   return reason == origin::FetchErrc::not_storable || reason == origin::FetchErrc::refused_origin;
 }
@@ -502,10 +507,16 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   if (interrupted) {
     return; // shutdown: the pending row and the .part bytes stay for the next start
   }
-  origin::remove_partial(request);
   if (result.error().reason == origin::FetchErrc::cancelled) {
+    origin::remove_partial(request);
     finish(job, JobStatus::cancelled, {}, {});
     return;
+  }
+  // A transfer that broke keeps its validator-guarded part for the next
+  // attempt (SPEC §3 "At rest"): it resumes only if the origin still has the
+  // same representation. Anything else has nothing worth keeping.
+  if (!keeps_part(result.error().reason) || job->revalidation) {
+    origin::remove_partial(request);
   }
   // Recorded before the job ends, so no enqueue can slip in between and skip the back-off.
   record_failure(*job, result.error());
