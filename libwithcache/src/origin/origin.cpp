@@ -757,15 +757,16 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   if (decided) {
     return outcome;
   }
-  if (const auto why = watchdog->why()) {
-    // A stall before the head or a trickle is not retried: the next attempt would do the same.
-    return {Step::fail, make_error(why->first, shown, why->second), {}};
-  }
+  const httplib::Error err = result.error();
   if (state.request.cancel != nullptr && state.request.cancel->load()) {
     return {Step::fail, make_error(FetchErrc::cancelled, shown, "cancelled"), {}};
   }
+  const bool whole = err == httplib::Error::Success && (state.declared == 0 || state.part.size() == state.declared);
+  if (const auto why = watchdog->why(); why && !whole) {
+    // A stall before the head or a trickle is not retried: the next attempt would do the same.
+    return {Step::fail, make_error(why->first, shown, why->second), {}};
+  }
 
-  const httplib::Error err = result.error();
   if (err != httplib::Error::Success) {
     switch (err) {
     case httplib::Error::SSLConnection:
