@@ -1,5 +1,5 @@
 // Fuzzes the read path's header parsers other than Range (fuzz_range): If-None-Match, If-Range,
-// IMF-fixdates and Content-Range.
+// IMF-fixdates, Content-Range and Cache-Control.
 #include <string_view>
 
 #include "fuzz_target.hpp"
@@ -18,6 +18,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (const auto range = http::parse_content_range(text); range && !range->unsatisfied) {
     WITHCACHE_FUZZ_CHECK(range->first <= range->last);
+  }
+  for (const auto& directive : http::parse_cache_control(text)) {
+    WITHCACHE_FUZZ_CHECK(!directive.name.empty() || directive.has_argument); // empty elements are skipped
   }
   return 0;
 }

@@ -1,4 +1,5 @@
 // withcache-server: parses options, starts withcache::server, maps errors to exit codes.
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -45,8 +46,21 @@ int main(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("./data"))
       ("workers", "Downloads that run at once", cxxopts::value<unsigned>()->default_value("2"))
       ("curate", "Do not fetch misses automatically; an operator approves each fill")
-      ("keep-query", "Make the query string part of the cache key (by default it is dropped, since CDN and "
-                     "presigned tokens change per request)")
+      ("keep-query", "Keep the whole query string in the cache key, signing parameters included (by "
+                     "default the key keeps the query except signing and credential parameters: X-Amz-*, "
+                     "X-Goog-*, Expires, Signature, Key-Pair-Id, Policy, Azure SAS sv ss srt sp se st spr sig "
+                     "sr sdd skoid sktid skt ske sks skv, __token__, hdnts, token, access_token)")
+      ("drop-query", "Drop the whole query string from the cache key, as withcache 0.3 did: "
+                     "'?file=a' and '?file=b' are then one artifact, whoever asked first")
+      ("query-drop", "Also leave query parameter NAME out of the cache key (repeatable; case-insensitive; "
+                     "'NAME*' for every name with that prefix)", cxxopts::value<std::vector<std::string>>(), "NAME")
+      ("cache-html", "Store text/html responses too. By default a fill refuses HTML (often a vendor's login "
+                     "or error page), like responses marked Cache-Control no-store or private")
+      ("max-age", "Revalidate every artifact this long after it was fetched (e.g. 30m, 12h, 7d), instead "
+                  "of following the origin's max-age/Expires; by default an artifact without an explicit "
+                  "lifetime, or marked immutable, is never revalidated", cxxopts::value<std::string>(), "DURATION")
+      ("min-rate", "A fill that moves less than SIZE per second, averaged over 60 s, fails (curl's "
+                   "--speed-limit); 0 = no minimum", cxxopts::value<std::string>()->default_value("1K"), "SIZE")
       ("max-bytes", "Capacity, e.g. 50M, 20G, 1.5T (1024-based); 0 = unlimited. Fills that would not fit are "
                     "refused; nothing is evicted", cxxopts::value<std::string>()->default_value("0"))
       ("allow-origin", "Host glob that may be fetched, e.g. '*.nvidia.com' (repeatable). When given, only "
@@ -106,6 +120,34 @@ int main(int argc, char** argv) {
     }
     config.curate = args.count("curate") != 0;
     config.keep_query = args.count("keep-query") != 0;
+    config.drop_query = args.count("drop-query") != 0;
+    if (config.keep_query && config.drop_query) {
+      return fail("--keep-query and --drop-query cannot be used together");
+    }
+    if (args.count("query-drop") != 0) {
+      for (const auto& name : args["query-drop"].as<std::vector<std::string>>()) {
+        if (name.empty() || name == "*" || name.find_first_of("&=#? \t") != std::string::npos) {
+          return fail("--query-drop: '" + name + "' is not a query parameter name");
+        }
+        config.query_drop.push_back(name);
+      }
+    }
+    config.cache_html = args.count("cache-html") != 0;
+    if (args.count("max-age") != 0) {
+      const auto max_age = withcache::util::parse_duration(args["max-age"].as<std::string>());
+      if (!max_age) {
+        return fail("--max-age: " + max_age.error());
+      }
+      if (*max_age < std::chrono::seconds(1)) {
+        return fail("--max-age must be at least 1s (leave it out to follow the origin)");
+      }
+      config.max_age = std::chrono::duration_cast<std::chrono::seconds>(*max_age);
+    }
+    const auto min_rate = withcache::util::parse_size(args["min-rate"].as<std::string>());
+    if (!min_rate) {
+      return fail("--min-rate: " + min_rate.error());
+    }
+    config.min_rate = *min_rate;
     config.forward_auth = args.count("forward-auth") != 0;
     const auto max_bytes = withcache::util::parse_size(args["max-bytes"].as<std::string>());
     if (!max_bytes) {

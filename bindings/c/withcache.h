@@ -61,7 +61,8 @@ WITHCACHE_EXTERN void withcache_string_free(char* string);
 
 /**
  * The cache key of an origin URL (the normalised URL; SPEC section 2).
- * keep_query: non-zero keeps the query string. *out: caller frees with withcache_string_free().
+ * keep_query: non-zero keeps the whole query string; zero keeps it without its signing and
+ * credential parameters (X-Amz-*, token, sig, ...). *out: caller frees with withcache_string_free().
  * Errors: WITHCACHE_EINVAL (NULL out or url), WITHCACHE_EURL.
  */
 WITHCACHE_EXTERN int withcache_normalize_key(char** out, const char* url, int keep_query);

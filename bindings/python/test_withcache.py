@@ -17,8 +17,9 @@ class Binding(unittest.TestCase):
 
     def test_pure_functions(self):
         self.assertTrue(withcache.version())
-        self.assertEqual(withcache.normalize_key("HTTPS://H:443/a/../b?t=1"), "https://h/b")
-        self.assertEqual(withcache.normalize_key("https://h/b?t=1", keep_query=True), "https://h/b?t=1")
+        self.assertEqual(withcache.normalize_key("HTTPS://H:443/a/../b?t=1"), "https://h/b?t=1")
+        self.assertEqual(withcache.normalize_key("HTTPS://H:443/a/../b?t=1&token=x"), "https://h/b?t=1")
+        self.assertEqual(withcache.normalize_key("https://h/b?token=1", keep_query=True), "https://h/b?token=1")
         self.assertEqual(withcache.blob_url("cache:3000", "https://h/x.tgz"),
                          "http://cache:3000/b/aHR0cHM6Ly9oL3gudGd6/x.tgz")
         with self.assertRaises(withcache.WithcacheError) as raised:

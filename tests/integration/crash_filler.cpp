@@ -1,5 +1,6 @@
-// crash_filler DATA_DIR URL...: fills, deletes and re-fills the URLs through a
-// FillPool forever, so that test_crash can kill -9 it at any moment.
+// crash_filler DATA_DIR URL...: fills, deletes, re-fills and replaces
+// (revalidates) the URLs through a FillPool forever, so that test_crash can
+// kill -9 it at any moment.
 #include <chrono>
 #include <iostream>
 #include <string>
@@ -34,6 +35,20 @@ int main(int argc, char** argv) {
       }
       if (auto job = pool.enqueue(url)) {
         ids.push_back(job->job.id);
+      }
+    }
+    for (const auto id : ids) {
+      pool.wait(id, std::chrono::seconds(30));
+    }
+    // Replace every artifact in place: its blob is renamed over while others are filled.
+    ids.clear();
+    if (round % 2 == 0) {
+      for (const auto& url : urls) {
+        if (const auto artifact = store.find(*url::key_id(url))) {
+          if (auto job = pool.revalidate(*artifact)) {
+            ids.push_back(job->job.id);
+          }
+        }
       }
     }
     for (const auto id : ids) {

@@ -2,9 +2,12 @@
 
 // An origin server on 127.0.0.1 for tests: serves generated files and can
 // misbehave on purpose (require Authorization, cut a body short, redirect,
-// ignore Range, stream slowly). It counts the GETs it answers.
+// ignore Range or If-Range, stream slowly, trickle, stall before the head,
+// change the body between requests). It answers conditional requests with
+// 304 and counts and logs the GETs it answers.
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -54,8 +57,35 @@ struct Route {
   std::size_t truncate_at = 0;              ///< cut the body after this many bytes (0 = never)...
   int truncate_times = 0;                   ///< ...for this many responses (-1 = always)
   bool ignore_range = false;                ///< answer Range requests with the whole body (200)
-  std::chrono::milliseconds chunk_delay{0}; ///< pause between 64 KiB chunks
+  std::chrono::milliseconds chunk_delay{0}; ///< pause between chunks
+  std::size_t chunk_size = 64 * 1024;       ///< bytes per chunk (a trickle: small chunks, long delays)
+  std::chrono::milliseconds head_delay{0};  ///< stall this long before sending anything
   std::vector<std::pair<std::string, std::string>> headers; ///< extra response headers
+  std::string etag;          ///< sent as ETag; If-None-Match and If-Range compare against it
+  std::string last_modified; ///< sent as Last-Modified; If-Modified-Since and If-Range compare against it
+  bool honour_if_range = true; ///< false: apply Range even when If-Range names another version (hostile)
+  /**
+   * What the path serves after each GET: the route becomes then[0] (which
+   * keeps then[1...] as its own `then`), so a body can change between the
+   * attempts of one fill. Empty: the route stays.
+   */
+  std::vector<Route> then;
+};
+
+/** One GET the origin answered: its target as sent (path and query) and its header fields. */
+struct Received {
+  std::string target;
+  std::multimap<std::string, std::string> headers;
+  [[nodiscard]] std::string header(const std::string& name) const {
+    for (const auto& [key, value] : headers) {
+      if (key.size() == name.size() && std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+          })) {
+        return value;
+      }
+    }
+    return {};
+  }
 };
 
 class Origin {
@@ -107,6 +137,11 @@ class Origin {
   }
   /** Total requests of any kind. */
   int requests() const { return m_requests.load(); }
+  /** Every GET answered, in order, with its target and headers. */
+  std::vector<Received> received() const {
+    std::lock_guard lock(m_mutex);
+    return m_received;
+  }
 
  private:
   void handle(const httplib::Request& req, httplib::Response& res) {
@@ -115,10 +150,15 @@ class Origin {
     bool cut = false;
     {
       std::lock_guard lock(m_mutex);
-      const auto it = m_routes.find(req.path);
+      // A route for the exact target (path and query) wins over one for the path.
+      auto it = m_routes.find(req.target);
+      if (it == m_routes.end()) {
+        it = m_routes.find(req.path);
+      }
       if (req.method == "GET") {
         ++m_gets[req.path];
         m_ranges[req.path].push_back(req.get_header_value("Range"));
+        m_received.push_back({req.target, {req.headers.begin(), req.headers.end()}});
       }
       if (it == m_routes.end()) {
         res.status = 404;
@@ -132,6 +172,14 @@ class Origin {
           --it->second.truncate_times;
         }
       }
+      if (req.method == "GET" && !route.then.empty()) {
+        Route next = route.then.front();
+        next.then.assign(route.then.begin() + 1, route.then.end());
+        it->second = std::move(next);
+      }
+    }
+    if (!pace(route.head_delay)) {
+      return;
     }
     if (!route.redirect_to.empty()) {
       res.status = 302;
@@ -149,11 +197,34 @@ class Origin {
       res.set_content("error", "text/plain");
       return;
     }
+    if (!route.etag.empty()) {
+      res.set_header("ETag", route.etag);
+    }
+    if (!route.last_modified.empty()) {
+      res.set_header("Last-Modified", route.last_modified);
+    }
+    const bool validators = !route.etag.empty() || !route.last_modified.empty();
+    const bool not_modified =
+        req.has_header("If-None-Match")
+            ? (!route.etag.empty() && req.get_header_value("If-None-Match") == route.etag)
+            : (req.has_header("If-Modified-Since") && !route.last_modified.empty() &&
+               req.get_header_value("If-Modified-Since") == route.last_modified);
+    if (validators && not_modified) {
+      for (const auto& [name, value] : route.headers) {
+        res.set_header(name, value);
+      }
+      res.status = 304;
+      return;
+    }
 
     // Range handled here, not by cpp-httplib (its 0.11 range code is buggy).
     std::size_t offset = 0;
     const std::string range = req.get_header_value("Range");
-    if (!route.ignore_range && range.starts_with("bytes=") && range.back() == '-') {
+    const std::string if_range = req.get_header_value("If-Range");
+    const bool range_applies = !req.has_header("If-Range") || !route.honour_if_range ||
+                               (!route.etag.empty() && if_range == route.etag) ||
+                               (!route.last_modified.empty() && if_range == route.last_modified);
+    if (!route.ignore_range && range_applies && range.starts_with("bytes=") && range.back() == '-') {
       offset = std::stoull(range.substr(6, range.size() - 7));
       if (offset >= route.body.size()) {
         res.status = 416;
@@ -173,24 +244,32 @@ class Origin {
     const std::size_t limit = cut ? std::min(route.truncate_at, length) : length;
     auto body = std::make_shared<std::string>(route.body.substr(offset));
     const auto delay = route.chunk_delay;
+    const std::size_t chunk = std::max<std::size_t>(1, route.chunk_size);
     res.set_content_provider(
         length, route.content_type,
-        [this, body, limit, delay](std::size_t at, std::size_t want, httplib::DataSink& sink) {
+        [this, body, limit, delay, chunk](std::size_t at, std::size_t want, httplib::DataSink& sink) {
           if (at >= limit) {
             return false; // drop the connection: a truncated body
           }
-          // The origin's pace, in steps so that stopping the origin is prompt.
-          const auto until = std::chrono::steady_clock::now() + delay;
-          while (std::chrono::steady_clock::now() < until) {
-            if (m_stopping) {
-              return false;
-            }
-            std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-                std::chrono::milliseconds(10), until - std::chrono::steady_clock::now()));
+          if (!pace(delay)) {
+            return false;
           }
-          const std::size_t n = std::min({want, limit - at, std::size_t{64 * 1024}});
+          const std::size_t n = std::min({want, limit - at, chunk});
           return sink.write(body->data() + at, n);
         });
+  }
+
+  // Waits `delay` in steps, so that stopping the origin is prompt; false when it is stopping.
+  bool pace(std::chrono::milliseconds delay) {
+    const auto until = std::chrono::steady_clock::now() + delay;
+    while (std::chrono::steady_clock::now() < until) {
+      if (m_stopping) {
+        return false;
+      }
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(10), until - std::chrono::steady_clock::now()));
+    }
+    return !m_stopping;
   }
 
   httplib::Server m_server;
@@ -200,6 +279,7 @@ class Origin {
   std::map<std::string, Route> m_routes;
   std::map<std::string, int> m_gets;
   std::map<std::string, std::vector<std::string>> m_ranges;
+  std::vector<Received> m_received;
   std::atomic<int> m_requests{0};
   std::atomic<bool> m_stopping{false};
 };

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <string>
+#include <tuple>
+#include <vector>
 #include "http/http.hpp"
 
 using withcache::http::ByteRange;
@@ -137,4 +140,33 @@ TEST_CASE("parse_content_range reads what origins send back", "[http]") {
   CHECK(http::parse_decimal("1234567890123456789") == std::optional<std::uint64_t>(1234567890123456789ULL));
   CHECK_FALSE(http::parse_decimal("").has_value());
   CHECK_FALSE(http::parse_decimal("-1").has_value());
+}
+
+TEST_CASE("Cache-Control directives are split, lower-cased and unquoted", "[http]") {
+  struct Case {
+    const char* value;
+    std::vector<std::tuple<std::string, std::string, bool>> directives;
+  };
+  const Case cases[] = {
+      {"", {}},
+      {"no-store", {{"no-store", "", false}}},
+      {"Public, MAX-AGE=600", {{"public", "", false}, {"max-age", "600", true}}},
+      {" max-age = 60 ,, immutable ", {{"max-age", "60", true}, {"immutable", "", false}}},
+      {"private=\"Set-Cookie, X-Y\", max-age=5", {{"private", "Set-Cookie, X-Y", true}, {"max-age", "5", true}}},
+      {"no-cache=\"a\\\"b\"", {{"no-cache", "a\"b", true}}},
+      {"max-age=", {{"max-age", "", true}}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.value);
+    const auto parsed = http::parse_cache_control(c.value);
+    REQUIRE(parsed.size() == c.directives.size());
+    for (std::size_t i = 0; i < parsed.size(); ++i) {
+      CHECK(parsed[i].name == std::get<0>(c.directives[i]));
+      CHECK(parsed[i].argument == std::get<1>(c.directives[i]));
+      CHECK(parsed[i].has_argument == std::get<2>(c.directives[i]));
+    }
+  }
+  const auto directives = http::parse_cache_control("public, max-age=1");
+  CHECK(http::find_directive(directives, "max-age")->argument == "1");
+  CHECK(http::find_directive(directives, "no-store") == nullptr);
 }

@@ -2,12 +2,14 @@
 
 #include <fstream>
 #include <thread>
+#include <unistd.h>
 
 #include "support/temp_dir.hpp"
 #include "withcache/store.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/size.hpp"
+#include "withcache/util/time.hpp"
 
 namespace fs = std::filesystem;
 using namespace withcache;
@@ -295,4 +297,194 @@ TEST_CASE("pending fills are written in batches and their ids are never reused",
   store::BlobStore reopened({dir.path()});
   CHECK(reopened.pending_jobs()->empty());
   CHECK(reopened.add_pending_job(std::string(64, 'c'), "https://h/next", {}) == last + 1);
+}
+
+TEST_CASE("the back-off is 10 min doubling up to 24 h", "[store][negative-cache]") {
+  const std::pair<std::uint32_t, long> cases[] = {{0, 600},   {1, 600},   {2, 1200},  {3, 2400},
+                                                  {4, 4800},  {5, 9600},  {6, 19200}, {7, 38400},
+                                                  {8, 76800}, {9, 86400}, {10, 86400}, {4000000000U, 86400}};
+  for (const auto& [failures, seconds] : cases) {
+    INFO(failures);
+    CHECK(store::backoff_delay(failures).count() == seconds);
+  }
+}
+
+TEST_CASE("failed fills put a key in the negative cache, kept in memory and on the miss row", "[store][negative-cache]") {
+  TempDir dir;
+  const std::string origin = "https://h/gone.iso";
+  const auto key = *url::key_id(origin);
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    CHECK_FALSE(s.backoff(key, util::now()).has_value());
+    const auto before = util::now();
+    auto b = s.record_fill_failure(key, "https://u:p@h/gone.iso", "not fetched: origin answered HTTP 404");
+    CHECK(b.failures == 1);
+    CHECK(b.retry_after >= before + 600);
+    CHECK(b.retry_after <= util::now() + 600);
+    b = s.record_fill_failure(key, origin, "not fetched: origin answered HTTP 410");
+    CHECK(b.failures == 2);
+    CHECK(b.retry_after >= before + 1200);
+    const auto active = s.backoff(key, util::now());
+    REQUIRE(active.has_value());
+    CHECK(active->reason == "not fetched: origin answered HTTP 410");
+    CHECK_FALSE(s.backoff(key, b.retry_after).has_value()); // over at retry_after
+
+    // The miss row carries it, even for a key that was never missed on the read path.
+    const auto misses = s.list_misses({}).value();
+    REQUIRE(misses.total == 1);
+    CHECK(misses.items[0].url == origin); // userinfo removed
+    CHECK(misses.items[0].count == 0);
+    CHECK(misses.items[0].last_reason == "not fetched: origin answered HTTP 410");
+    CHECK(misses.items[0].failures == 2);
+    CHECK(misses.items[0].retry_after == b.retry_after);
+
+    // A local cause keeps the reason without backing off.
+    const auto full = *url::key_id("https://h/full.iso");
+    const auto f = s.record_fill_failure(full, "https://h/full.iso", "not fetched: the cache is full", false);
+    CHECK(f.failures == 0);
+    CHECK_FALSE(s.backoff(full, util::now()).has_value());
+    s.record_miss(key, origin); // counting misses keeps the reason
+  }
+  // It survives a restart: memory is loaded from the miss rows.
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  auto active = s.backoff(key, util::now());
+  REQUIRE(active.has_value());
+  CHECK(active->failures == 2);
+  auto misses = s.list_misses({0, 10, "gone"}).value();
+  REQUIRE(misses.total == 1);
+  CHECK(misses.items[0].count == 1);
+  CHECK(misses.items[0].last_reason == "not fetched: origin answered HTTP 410");
+
+  // An operator clears it: the count starts over, the reason stays to read.
+  CHECK(s.clear_backoff(key));
+  CHECK_FALSE(s.clear_backoff(key));
+  CHECK_FALSE(s.backoff(key, util::now()).has_value());
+  misses = s.list_misses({0, 10, "gone"}).value();
+  CHECK(misses.items[0].failures == 0);
+  CHECK(misses.items[0].retry_after == 0);
+  CHECK(misses.items[0].last_reason == "not fetched: origin answered HTTP 410");
+  CHECK(s.record_fill_failure(key, origin, "again").failures == 1);
+
+  // A completed fill forgets it; so does a dismissal.
+  add(s, origin, "finally");
+  CHECK_FALSE(s.backoff(key, util::now()).has_value());
+  CHECK(s.list_misses({0, 10, "gone"})->total == 0);
+  const auto other = *url::key_id("https://h/other.iso");
+  s.record_fill_failure(other, "https://h/other.iso", "not stored: origin marked it no-store");
+  CHECK(s.dismiss_miss(other).value());
+  CHECK_FALSE(s.backoff(other, util::now()).has_value());
+  CHECK(s.list_misses({0, 10, "other"})->total == 0);
+}
+
+TEST_CASE("a replacement commits atomically; readers of the old blob keep the old bytes", "[store][replace]") {
+  TempDir dir;
+  const std::string origin = "https://h/latest.txt";
+  const std::string v1 = "version one, the longer of the two";
+  const std::string v2 = "version two";
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  const auto first = add(s, origin, v1);
+  s.record_hit(first.key);
+  REQUIRE(s.flush().has_value());
+
+  auto reader = s.open_blob(first.key);
+  REQUIRE(reader.has_value());
+  CHECK(reader->artifact().sha256 == digest::sha256_hex(v1));
+  char head[8] = {};
+  REQUIRE(::pread(reader->fd(), head, sizeof head, 0) == sizeof head); // a download in flight
+
+  write_file(s.part_path(first.key), v2);
+  store::NewArtifact next{first.key, first.url, origin, "text/plain", v2.size(), digest::sha256_hex(v2)};
+  next.etag = "\"2\"";
+  next.cache_control = "max-age=60";
+  next.fresh_until = util::now() + 60;
+  const auto second = s.commit(next);
+  REQUIRE(second.has_value());
+  CHECK(second->etag == "\"2\"");
+  CHECK(second->hits == 1); // hits survive a re-fetch
+
+  // The reader that opened v1 reads v1 to its end.
+  std::string rest(v1.size(), '\0');
+  REQUIRE(::pread(reader->fd(), rest.data(), rest.size(), 0) == static_cast<ssize_t>(v1.size()));
+  CHECK(rest == v1);
+  CHECK(digest::sha256_hex(rest) == reader->artifact().sha256);
+  // New readers get v2 with v2's metadata, together.
+  const auto now_reading = s.open_blob(first.key);
+  REQUIRE(now_reading.has_value());
+  CHECK(now_reading->artifact().sha256 == digest::sha256_hex(v2));
+  CHECK(read_file(s.blob_path(first.key)) == v2);
+  CHECK(s.stored_bytes() == v2.size());
+  CHECK(s.find(first.key)->fresh_until == next.fresh_until);
+  for (const auto& entry : fs::directory_iterator(dir / "blobs")) {
+    CHECK(entry.path().filename().string().find(".staged") == std::string::npos);
+  }
+
+  // refresh(): a 304 extends freshness and keeps the bytes.
+  store::Freshness freshness{util::now() + 3600, "\"2\"", "Mon, 01 Jan 2024 00:00:00 GMT", "max-age=3600", ""};
+  const auto refreshed = s.refresh(first.key, freshness);
+  REQUIRE(refreshed.has_value());
+  CHECK(refreshed->fresh_until == freshness.fresh_until);
+  CHECK(refreshed->sha256 == digest::sha256_hex(v2));
+  CHECK(s.find(first.key)->last_modified == "Mon, 01 Jan 2024 00:00:00 GMT");
+  CHECK_FALSE(s.refresh(*url::key_id("https://h/none"), freshness).has_value());
+}
+
+TEST_CASE("a replacement interrupted by a crash is finished or forgotten, never half-done", "[store][replace]") {
+  TempDir dir;
+  const std::string origin = "https://h/latest.txt";
+  const std::string v1 = "version one";
+  const std::string v2 = "version two!";
+  const auto key = *url::key_id(origin);
+  const auto staged = dir / "blobs" / (key + "." + digest::sha256_hex(v2) + ".staged");
+
+  SECTION("died before the row was written: the old artifact stays") {
+    {
+      store::BlobStore s({dir.path()});
+      add(s, origin, v1);
+    }
+    write_file(staged, v2);
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().replacements_completed == 0);
+    CHECK(s.recovery().blobs_without_row_removed == 1);
+    CHECK(s.find(key)->sha256 == digest::sha256_hex(v1));
+    CHECK(read_file(s.blob_path(key)) == v1);
+    CHECK_FALSE(fs::exists(staged));
+  }
+  SECTION("died after the row, before the rename: the rename is finished") {
+    {
+      store::BlobStore s({dir.path()});
+      add(s, origin, v1);
+      add(s, origin, v2);
+    }
+    // The disk as it was between the row and the rename: the row says v2, v2 staged, v1 in place.
+    fs::rename(dir / "blobs" / key, staged);
+    write_file(dir / "blobs" / key, v1);
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().replacements_completed == 1);
+    CHECK(s.recovery().rows_without_blob_dropped == 0);
+    CHECK(s.find(key)->sha256 == digest::sha256_hex(v2));
+    CHECK(read_file(s.blob_path(key)) == v2);
+    CHECK_FALSE(fs::exists(staged));
+  }
+  SECTION("a first commit that died after the row: the rename is finished too") {
+    {
+      store::BlobStore s({dir.path()});
+      add(s, origin, v2);
+    }
+    fs::rename(dir / "blobs" / key, staged);
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().replacements_completed == 1);
+    CHECK(read_file(s.blob_path(key)) == v2);
+  }
+  SECTION("resume state files follow their part files") {
+    {
+      store::BlobStore s({dir.path()});
+      s.add_pending_job(key, origin, {});
+      write_file(s.part_path(key), "part");
+      write_file(s.resume_state_path(key), "state");
+      write_file(s.resume_state_path(std::string(64, 'd')), "stray state");
+    }
+    store::BlobStore s({dir.path()});
+    CHECK(fs::exists(s.resume_state_path(key)));
+    CHECK_FALSE(fs::exists(s.resume_state_path(std::string(64, 'd'))));
+  }
 }

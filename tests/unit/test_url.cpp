@@ -27,7 +27,7 @@ struct ErrorCase {
 
 TEST_CASE("normalize_key produces the SPEC §2 cache key", "[url]") {
   const KeyCase cases[] = {
-      // Scheme and host lower-cased; query dropped by default.
+      // Scheme and host lower-cased; signing parameters dropped from the query.
       {"HTTPS://Example.COM/p/x.tgz?token=abc", "https://example.com/p/x.tgz"},
       {"https://example.com/Path/Is/Case/Sensitive", "https://example.com/Path/Is/Case/Sensitive"},
       // Default ports dropped; others kept.
@@ -43,11 +43,11 @@ TEST_CASE("normalize_key produces the SPEC §2 cache key", "[url]") {
       {"https://user@h/a", "https://h/a"},
       {"https://a@b:c@h/a", "https://h/a"},
       {"https://h/a#section", "https://h/a"},
-      {"https://h/a?x=1#frag", "https://h/a"},
+      {"https://h/a?x=1#frag", "https://h/a?x=1"},
       // Empty path becomes "/".
       {"https://h", "https://h/"},
       {"https://h/", "https://h/"},
-      {"https://h?x=1", "https://h/"},
+      {"https://h?x=1", "https://h/?x=1"},
       {"https://h#f", "https://h/"},
       // Dot segments (RFC 3986 §5.2.4).
       {"https://h/a/./b/../c", "https://h/a/c"},
@@ -100,7 +100,127 @@ TEST_CASE("keep_query keeps and normalises the query", "[url]") {
     CHECK(*key == c.expected);
   }
   CHECK(*url::key_id("https://h/a?a=1", keep) != *url::key_id("https://h/a?a=2", keep));
-  CHECK(*url::key_id("https://h/a?a=1") == *url::key_id("https://h/a?a=2"));
+  CHECK(*url::key_id("https://h/a?a=1") != *url::key_id("https://h/a?a=2"));
+  CHECK(*url::key_id("https://h/a?token=1") == *url::key_id("https://h/a?token=2"));
+}
+
+TEST_CASE("the query in the key: signing parameters dropped, the rest kept in order", "[url]") {
+  struct QueryCase {
+    const char* input;
+    KeyOptions options;
+    const char* expected;
+  };
+  const KeyOptions by_default{};
+  const KeyOptions keep{.keep_query = true};
+  const KeyOptions drop{.drop_query = true};
+  const KeyOptions both{.keep_query = true, .drop_query = true};
+  const KeyOptions lab{.query_drop = {"session", "X-Lab-*"}};
+  const QueryCase cases[] = {
+      // Issue 13 case 1: one key per file= value; no caller picks another's variant.
+      {"https://h/download?file=evil.iso", by_default, "https://h/download?file=evil.iso"},
+      {"https://h/download?file=driver.run", by_default, "https://h/download?file=driver.run"},
+      {"https://h/echo?q=bar", by_default, "https://h/echo?q=bar"},
+      // Kept parameters stay in their order (never sorted).
+      {"https://h/a?z=1&a=2&m=3", by_default, "https://h/a?z=1&a=2&m=3"},
+      {"https://h/a?b=1&a=1&b=2", by_default, "https://h/a?b=1&a=1&b=2"},
+      // AWS and GCS presigned URLs match by path.
+      {"https://b.s3.amazonaws.com/k.iso?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F2026"
+       "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=ab12",
+       by_default, "https://b.s3.amazonaws.com/k.iso"},
+      {"https://b.s3.amazonaws.com/k.iso?versionId=7&x-amz-signature=ab12", by_default,
+       "https://b.s3.amazonaws.com/k.iso?versionId=7"},
+      {"https://storage.googleapis.com/b/o?X-Goog-Algorithm=x&X-Goog-Signature=y&generation=3", by_default,
+       "https://storage.googleapis.com/b/o?generation=3"},
+      // CloudFront, matched case-insensitively.
+      {"https://d.cloudfront.net/f.run?Expires=1&Signature=s&Key-Pair-Id=k&Policy=p", by_default,
+       "https://d.cloudfront.net/f.run"},
+      {"https://d/f?expires=1&signature=s&KEY-PAIR-ID=k&policy=p&v=2", by_default, "https://d/f?v=2"},
+      // Azure SAS.
+      {"https://a.blob.core.windows.net/c/f.vhd?sv=2022-11-02&ss=b&srt=o&sp=r&se=2026&st=2025&spr=https"
+       "&sig=abc%3D&sr=b&sdd=1&skoid=o&sktid=t&skt=1&ske=2&sks=b&skv=2022&comp=blocklist",
+       by_default, "https://a.blob.core.windows.net/c/f.vhd?comp=blocklist"},
+      // Akamai and generic tokens.
+      {"https://h/f?__token__=exp=1~hmac=2&hdnts=x&token=t&access_token=a&ACCESS_TOKEN=b&arch=amd64",
+       by_default, "https://h/f?arch=amd64"},
+      // Names are compared after percent-decoding; values never matter.
+      {"https://h/f?X%2DAmz%2DSignature=1&x=token", by_default, "https://h/f?x=token"},
+      {"https://h/f?tokens=1&sigs=2&xsig=3", by_default, "https://h/f?tokens=1&sigs=2&xsig=3"},
+      // A parameter without a value, empty parameters and an empty query.
+      {"https://h/f?flag&&token", by_default, "https://h/f?flag"},
+      {"https://h/f?token=1&sig=2", by_default, "https://h/f"},
+      {"https://h/f?", by_default, "https://h/f"},
+      {"https://h/f?&", by_default, "https://h/f"},
+      // Kept parameters are normalised like the path.
+      {"https://h/f?a=%7e%2f&b=%41", by_default, "https://h/f?a=~%2F&b=A"},
+      // --query-drop adds names (exact, or a prefix with a trailing *), case-insensitively.
+      {"https://h/f?session=1&v=2&x-lab-run=9&X-LAB-ID=3&lab=4", lab, "https://h/f?v=2&lab=4"},
+      {"https://h/f?SESSION=1&token=2", lab, "https://h/f"},
+      // --keep-query keeps everything, signatures included.
+      {"https://h/f?v=2&X-Amz-Signature=s&token=t", keep, "https://h/f?v=2&X-Amz-Signature=s&token=t"},
+      // --drop-query drops the whole query (withcache 0.3's key), and wins over --keep-query.
+      {"https://h/f?v=2&X-Amz-Signature=s", drop, "https://h/f"},
+      {"https://h/download?file=evil.iso", drop, "https://h/download"},
+      {"https://h/f?v=2", both, "https://h/f"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto key = url::normalize_key(c.input, c.options);
+    REQUIRE(key.has_value());
+    CHECK(*key == c.expected);
+  }
+  const char* const signing[] = {"X-Amz-Date", "x-goog-credential", "Expires", "SIGNATURE", "Key-Pair-Id",
+                                 "Policy",     "sv",                "ss",      "srt",       "sp",
+                                 "se",         "st",                "spr",     "sig",       "sr",
+                                 "sdd",        "skoid",             "sktid",   "skt",       "ske",
+                                 "sks",        "skv",               "__token__", "hdnts",   "token",
+                                 "access_token"};
+  for (const char* name : signing) {
+    INFO(name);
+    CHECK(url::is_signing_parameter(name));
+  }
+  for (const char* name : {"file", "version", "x-amz", "X-Am-Date", "tok", "sigv", "s", "", "policy2"}) {
+    INFO(name);
+    CHECK_FALSE(url::is_signing_parameter(name));
+  }
+}
+
+TEST_CASE("fetch_url: the normalised path of the key with the original query", "[url]") {
+  const KeyCase cases[] = {
+      // Issue 13 case 2: the origin is asked for the path the key names, never the raw dot segments.
+      {"http://h/pub/%2E%2E/releases/tool.tar.gz", "http://h/releases/tool.tar.gz"},
+      {"http://h/pub/./a/../b", "http://h/pub/b"},
+      {"HTTP://H:80/%7euser/%41?x=1", "http://h/~user/A?x=1"},
+      {"https://h:8443/a%2fb", "https://h:8443/a%2Fb"},
+      {"https://h/a{b}", "https://h/a%7Bb%7D"},
+      {"https://h", "https://h/"},
+      // The query is sent exactly as given: signatures, order, escapes and all.
+      {"https://b.s3.amazonaws.com/k.iso?X-Amz-Signature=ab%2Bc&versionId=7",
+       "https://b.s3.amazonaws.com/k.iso?X-Amz-Signature=ab%2Bc&versionId=7"},
+      {"https://h/f?b=2&a=1&&%7e", "https://h/f?b=2&a=1&&%7e"},
+      {"https://h/f?y=/../z", "https://h/f?y=/../z"},
+      // Userinfo (sent as a header by the pool) and the fragment are not part of it.
+      {"https://u:p@h/f?x=1#frag", "https://h/f?x=1"},
+      {"https://h/f?", "https://h/f"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input);
+    const auto fetched = url::fetch_url(c.input);
+    REQUIRE(fetched.has_value());
+    CHECK(*fetched == c.expected);
+  }
+  // Every spelling of one key fetches one origin path.
+  const char* const spellings[] = {"http://H/releases/tool.tar.gz", "http://h:80/pub/../releases/tool.tar.gz",
+                                   "http://h/releases/%74ool.tar.gz", "http://h/releases/./tool.tar.gz#x"};
+  for (const char* spelling : spellings) {
+    INFO(spelling);
+    CHECK(*url::fetch_url(spelling) == "http://h/releases/tool.tar.gz");
+    CHECK(*url::key_id(spelling) == *url::key_id("http://h/releases/tool.tar.gz"));
+  }
+  // A URL has a fetch URL exactly when it has a key.
+  for (const char* bad : {"", "nope", "https://h/a b", "https://h/a%zz", "https://h/a?x=%zz", "https://:1/a"}) {
+    INFO(bad);
+    CHECK(url::fetch_url(bad).has_value() == url::normalize_key(bad).has_value());
+  }
 }
 
 TEST_CASE("malformed URLs are error values with a clear message", "[url]") {
@@ -138,15 +258,17 @@ TEST_CASE("malformed URLs are error values with a clear message", "[url]") {
     CHECK_FALSE(key.error().message.empty());
     CHECK(key.error().message.find('\n') == std::string::npos);
   }
-  // A bad percent escape in the query only matters when the query is kept.
-  CHECK(url::normalize_key("https://h/a?x=%zz").has_value());
+  // A bad percent escape in the query only matters when the query is part of the key.
+  CHECK_FALSE(url::normalize_key("https://h/a?x=%zz").has_value());
+  CHECK(url::normalize_key("https://h/a?x=%zz", {.drop_query = true}).has_value());
   CHECK_FALSE(url::normalize_key("https://h/a?x=%zz", {.keep_query = true}).has_value());
 }
 
 TEST_CASE("key_id is the SHA-256 hex of the normalised URL", "[url]") {
   CHECK(digest::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(digest::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  CHECK(*url::key_id("HTTPS://H:443/a?x") == digest::sha256_hex("https://h/a"));
+  CHECK(*url::key_id("HTTPS://H:443/a?x") == digest::sha256_hex("https://h/a?x"));
+  CHECK(*url::key_id("HTTPS://H:443/a?token=x") == digest::sha256_hex("https://h/a"));
   CHECK(*url::key_id("https://h/a") == *url::key_id("https://u:p@H/./a#x"));
   CHECK_FALSE(url::key_id("nope").has_value());
 }

@@ -7,6 +7,20 @@
  * (later requests join it), with cancel, "clear finished" and persistence so
  * queued and running fills survive a restart.
  *
+ * What a fill stores (SPEC §3 "Fills"): only a 200 the origin did not mark
+ * `no-store`/`private`, and no HTML unless `--cache-html`; the origin's
+ * validators and caching headers go with it. A fill that fails or is
+ * refused records its reason on the key's miss row, with a `fill_failed` or
+ * `fill_refused` event, and puts the key in the negative cache (10 min
+ * doubling to 24 h); enqueue() refuses it meanwhile unless an operator asks.
+ * A transfer that broke (truncated, timed out, too slow, connection lost)
+ * keeps its `.part` and resume state in tmp/ for the next attempt, which
+ * resumes it only under If-Range; store recovery removes it at the next
+ * start if no fill owns it.
+ * An artifact with a finite lifetime is revalidated with one conditional
+ * fill per key (revalidate()): a 304 extends its lifetime, a 200 replaces it
+ * atomically.
+ *
  * Thread safety: every FillPool member may be called from any thread.
  */
 
@@ -36,6 +50,8 @@ namespace withcache::fills {
 
 using withcache::Job;
 using withcache::JobStatus;
+using withcache::Artifact;
+using withcache::UnixTime;
 
 /** Why enqueue() refused. */
 enum class EnqueueErrc {
@@ -45,11 +61,19 @@ enum class EnqueueErrc {
   already_cached, ///< the key is cached; delete it to re-fetch
   cache_full,     ///< the store is at its cap
   shutting_down,  ///< the pool is stopping
+  backing_off,    ///< a fill of the key failed or was refused recently (the negative cache); message = the reason
+  not_cached,     ///< revalidate(): the artifact is gone
 };
 
 struct EnqueueError {
   EnqueueErrc code;
+  /**
+   * One line. For backing_off it is the reason as it reads after
+   * "cache miss (recorded; " — `not stored: origin marked it no-store`,
+   * `not fetched: origin answered HTTP 404`.
+   */
   std::string message;
+  UnixTime retry_after = 0; ///< backing_off: when an automatic fill may run again
 };
 
 /** A job enqueue() created, or the one it joined. */
@@ -62,10 +86,42 @@ struct Enqueued {
 struct PoolOptions {
   unsigned workers = 2;
   url::KeyOptions key_options;
+  /**
+   * How fills fetch. The pool always sets `only_storable`; `cache_html`
+   * (`--cache-html`), `min_rate` (`--min-rate`), `head_timeout` and
+   * `own_listeners` (the server's sockets) come from the caller.
+   */
   origin::FetchOptions fetch;
+  /** `--max-age`: the lifetime of every artifact, instead of the origin's. Nothing: the origin's. */
+  std::optional<std::chrono::seconds> max_age;
+  /** Record `fill_failed` and `fill_refused` events (with the reason) in the store's events log. */
+  bool record_events = true;
   /** Called (on a worker thread) when a job completes, fails or is cancelled. */
   std::function<void(const Job&)> on_finished;
 };
+
+/**
+ * When a response fetched at `now` stops being fresh (SPEC §3): with
+ * `max_age`, `now + max_age` for everything; else `Cache-Control: immutable`
+ * → 0 (never); `max-age=N` → `now + N - Age`; `no-cache` → `now` (revalidate
+ * at the next hit); `Expires` → `now + (Expires - Date)` (an invalid date is
+ * already expired); no explicit lifetime → 0 (never revalidated, the model
+ * for versioned artifacts).
+ */
+UnixTime fresh_until(std::string_view cache_control, std::string_view expires, std::string_view date,
+                     std::string_view age, UnixTime now, std::optional<std::chrono::seconds> max_age);
+
+/** True when `artifact` has a finite lifetime that has passed at `now`. Cheap: no I/O. */
+constexpr bool is_stale(const Artifact& artifact, UnixTime now) noexcept {
+  return artifact.fresh_until != 0 && now >= artifact.fresh_until;
+}
+
+/**
+ * A failed fetch as it reads on a miss row and after "cache miss (recorded; ":
+ * `not stored: <detail>` for a response the cache must not store,
+ * `not fetched: <detail>` for everything else.
+ */
+std::string miss_reason(const origin::FetchError& error);
 
 class FillPool {
  public:
@@ -82,13 +138,41 @@ class FillPool {
   FillPool& operator=(const FillPool&) = delete;
 
   /**
-   * Queues a fill of `url` and returns at once. Credentials in the URL's
-   * userinfo become an `Authorization: Basic` header. A second enqueue of the
-   * same key while it is queued or running joins that job.
+   * Queues a fill of `url` and returns at once. The key is url::key_id(url,
+   * key_options) and the origin is asked for url::fetch_url(url): one parse,
+   * so one key never stands for two origin resources. Credentials in the
+   * URL's userinfo become an `Authorization: Basic` header. A second enqueue
+   * of the same key while it is queued or running joins that job.
+   * A key in the negative cache is refused (backing_off, with its reason),
+   * unless `by_operator`: an operator's Download clears the back-off and
+   * fetches. Memory only: safe on the read path.
    * @return the job, or an EnqueueError (bad_url, bad_header, refused_origin,
-   *         already_cached, cache_full, shutting_down) with a one-line message.
+   *         already_cached, backing_off, cache_full, shutting_down) with a
+   *         one-line message.
    */
-  Expected<Enqueued, EnqueueError> enqueue(std::string_view url, origin::Headers headers = {});
+  Expected<Enqueued, EnqueueError> enqueue(std::string_view url, origin::Headers headers = {},
+                                           bool by_operator = false);
+
+  /**
+   * Queues ONE conditional fill of a cached artifact (If-None-Match with its
+   * ETag, If-Modified-Since with its Last-Modified), or joins the key's
+   * queued or running job. A 304 extends its freshness (BlobStore::refresh);
+   * a 200 replaces it atomically (BlobStore::commit): downloads already
+   * reading the old blob finish with the old bytes. A failure keeps the old
+   * artifact and backs off like a failed fill (in memory), so a dead origin
+   * is not asked again on every stale hit.
+   * `url`: the URL the stale hit asked for (it may carry a fresh signature);
+   * empty = the artifact's raw_url. It must have the artifact's key.
+   * Memory only: safe on the read path.
+   * @return the job, or an EnqueueError (bad_url, refused_origin,
+   *         backing_off, not_cached, shutting_down).
+   */
+  Expected<Enqueued, EnqueueError> revalidate(const Artifact& artifact, std::string_view url = {});
+
+  /** The key of `url` under this pool's key options (what the read path must look up). */
+  [[nodiscard]] Expected<std::string, url::UrlError> key_of(std::string_view url) const {
+    return url::key_id(url, m_options.key_options);
+  }
 
   /** Cancels a queued or running job (a running one stops within one chunk, leaving no file). False if none.
    */
@@ -123,6 +207,7 @@ class FillPool {
   void worker_loop();
   void run(const std::shared_ptr<State>& job);
   void finish(const std::shared_ptr<State>& job, JobStatus status, std::string error, std::string reason);
+  void record_failure(const State& job, const origin::FetchError& error);
   Job snapshot(const State& job) const;
 
   store::BlobStore& m_store;
@@ -134,6 +219,12 @@ class FillPool {
   std::map<std::int64_t, std::shared_ptr<State>> m_jobs;
   std::unordered_map<std::string, std::int64_t> m_active_by_key;
   std::deque<std::int64_t> m_queue;
+  struct Retry {
+    std::uint32_t failures = 0;
+    UnixTime after = 0;
+    std::string reason;
+  };
+  std::unordered_map<std::string, Retry> m_revalidation_backoff; // keys whose last revalidation failed
   std::size_t m_running = 0;
   bool m_stopping = false;
   std::string m_startup_error;

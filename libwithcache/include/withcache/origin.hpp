@@ -8,10 +8,24 @@
  *
  * http/https only; certificate verification against the system CA store;
  * redirects followed by hand (bounded, every hop re-checked against the
- * OriginPolicy); `http_proxy`/`https_proxy`/`no_proxy` honoured; a short body
- * is resumed with `Range` and never reported as complete.
+ * OriginPolicy and the server's own listening sockets);
+ * `http_proxy`/`https_proxy`/`no_proxy` honoured; a short body is resumed
+ * with `Range` and `If-Range` and never reported as complete; a response
+ * whose framing cannot be trusted is refused before its body is read.
  * fetch_to_file() is thread-safe: each call uses its own connections. No
  * exception of cpp-httplib or the standard library leaves this module.
+ *
+ * Resume integrity (SPEC §3 "Fills"). Every resume sends `If-Range` with the
+ * first response's strong `ETag`, else its `Last-Modified`. A `206` whose
+ * validator, total or `Content-Encoding` differs from the first response, a
+ * `416` (unless it says the part already holds every byte of that same
+ * representation) or a `200` restarts from byte zero. With no validator at
+ * all, resumed bytes are accepted only when every `206`'s `Content-Range`
+ * total equals the first declared length. Residual risk, documented: an
+ * origin that sends no validator and changes a file for another of exactly
+ * the same length between two attempts can still have its halves spliced;
+ * the SHA-256 then describes the spliced bytes. Only origins without
+ * `ETag` and `Last-Modified` are exposed, and only when a transfer breaks.
  */
 
 #include <atomic>
@@ -19,6 +33,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,8 +58,10 @@ enum class FetchErrc {
   cache_full,     ///< the declared or streamed size does not fit under the capacity
   cancelled,      ///< the caller's cancel flag was set
   io,             ///< local disk error
-  malformed,      ///< a response that cannot be trusted (bad or conflicting Content-Length, more bytes than declared, a bad redirect)
+  malformed,      ///< a response that cannot be trusted (bad, duplicate or conflicting Content-Length, more bytes than declared, a bad redirect)
   connect,        ///< the origin could not be resolved or reached
+  not_storable,   ///< a 200 the cache must not store: `Cache-Control: no-store` or `private`, or HTML without FetchOptions::cache_html
+  too_slow,       ///< the body moved less than FetchOptions::min_rate bytes/s averaged over FetchOptions::rate_window
 };
 
 /** The reason as a short word (`http_status`, `timeout`, …) for logs, metrics and the API. */
@@ -54,7 +72,14 @@ std::string_view to_string(FetchErrc reason);
 struct FetchError {
   FetchErrc reason = FetchErrc::io;
   int status = 0;
+  /** `<redacted URL>: <detail>`. */
   std::string message;
+  /**
+   * The cause alone, without the URL, for a miss row or a 404 body:
+   * `origin answered HTTP 404`, `origin marked it no-store`,
+   * `no response head within 30 s`, … One line.
+   */
+  std::string detail;
 };
 
 /** Request headers, in order. */
@@ -94,6 +119,34 @@ bool glob_match(std::string_view pattern, std::string_view text);
 /** True for loopback, link-local and unspecified IPv4/IPv6 addresses (and IPv4-mapped forms of them). */
 bool is_internal_address(const sockaddr* address);
 
+/**
+ * The server's own listening sockets, which a fetch never connects to
+ * (SPEC §3: a fill never fetches from the server itself). A listener on
+ * `0.0.0.0` or `::` stands for every local address on its port: loopback,
+ * the unspecified address and every address of the host's interfaces
+ * (getifaddrs, read at each check). IPv4-mapped IPv6 addresses count as
+ * their IPv4 address. Thread-safe: add() may run while fetches check.
+ */
+class OwnListeners {
+ public:
+  /**
+   * Adds a listening socket: a numeric IPv4/IPv6 address (or a name, resolved
+   * now to every address it has) and its port.
+   * @return nothing, or a one-line error for a port outside 1..65535 or a
+   *         name that does not resolve (nothing is added then).
+   */
+  std::optional<std::string> add(std::string_view host, int port);
+  /** A one-line reason when connecting to `address`:`port` would reach one of them; nothing otherwise. */
+  [[nodiscard]] std::optional<std::string> check(const sockaddr* address, int port) const;
+  /** True when none was added. */
+  [[nodiscard]] bool empty() const;
+
+ private:
+  struct Listener;
+  mutable std::mutex m_mutex;
+  std::vector<std::shared_ptr<const Listener>> m_listeners;
+};
+
 /** An HTTP proxy to send a request through. */
 struct Proxy {
   std::string host;
@@ -123,14 +176,58 @@ struct FetchOptions {
   util::Getenv getenv;
   /** Verify TLS certificates against this CA file instead of the system store (tests, private CAs). */
   std::string ca_file;
+  /** An attempt fails (FetchErrc::timeout, not retried) when no response head arrives this long after it began. */
+  std::chrono::milliseconds head_timeout{30'000};
+  /**
+   * An attempt fails (FetchErrc::too_slow, not retried) when its body moves
+   * fewer than `min_rate` bytes per second averaged over `rate_window`
+   * (curl's `--speed-limit`/`--speed-time`). 0 turns the check off.
+   */
+  std::uint64_t min_rate = 1024;
+  std::chrono::milliseconds rate_window{60'000};
+  /**
+   * Refuse (FetchErrc::not_storable) a response the cache must not store:
+   * `Cache-Control: no-store` or `private` (unqualified), or HTML
+   * (`text/html`, `application/xhtml+xml`) unless `cache_html`. Checked on
+   * the response head, before any body byte is read. Off for a client
+   * downloading for itself.
+   */
+  bool only_storable = false;
+  /** With `only_storable`: HTML is stored too (`--cache-html`). */
+  bool cache_html = false;
+  /** The server's listening sockets; connecting to one is refused (FetchErrc::refused_origin). */
+  std::shared_ptr<const OwnListeners> own_listeners;
+};
+
+/** The validators of a stored representation, for a conditional request (revalidation). */
+struct Validators {
+  std::string etag;          ///< sent as If-None-Match when not empty
+  std::string last_modified; ///< sent as If-Modified-Since when not empty
+  [[nodiscard]] bool empty() const noexcept { return etag.empty() && last_modified.empty(); }
 };
 
 /** One fetch. */
 struct FetchRequest {
   std::string url;
   Headers headers;
-  /** Where the bytes go. Bytes already there are kept and resumed with Range. */
+  /** Where the bytes go. Bytes already there are kept and resumed with Range (see `resume_state_path`). */
   std::filesystem::path part_path;
+  /**
+   * Where the first response's validators and caching headers are kept
+   * (written before its first body byte, removed on success), so that a
+   * later call can resume `part_path` under the same If-Range rules. With a
+   * path, part bytes found without a readable state there are discarded
+   * (restart from zero). Empty: part bytes found at the start are resumed
+   * blindly with a bare Range, like `curl -C -`, for a caller that checks the
+   * bytes another way (withcache-client against the cache's SHA-256).
+   */
+  std::filesystem::path resume_state_path;
+  /**
+   * Revalidation: when not empty and the part file is empty, the request
+   * carries If-None-Match / If-Modified-Since, and a 304 ends the fetch with
+   * FetchResult::not_modified (nothing written).
+   */
+  Validators conditional;
   /** Set from another thread to stop between chunks; the part file is left for the caller to remove. */
   const std::atomic<bool>* cancel = nullptr;
   /** Called as bytes arrive: (bytes done, total or 0 when unknown). */
@@ -143,11 +240,27 @@ struct FetchRequest {
   std::function<bool(std::uint64_t)> may_store;
 };
 
-/** A complete fetch: the part file holds exactly `size` bytes hashing to `sha256`, fsynced. */
+/**
+ * A complete fetch: the part file holds exactly `size` bytes hashing to
+ * `sha256`, fsynced; or, for a conditional request, `not_modified`.
+ * The origin's headers below are those of the response the bytes belong to
+ * (the 200, even when 206s completed it), or of the 304; empty when absent.
+ */
 struct FetchResult {
   std::uint64_t size = 0;
   std::string sha256;
+  /** The origin answered the conditional request with 304: the part file is untouched and empty. */
+  bool not_modified = false;
   std::string content_type;
+  std::string etag;
+  std::string last_modified;
+  std::string cache_control;
+  std::string expires;
+  std::string date;
+  std::string age;
+  /** Stored as delivered: a body the origin encoded (gzip, …) despite `Accept-Encoding: identity` is kept so. */
+  std::string content_encoding;
+  std::string content_disposition;
   /** The URL the bytes finally came from, after redirects. */
   std::string final_url;
   /** Bytes the part file already held when the fetch began (resumed from there, or restarted). */
@@ -160,9 +273,13 @@ struct FetchResult {
  * Downloads `request.url` into `request.part_path`.
  * @return the result, or a FetchError whose reason says why (http_status with
  *         the status, timeout, tls, truncated, refused_origin, cache_full,
- *         cancelled, io, connect) and whose message is one line with the URL
- *         redacted. Bytes received stay in the part file for a later resume.
+ *         cancelled, io, malformed, connect, not_storable, too_slow) and whose
+ *         message is one line with the URL redacted. Bytes received stay in
+ *         the part file (with their resume state) for a later resume.
  */
 Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, const FetchOptions& options);
+
+/** Removes a fetch's part file and its resume state, if any. Never throws. */
+void remove_partial(const FetchRequest& request);
 
 } // namespace withcache::origin

@@ -29,6 +29,15 @@ struct Artifact {
   UnixTime fetched_at = 0;
   std::uint64_t hits = 0;   ///< GETs served
   std::uint64_t misses = 0; ///< misses counted before it was cached
+  // The origin's own headers, as it sent them with the stored bytes (empty when absent).
+  std::string etag{};
+  std::string last_modified{};
+  std::string cache_control{};
+  std::string expires{};
+  std::string content_encoding{};    ///< the bytes are stored as delivered: send it back with them
+  std::string content_disposition{}; ///< send it back with the bytes; `attachment` when empty
+  /** Revalidate with the origin once this time has passed; 0 = never (no explicit lifetime, or `immutable`). */
+  UnixTime fresh_until = 0;
 };
 
 /** A URL that was asked for and is not cached. */
@@ -38,6 +47,14 @@ struct Miss {
   std::uint64_t count = 0;
   UnixTime first_seen = 0;
   UnixTime last_seen = 0;
+  /**
+   * Why its last fill failed or was refused, as it reads after
+   * "cache miss (recorded; " (`not stored: origin marked it no-store`,
+   * `not fetched: origin answered HTTP 404`); empty when none did.
+   */
+  std::string last_reason{};
+  std::uint32_t failures = 0; ///< failed or refused fills in a row (the back-off doubles with each)
+  UnixTime retry_after = 0;   ///< no automatic fill before this time (the negative cache); 0 = none
 };
 
 /** One line of the operator's events log. */

@@ -18,9 +18,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "withcache/url.hpp"
 
 namespace withcache::server {
 
@@ -31,7 +34,13 @@ struct ServerOptions {
   std::filesystem::path data_dir = "./data";
   unsigned workers = 2;                   ///< download pool threads
   bool curate = false;                    ///< misses are recorded, never filled automatically
-  bool keep_query = false;                ///< the query string is part of the cache key
+  bool keep_query = false;                ///< `--keep-query`: the whole query is part of the key
+  bool drop_query = false;                ///< `--drop-query`: none of it is (withcache 0.3's key)
+  std::vector<std::string> query_drop;    ///< `--query-drop NAME`: more parameters left out of the key
+  bool cache_html = false;                ///< `--cache-html`: fills store HTML pages too
+  std::optional<std::chrono::seconds> max_age; ///< `--max-age`: every artifact's lifetime; none = the origin's
+  std::uint64_t min_rate = 1024;          ///< `--min-rate`: a fill slower than this (bytes/s over 60 s) fails
+  std::chrono::milliseconds fetch_head_timeout{30'000}; ///< a fill with no response head after this fails
   std::uint64_t max_bytes = 0;            ///< 0 = unlimited
   std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
   bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
@@ -53,6 +62,11 @@ struct ServerOptions {
   std::string api_token;      ///< WITHCACHE_API_TOKEN; empty = the API only with a session
   std::chrono::seconds fetch_connect_timeout{10};
   std::chrono::seconds fetch_read_timeout{60};
+
+  /** The cache-key options these imply: what the read path and the fills must both use. */
+  [[nodiscard]] url::KeyOptions key_options() const {
+    return url::KeyOptions{keep_query, drop_query, query_drop};
+  }
 };
 
 /** A startup failure (data dir, database, port): one line, for the operator. */

@@ -58,6 +58,66 @@ struct NewArtifact {
   std::string content_type;
   std::uint64_t size = 0;
   std::string sha256;
+  // The origin's headers and the freshness computed from them (see Artifact).
+  std::string etag{};
+  std::string last_modified{};
+  std::string cache_control{};
+  std::string expires{};
+  std::string content_encoding{};
+  std::string content_disposition{};
+  UnixTime fresh_until = 0;
+};
+
+/** What a revalidation that the origin answered 304 changes on an artifact (see refresh()). */
+struct Freshness {
+  UnixTime fresh_until = 0; ///< 0 = never revalidate again
+  std::string etag{};
+  std::string last_modified{};
+  std::string cache_control{};
+  std::string expires{};
+};
+
+/**
+ * A key's negative-cache entry: why its last fill failed or was refused, how
+ * many did in a row, and until when it is not fetched automatically.
+ */
+struct Backoff {
+  std::string reason;
+  std::uint32_t failures = 0;
+  UnixTime retry_after = 0;
+  /**
+   * Which request failed: an opaque id of what the key leaves out but the
+   * origin sees (signing parameters, credentials), or empty. A request with
+   * another id is not held back, so no one can block a valid presigned URL by
+   * asking first with a bad signature.
+   */
+  std::string attempt{};
+};
+
+/** The back-off after `failures` failed or refused fills in a row: 10 min, doubling, at most 24 h. */
+std::chrono::seconds backoff_delay(std::uint32_t failures);
+
+/**
+ * An artifact and a descriptor open on exactly its bytes (see
+ * BlobStore::open_blob()). Move-only; closes the descriptor unless released.
+ */
+class OpenedBlob {
+ public:
+  OpenedBlob(Artifact artifact, int fd) noexcept : m_artifact(std::move(artifact)), m_fd(fd) {}
+  ~OpenedBlob();
+  OpenedBlob(OpenedBlob&& other) noexcept;
+  OpenedBlob& operator=(OpenedBlob&& other) noexcept;
+  OpenedBlob(const OpenedBlob&) = delete;
+  OpenedBlob& operator=(const OpenedBlob&) = delete;
+
+  [[nodiscard]] const Artifact& artifact() const noexcept { return m_artifact; }
+  [[nodiscard]] int fd() const noexcept { return m_fd; }
+  /** Hands the descriptor over: the caller closes it. */
+  int release() noexcept;
+
+ private:
+  Artifact m_artifact;
+  int m_fd = -1;
 };
 
 /** A fill that was queued or running and must survive a restart. */
@@ -101,6 +161,8 @@ struct RecoveryReport {
   std::uint64_t stray_parts_removed = 0;
   std::uint64_t rows_without_blob_dropped = 0;
   std::uint64_t blobs_without_row_removed = 0;
+  /** Replacements whose row was written but whose blob was not yet renamed into place: finished. */
+  std::uint64_t replacements_completed = 0;
 };
 
 class BlobStore {
@@ -129,6 +191,17 @@ class BlobStore {
   [[nodiscard]] std::filesystem::path blob_path(std::string_view key) const;
   /** `<data-dir>/tmp/<key>.part`. */
   [[nodiscard]] std::filesystem::path part_path(std::string_view key) const;
+  /** `<data-dir>/tmp/<key>.resume`: the validators a resumed fill checks (origin::FetchRequest::resume_state_path). */
+  [[nodiscard]] std::filesystem::path resume_state_path(std::string_view key) const;
+
+  /**
+   * The artifact stored under `key` and a descriptor open on its blob, taken
+   * together under the index lock, so the bytes are always those the
+   * returned size and SHA-256 describe, even while a replacement commits.
+   * Memory and one open(2): safe on the read path. Nothing when the key is
+   * not cached or its blob cannot be opened.
+   */
+  [[nodiscard]] std::optional<OpenedBlob> open_blob(const std::string& key) const;
 
   /** Counts a served GET; queued, written within flush_interval. */
   void record_hit(const std::string& key);
@@ -164,22 +237,58 @@ class BlobStore {
   void release(std::uint64_t bytes) noexcept;
 
   /**
-   * Makes a finished `.part` file an artifact: fsyncs it, renames it to
-   * blobs/<key>, fsyncs the directory, then writes the row in one
-   * transaction (misses counted so far move onto it; hits of an earlier row
-   * survive). Crash-safe at every step.
+   * Makes a finished `.part` file an artifact, first or replacing one:
+   * fsyncs it, renames it to `blobs/<key>.<sha256>.staged`, fsyncs the
+   * directory, writes the row in one transaction (misses counted so far move
+   * onto it; hits of an earlier row survive; the key's miss row and
+   * back-off are forgotten), and only then, under the index lock, renames
+   * the staged file over `blobs/<key>` and switches the index. A replaced
+   * blob is never half-written: readers that opened the old file keep
+   * reading the old inode to its end; find()/open_blob() give the old
+   * artifact until the switch and the new one after it. Crash-safe at every
+   * step: open() finishes a staged rename whose row was written and removes
+   * one whose row was not.
    * @return the stored artifact, or a one-line error: the part file could not
    *         be synced or moved (it is left in tmp/), or the row could not be
-   *         written (the blob is removed again; nothing half-stored remains).
+   *         written (the staged file is removed; an earlier artifact of the
+   *         key is untouched and still served).
    */
   Expected<Artifact, std::string> commit(const NewArtifact& artifact);
+
+  /**
+   * After a revalidation answered 304: writes the new freshness and the
+   * validators the 304 carried (the worker's thread waits for SQLite; the
+   * read path never does), then updates the index.
+   * @return the updated artifact, or a one-line error when the key is not cached or the database refused.
+   */
+  Expected<Artifact, std::string> refresh(const std::string& key, const Freshness& freshness);
+
+  /**
+   * Records that a fill of `key` (raw URL `url`) failed or was refused, with
+   * `reason` (see Miss::last_reason). With `back_off`, the key enters the
+   * negative cache: failures in a row + 1, retry_after = now +
+   * backoff_delay(failures). Without it (a local cause: cache full, disk)
+   * only the reason is kept. Memory at once; the miss row (created when
+   * missing, with a count of 0) is written with the next batch.
+   * @return the key's entry as it now stands.
+   */
+  Backoff record_fill_failure(const std::string& key, std::string_view url, std::string reason,
+                              bool back_off = true, std::string attempt = {});
+  /** The key's back-off while it is in force at `now`, from memory (safe on the read path). */
+  [[nodiscard]] std::optional<Backoff> backoff(const std::string& key, UnixTime now) const;
+  /**
+   * Ends the key's back-off (an operator asked for it): the failure count
+   * starts over; the reason stays on the miss row. Memory at once, the row
+   * with the next batch. @return true when the key had one in force.
+   */
+  bool clear_backoff(const std::string& key);
 
   /**
    * Deletes an artifact (row first, then file).
    * @return true when one was deleted, false when there is none, or a one-line database error.
    */
   Expected<bool, std::string> remove(const std::string& key);
-  /** Forgets a recorded miss. @return true / false (none) / a one-line database error. */
+  /** Forgets a recorded miss and its back-off. @return true / false (none) / a one-line database error. */
   Expected<bool, std::string> dismiss_miss(const std::string& key);
 
   /** Artifacts, newest first; or a one-line database error. */
@@ -223,6 +332,12 @@ class BlobStore {
   void write_job_ops(const std::vector<JobOp>& ops);
   void write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
                       const std::unordered_map<std::string, PendingMiss>& misses);
+  struct FailureOp {
+    std::string url;
+    Backoff backoff;
+    bool clear = false; ///< only reset failures and retry_after of an existing row
+  };
+  void write_failures(const std::unordered_map<std::string, FailureOp>& failures);
   void flusher_loop();
 
   StoreOptions m_options;
@@ -236,12 +351,14 @@ class BlobStore {
   std::atomic<std::uint64_t> m_stored_bytes{0};
   std::atomic<std::uint64_t> m_reserved_bytes{0};
 
-  std::mutex m_counter_mutex;
+  mutable std::mutex m_counter_mutex;
   std::unordered_map<std::string, std::uint64_t> m_pending_hits;
   std::unordered_map<std::string, PendingMiss> m_pending_misses;
   std::unordered_set<std::string> m_known_misses; // keys with a miss row or a queued miss
   std::vector<Event> m_pending_events;
   std::vector<JobOp> m_pending_job_ops;
+  std::unordered_map<std::string, FailureOp> m_pending_failures; // newest state per key
+  std::unordered_map<std::string, Backoff> m_backoffs;           // keys with failures in a row
   std::atomic<std::int64_t> m_next_job_id{1};
 
   std::condition_variable m_flusher_cv;

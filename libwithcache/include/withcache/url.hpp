@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "withcache/expected.hpp"
 
@@ -37,11 +38,37 @@ struct UrlError {
   std::string message;
 };
 
-/** Options of normalize_key() and key_id(). */
+/**
+ * Options of normalize_key() and key_id(): which query parameters are part of
+ * the key (SPEC §2).
+ *
+ * By default the query is kept, parameter by parameter in their original
+ * order, except the signing and credential parameters listed by
+ * is_signing_parameter() and the names in `query_drop`; `keep_query` keeps the
+ * whole query; `drop_query` drops all of it (withcache 0.3's key) and wins
+ * over `keep_query`.
+ */
 struct KeyOptions {
-  /** Keep the query string in the key (`--keep-query`); dropped by default. */
+  /** Keep the whole query, signing parameters included (`--keep-query`). */
   bool keep_query = false;
+  /** Drop the whole query (`--drop-query`, withcache 0.3's key). */
+  bool drop_query = false;
+  /**
+   * More parameter names to drop (`--query-drop NAME`), matched
+   * case-insensitively after percent-decoding; a trailing `*` matches any
+   * name with that prefix (`X-Lab-*`).
+   */
+  std::vector<std::string> query_drop{};
 };
+
+/**
+ * True for a known signing or credential query parameter (SPEC §2), compared
+ * ASCII case-insensitively: `X-Amz-*`, `X-Goog-*`, CloudFront `Expires`,
+ * `Signature`, `Key-Pair-Id`, `Policy`, Azure SAS `sv ss srt sp se st spr sig
+ * sr sdd skoid sktid skt ske sks skv`, Akamai `__token__`, `hdnts`, and
+ * `token`, `access_token`.
+ */
+bool is_signing_parameter(std::string_view name);
 
 /**
  * The cache key of an origin URL (SPEC §2): scheme and host lower-cased,
@@ -49,13 +76,26 @@ struct KeyOptions {
  * removed, path normalised per RFC 3986 §6.2.2 (percent-encoding hex
  * upper-cased, unreserved characters decoded, characters that are not valid
  * in a URI percent-encoded, dot-segments removed), empty path → `/`, query
- * dropped unless `options.keep_query` (an empty query is dropped either way).
+ * normalised the same way and filtered by `options` (see KeyOptions); a
+ * query left empty is dropped, and so are empty `&&` parameters.
  *
  * @return the normalised URL, or a UrlError for an empty input, no scheme,
  *         no host, a bad port, a bad percent escape, a space or a control
  *         character anywhere in the input.
  */
 Expected<std::string, UrlError> normalize_key(std::string_view url, const KeyOptions& options = {});
+
+/**
+ * The URL a fill fetches for `url`, derived from the same parse as its key
+ * (SPEC §2 "One parse"): scheme and host lower-cased, default port dropped,
+ * userinfo and fragment removed, the path normalised exactly as in
+ * normalize_key(), and the ORIGINAL query, byte for byte, signing
+ * parameters included. So two URLs with one key never fetch two different
+ * origin paths, and the origin still sees the signature it needs.
+ *
+ * @return the URL, or the UrlError normalize_key() would give.
+ */
+Expected<std::string, UrlError> fetch_url(std::string_view url);
 
 /** The key id of an origin: the SHA-256 hex of normalize_key(url, options). Errors as normalize_key. */
 Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& options = {});

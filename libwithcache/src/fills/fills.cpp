@@ -4,8 +4,10 @@
 #include <filesystem>
 
 #include "http/http.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/util/size.hpp"
+#include "withcache/util/strings.hpp"
 #include "withcache/util/time.hpp"
 
 namespace withcache::fills {
@@ -23,12 +25,80 @@ std::optional<std::string> check_headers(const origin::Headers& headers) {
   return std::nullopt;
 }
 
+// Failures with a local cause say nothing about the URL: they are recorded
+// but do not put the key in the negative cache.
+bool backs_off(origin::FetchErrc reason) {
+  return reason != origin::FetchErrc::cache_full && reason != origin::FetchErrc::io &&
+         reason != origin::FetchErrc::cancelled;
+}
+
+bool keeps_part(origin::FetchErrc reason) {
+  return reason == origin::FetchErrc::truncated || reason == origin::FetchErrc::timeout ||
+         reason == origin::FetchErrc::too_slow || reason == origin::FetchErrc::connect;
+}
+
+bool is_refusal(origin::FetchErrc reason) {
+  return reason == origin::FetchErrc::not_storable || reason == origin::FetchErrc::refused_origin;
+}
+
+// What the key leaves out but the origin sees: the exact fetch URL (signing
+// parameters included) and the credentials. The negative cache holds back
+// only requests with the id that failed.
+std::string attempt_id(std::string_view clean_url, const origin::Headers& headers) {
+  const std::string fetched = url::fetch_url(clean_url).value_or(std::string(clean_url));
+  const auto authorization = http::find_field(headers, "Authorization");
+  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")));
+}
+
+// The value of a merged header: the 304's when it sent one, else the stored one.
+std::string updated(const std::string& from_304, const std::string& stored) {
+  return from_304.empty() ? stored : from_304;
+}
+
 } // namespace
+
+UnixTime fresh_until(std::string_view cache_control, std::string_view expires, std::string_view date,
+                     std::string_view age, UnixTime now, std::optional<std::chrono::seconds> max_age) {
+  if (max_age) {
+    return now + max_age->count();
+  }
+  const auto directives = http::parse_cache_control(cache_control);
+  if (http::find_directive(directives, "immutable") != nullptr) {
+    return 0;
+  }
+  const auto age_seconds = static_cast<UnixTime>(http::parse_decimal(util::trim(age)).value_or(0));
+  if (const auto* max = http::find_directive(directives, "max-age"); max != nullptr) {
+    if (const auto seconds = http::parse_decimal(max->argument)) {
+      const auto lifetime = static_cast<UnixTime>(std::min<std::uint64_t>(*seconds, 1ULL << 40));
+      return now + std::max<UnixTime>(0, lifetime - age_seconds);
+    }
+    return now; // an invalid max-age is treated as stale (RFC 9111 §4.2.1)
+  }
+  if (http::find_directive(directives, "no-cache") != nullptr) {
+    return now;
+  }
+  if (!util::trim(expires).empty()) {
+    const auto at = http::parse_http_date(expires);
+    if (!at) {
+      return now; // `Expires: 0` and other invalid dates mean "already expired"
+    }
+    const auto base = http::parse_http_date(date).value_or(now);
+    return now + std::max<UnixTime>(0, static_cast<UnixTime>(*at - base));
+  }
+  return 0;
+}
+
+std::string miss_reason(const origin::FetchError& error) {
+  const std::string& detail = error.detail.empty() ? error.message : error.detail;
+  return (error.reason == origin::FetchErrc::not_storable ? "not stored: " : "not fetched: ") + detail;
+}
 
 struct FillPool::State {
   std::int64_t id = 0;
   std::string key;
-  std::string url;
+  std::string url; // userinfo removed; the origin is asked for url::fetch_url(url)
+  bool revalidation = false;
+  origin::Validators validators; // of the artifact being revalidated
   origin::Headers headers;
   JobStatus status = JobStatus::queued;
   std::atomic<std::uint64_t> done{0};
@@ -58,13 +128,23 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
     job->headers = std::move(pending.headers);
     job->created_at = pending.created_at;
     if (m_store.find(job->key) || m_active_by_key.count(job->key) != 0) {
-      m_store.remove_pending_job(job->id); // finished just before the last stop
+      // Finished just before the last stop, or an interrupted revalidation:
+      // the next stale hit asks again.
+      m_store.remove_pending_job(job->id);
+      origin::FetchRequest leftover;
+      leftover.part_path = m_store.part_path(job->key);
+      leftover.resume_state_path = m_store.resume_state_path(job->key);
+      if (m_active_by_key.count(job->key) == 0) {
+        origin::remove_partial(leftover);
+      }
       continue;
     }
     m_active_by_key[job->key] = job->id;
     m_queue.push_back(job->id);
     m_jobs.emplace(job->id, std::move(job));
   }
+  // A fill stores what it fetches: the origin's "do not store" is checked on the head.
+  m_options.fetch.only_storable = true;
   const unsigned workers = std::max(1U, m_options.workers);
   for (unsigned i = 0; i < workers; ++i) {
     m_workers.emplace_back([this] { worker_loop(); });
@@ -75,7 +155,8 @@ FillPool::~FillPool() {
   shutdown();
 }
 
-Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers) {
+Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers,
+                                                 bool by_operator) {
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     const std::string scheme = url::scheme_of(origin_url);
     const bool web = scheme.empty() || scheme == "http" || scheme == "https";
@@ -106,6 +187,12 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
         EnqueueError{EnqueueErrc::already_cached,
                      url::redact(clean_url) + " is already cached (delete it to fetch it again)"});
   }
+  if (by_operator) {
+    m_store.clear_backoff(*key);
+  } else if (auto backoff = m_store.backoff(*key, now());
+             backoff && (backoff->attempt.empty() || backoff->attempt == attempt_id(clean_url, headers))) {
+    return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
+  }
   if (m_store.is_full()) {
     return unexpected(EnqueueError{EnqueueErrc::cache_full, "the cache is full (" +
                                                                 util::format_size(m_store.max_bytes()) +
@@ -115,6 +202,53 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   job->key = *key;
   job->url = clean_url;
   job->headers = std::move(headers);
+  job->created_at = now();
+  job->id = m_store.add_pending_job(job->key, job->url, job->headers);
+  m_active_by_key[job->key] = job->id;
+  m_queue.push_back(job->id);
+  m_jobs.emplace(job->id, job);
+  Enqueued result{snapshot(*job), false};
+  lock.unlock();
+  m_work.notify_one();
+  m_changed.notify_all();
+  return result;
+}
+
+Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, std::string_view request_url) {
+  const std::string origin_url(request_url.empty() ? std::string_view(artifact.raw_url) : request_url);
+  if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
+    return unexpected(EnqueueError{EnqueueErrc::refused_origin, *refused});
+  }
+  const auto key = url::key_id(origin_url, m_options.key_options);
+  if (!key || *key != artifact.key) {
+    return unexpected(EnqueueError{EnqueueErrc::bad_url, "the URL does not name this artifact"});
+  }
+  origin::Headers headers;
+  if (auto userinfo = url::userinfo_of(origin_url)) {
+    headers.emplace_back("Authorization", "Basic " + util::base64_encode(util::percent_decode(*userinfo)));
+  }
+  const std::string clean_url = url::strip_userinfo(origin_url);
+
+  std::unique_lock lock(m_mutex);
+  if (m_stopping) {
+    return unexpected(EnqueueError{EnqueueErrc::shutting_down, "the server is shutting down"});
+  }
+  if (auto it = m_active_by_key.find(*key); it != m_active_by_key.end()) {
+    return Enqueued{snapshot(*m_jobs.at(it->second)), true};
+  }
+  if (auto it = m_revalidation_backoff.find(*key); it != m_revalidation_backoff.end() && it->second.after > now()) {
+    return unexpected(EnqueueError{EnqueueErrc::backing_off, it->second.reason, it->second.after});
+  }
+  const auto current = m_store.find(*key); // the validators as stored now, not as the caller saw them
+  if (!current) {
+    return unexpected(EnqueueError{EnqueueErrc::not_cached, url::redact(clean_url) + " is not cached"});
+  }
+  auto job = std::make_shared<State>();
+  job->key = *key;
+  job->url = clean_url;
+  job->headers = std::move(headers);
+  job->revalidation = true;
+  job->validators = {current->etag, current->last_modified};
   job->created_at = now();
   job->id = m_store.add_pending_job(job->key, job->url, job->headers);
   m_active_by_key[job->key] = job->id;
@@ -144,8 +278,10 @@ bool FillPool::cancel(std::int64_t id) {
   }
   std::erase(m_queue, id);
   lock.unlock();
-  std::error_code ec;
-  std::filesystem::remove(m_store.part_path(job->key), ec); // bytes a previous run left
+  origin::FetchRequest leftover; // bytes a previous run left
+  leftover.part_path = m_store.part_path(job->key);
+  leftover.resume_state_path = m_store.resume_state_path(job->key);
+  origin::remove_partial(leftover);
   finish(job, JobStatus::cancelled, {}, {});
   return true;
 }
@@ -265,10 +401,16 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   std::uint64_t rate_bytes = 0;
 
   origin::FetchRequest request;
-  request.url = job->url;
+  // One parse: the origin is asked for the path the key names, with the original query.
+  request.url = url::fetch_url(job->url).value_or(job->url);
   request.headers = job->headers;
   request.part_path = m_store.part_path(job->key);
+  request.resume_state_path = m_store.resume_state_path(job->key);
   request.cancel = &job->stop;
+  if (job->revalidation) {
+    origin::remove_partial(request); // a conditional request starts from nothing
+    request.conditional = job->validators;
+  }
   request.on_progress = [&](std::uint64_t done, std::uint64_t total) {
     job->done = done;
     job->total = total;
@@ -294,7 +436,33 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   };
 
   auto result = origin::fetch_to_file(request, m_options.fetch);
-  std::error_code ec;
+  const UnixTime fetched_at = now();
+  if (result && result->not_modified) {
+    m_store.release(reserved);
+    const auto stored = m_store.find(job->key);
+    if (!stored) {
+      finish(job, JobStatus::failed, url::redact(job->url) + ": deleted while it was revalidated", "io");
+      return;
+    }
+    store::Freshness freshness;
+    freshness.etag = updated(result->etag, stored->etag);
+    freshness.last_modified = updated(result->last_modified, stored->last_modified);
+    freshness.cache_control = updated(result->cache_control, stored->cache_control);
+    freshness.expires = updated(result->expires, stored->expires);
+    freshness.fresh_until = fresh_until(freshness.cache_control, freshness.expires, result->date, result->age,
+                                        fetched_at, m_options.max_age);
+    auto refreshed = m_store.refresh(job->key, freshness);
+    if (!refreshed) {
+      finish(job, JobStatus::failed, refreshed.error(), "io");
+      return;
+    }
+    {
+      std::lock_guard lock(m_mutex);
+      m_revalidation_backoff.erase(job->key);
+    }
+    finish(job, JobStatus::completed, {}, {});
+    return;
+  }
   if (result) {
     store::NewArtifact artifact;
     artifact.key = job->key;
@@ -303,12 +471,26 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     artifact.content_type = result->content_type;
     artifact.size = result->size;
     artifact.sha256 = result->sha256;
+    artifact.etag = result->etag;
+    artifact.last_modified = result->last_modified;
+    artifact.cache_control = result->cache_control;
+    artifact.expires = result->expires;
+    artifact.content_encoding = result->content_encoding;
+    artifact.content_disposition = result->content_disposition;
+    artifact.fresh_until = fresh_until(result->cache_control, result->expires, result->date, result->age,
+                                       fetched_at, m_options.max_age);
     auto committed = m_store.commit(artifact);
     m_store.release(reserved);
     if (!committed) {
-      std::filesystem::remove(request.part_path, ec);
+      origin::remove_partial(request);
+      origin::FetchError error{origin::FetchErrc::io, 0, committed.error(), committed.error()};
+      record_failure(*job, error);
       finish(job, JobStatus::failed, committed.error(), "io");
       return;
+    }
+    if (job->revalidation) {
+      std::lock_guard lock(m_mutex);
+      m_revalidation_backoff.erase(job->key);
     }
     job->done = result->size;
     job->total = result->size;
@@ -325,12 +507,38 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   if (interrupted) {
     return; // shutdown: the pending row and the .part bytes stay for the next start
   }
-  std::filesystem::remove(request.part_path, ec);
   if (result.error().reason == origin::FetchErrc::cancelled) {
+    origin::remove_partial(request);
     finish(job, JobStatus::cancelled, {}, {});
+    return;
+  }
+  // A transfer that broke keeps its validator-guarded part for the next
+  // attempt (SPEC §3 "At rest"): it resumes only if the origin still has the
+  // same representation. Anything else has nothing worth keeping.
+  if (!keeps_part(result.error().reason) || job->revalidation) {
+    origin::remove_partial(request);
+  }
+  // Recorded before the job ends, so no enqueue can slip in between and skip the back-off.
+  record_failure(*job, result.error());
+  finish(job, JobStatus::failed, result.error().message, std::string(origin::to_string(result.error().reason)));
+}
+
+void FillPool::record_failure(const State& job, const origin::FetchError& error) {
+  const std::string reason = miss_reason(error);
+  if (job.revalidation) {
+    // The stale artifact keeps serving; only the pool remembers not to ask again at once.
+    std::lock_guard lock(m_mutex);
+    Retry& retry = m_revalidation_backoff[job.key];
+    retry.failures = backs_off(error.reason) ? retry.failures + 1 : retry.failures;
+    retry.after = retry.failures == 0 ? 0 : now() + store::backoff_delay(retry.failures).count();
+    retry.reason = reason;
   } else {
-    finish(job, JobStatus::failed, result.error().message,
-           std::string(origin::to_string(result.error().reason)));
+    m_store.record_fill_failure(job.key, job.url, reason, backs_off(error.reason), attempt_id(job.url, job.headers));
+  }
+  if (m_options.record_events) {
+    const std::string what = job.revalidation ? "revalidation of " : "";
+    m_store.record_event(is_refusal(error.reason) ? "fill_refused" : "fill_failed", "system", "",
+                         what + url::redact(job.url) + ": " + reason);
   }
 }
 

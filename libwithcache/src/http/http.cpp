@@ -284,4 +284,55 @@ bool if_range_matches(std::string_view if_range, std::string_view etag, std::tim
   return date && *date == last_modified;
 }
 
+std::vector<Directive> parse_cache_control(std::string_view value) {
+  std::vector<Directive> out;
+  std::size_t i = 0;
+  while (i < value.size()) {
+    // One element: up to the next comma outside quotes.
+    std::size_t end = i;
+    bool quoted = false;
+    for (; end < value.size(); ++end) {
+      const char c = value[end];
+      if (c == '"') {
+        quoted = !quoted;
+      } else if (c == '\\' && quoted && end + 1 < value.size()) {
+        ++end;
+      } else if (c == ',' && !quoted) {
+        break;
+      }
+    }
+    const std::string_view element = trim(value.substr(i, end - i));
+    i = end + 1;
+    if (element.empty()) {
+      continue;
+    }
+    Directive directive;
+    const std::size_t equals = element.find('=');
+    directive.name = util::lower(trim(element.substr(0, equals)));
+    if (equals != std::string_view::npos) {
+      directive.has_argument = true;
+      std::string_view argument = trim(element.substr(equals + 1));
+      if (argument.size() >= 2 && argument.front() == '"' && argument.back() == '"') {
+        argument = argument.substr(1, argument.size() - 2);
+        for (std::size_t k = 0; k < argument.size(); ++k) {
+          if (argument[k] == '\\' && k + 1 < argument.size()) {
+            ++k;
+          }
+          directive.argument += argument[k];
+        }
+      } else {
+        directive.argument = std::string(argument);
+      }
+    }
+    out.push_back(std::move(directive));
+  }
+  return out;
+}
+
+const Directive* find_directive(const std::vector<Directive>& directives, std::string_view name) {
+  const auto it = std::find_if(directives.begin(), directives.end(),
+                               [&](const Directive& d) { return d.name == name; });
+  return it == directives.end() ? nullptr : &*it;
+}
+
 } // namespace withcache::http

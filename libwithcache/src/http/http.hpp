@@ -99,4 +99,22 @@ std::optional<std::time_t> parse_http_date(std::string_view text);
  */
 bool if_range_matches(std::string_view if_range, std::string_view etag, std::time_t last_modified);
 
+/** One `Cache-Control` directive. */
+struct Directive {
+  std::string name;     ///< lower-cased
+  std::string argument; ///< unquoted (`max-age=60` → `60`, `private="Set-Cookie"` → `Set-Cookie`)
+  bool has_argument = false;
+};
+
+/**
+ * Splits a `Cache-Control` value (or several joined by commas) into its
+ * directives, in order; commas inside a quoted argument do not split.
+ * Empty elements are skipped. Never fails: text that is not a directive
+ * becomes a directive with that name.
+ */
+std::vector<Directive> parse_cache_control(std::string_view value);
+
+/** The first directive named `name` (lower-case) in `directives`, if any. */
+const Directive* find_directive(const std::vector<Directive>& directives, std::string_view name);
+
 } // namespace withcache::http

@@ -1,11 +1,15 @@
 #include "withcache/origin.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -13,6 +17,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +29,7 @@
 #include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
+#include "withcache/util/size.hpp"
 #include "withcache/util/strings.hpp"
 #include "withcache/version.hpp"
 
@@ -41,8 +47,24 @@ constexpr const char* k_system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt";
 using util::iequals;
 using util::to_lower;
 
-FetchError make_error(FetchErrc reason, std::string message, int status = 0) {
-  return FetchError{reason, status, std::move(message)};
+// `shown` is the redacted URL; the message is `shown: detail`.
+FetchError make_error(FetchErrc reason, std::string_view shown, std::string detail, int status = 0) {
+  std::string message = shown.empty() ? detail : std::string(shown) + ": " + detail;
+  return FetchError{reason, status, std::move(message), std::move(detail)};
+}
+
+// `30 s`, `1.5 s`, `500 ms`: a deadline as the operator configured it.
+std::string duration_text(std::chrono::milliseconds duration) {
+  const auto ms = duration.count();
+  if (ms % 1000 == 0) {
+    return std::to_string(ms / 1000) + " s";
+  }
+  if (ms > 1000) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.1f s", static_cast<double>(ms) / 1000.0);
+    return buffer;
+  }
+  return std::to_string(ms) + " ms";
 }
 
 // The part file: an fd opened for appending, its size and the running SHA-256.
@@ -149,6 +171,110 @@ std::string address_text(const sockaddr* address) {
   return text;
 }
 
+// The caching headers kept from the response the bytes belong to: written to
+// the resume state and handed back in FetchResult.
+constexpr std::string_view k_kept_headers[] = {"ETag",          "Last-Modified",   "Cache-Control",
+                                               "Expires",       "Date",            "Age",
+                                               "Content-Type",  "Content-Encoding", "Content-Disposition"};
+
+// What the part file's bytes are: the first (200) response they came from.
+struct Representation {
+  bool known = false;      // false: part bytes of unknown origin (a blind resume)
+  std::uint64_t total = 0; // its declared length; 0 when it declared none
+  Headers headers;         // k_kept_headers it carried
+
+  [[nodiscard]] std::string header(std::string_view name) const {
+    return std::string(http::find_field(headers, name).value_or(""));
+  }
+  // The validator If-Range carries: a strong ETag, else Last-Modified; empty when neither.
+  [[nodiscard]] std::string if_range() const {
+    const std::string etag = header("ETag");
+    if (!etag.empty() && !etag.starts_with("W/")) {
+      return etag;
+    }
+    return header("Last-Modified");
+  }
+};
+
+Headers kept_headers(const httplib::Response& response) {
+  Headers kept;
+  for (const auto name : k_kept_headers) {
+    const std::string key(name);
+    if (response.has_header(key)) {
+      kept.emplace_back(key, response.get_header_value(key));
+    }
+  }
+  return kept;
+}
+
+// The resume state file: a version line, the declared total, the kept
+// headers, and an end line, so that a torn write never parses.
+constexpr std::string_view k_state_magic = "withcache-resume 1";
+
+std::optional<std::string> write_state(const std::filesystem::path& path, const Representation& rep) {
+  if (path.empty()) {
+    return std::nullopt;
+  }
+  std::string text(k_state_magic);
+  text += "\ntotal " + std::to_string(rep.total) + "\n";
+  for (const auto& [name, value] : rep.headers) {
+    text += name + ": " + value + "\n";
+  }
+  text += "end\n";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return "cannot write " + path.string() + ": " + std::strerror(errno);
+  }
+  std::size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      const std::string error = std::strerror(errno);
+      ::close(fd);
+      return "cannot write " + path.string() + ": " + error;
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return std::nullopt;
+}
+
+std::optional<Representation> read_state(const std::filesystem::path& path) {
+  if (path.empty()) {
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string head = std::string(k_state_magic) + "\ntotal ";
+  if (!text.starts_with(head) || !text.ends_with("\nend\n")) {
+    return std::nullopt;
+  }
+  std::string_view body(text);
+  body.remove_prefix(head.size());
+  body.remove_suffix(std::string_view("end\n").size());
+  const std::size_t eol = body.find('\n');
+  const auto total = http::parse_decimal(body.substr(0, eol));
+  auto headers = http::parse_header_lines(eol == std::string_view::npos ? "" : body.substr(eol + 1));
+  if (!total || !headers) {
+    return std::nullopt;
+  }
+  Representation rep;
+  rep.known = true;
+  rep.total = *total;
+  rep.headers = std::move(*headers);
+  return rep;
+}
+
+void remove_state(const std::filesystem::path& path) {
+  if (!path.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+}
+
 // What one HTTP exchange ended with.
 enum class Step { complete, redirect, retry, fail };
 
@@ -162,16 +288,26 @@ struct FetchState {
   const FetchRequest& request;
   const FetchOptions& options;
   PartFile part;
+  Representation rep;         // what the part's bytes are
   std::uint64_t declared = 0; // total size when known
-  std::string content_type;
-  Headers response_headers; // of the last non-redirect response
+  Headers response_headers;   // of the last non-redirect response
+  bool not_modified = false;
+  Headers not_modified_headers; // the 304's kept headers
 };
 
+// Empties the part and forgets what it held: the next request starts from byte zero.
+std::optional<std::string> restart(FetchState& state) {
+  remove_state(state.request.resume_state_path);
+  state.rep = {};
+  return state.part.restart();
+}
+
 // Resolves the origin host and applies the policy to every address, so a
-// name cannot smuggle a loopback or link-local target past --allow-origin.
-// Returns the address to connect to.
-Expected<std::string, FetchError> resolve_checked(const url::Target& target, const OriginPolicy& policy,
-                                                  bool via_proxy) {
+// name cannot smuggle a loopback or link-local target past --allow-origin,
+// and refuses the server's own listening sockets. Returns the address to
+// connect to.
+Expected<std::string, FetchError> resolve_checked(const url::Target& target, const FetchOptions& options,
+                                                  bool via_proxy, std::string_view shown) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -182,13 +318,18 @@ Expected<std::string, FetchError> resolve_checked(const url::Target& target, con
       return std::string{}; // the proxy resolves names we cannot
     }
     return unexpected(
-        make_error(FetchErrc::connect, "cannot resolve " + target.host + ": " + ::gai_strerror(rc)));
+        make_error(FetchErrc::connect, shown, "cannot resolve " + target.host + ": " + ::gai_strerror(rc)));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, ::freeaddrinfo);
   std::string chosen;
   for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    if (auto refused = policy.check_address(target.host, ai->ai_addr)) {
-      return unexpected(make_error(FetchErrc::refused_origin, *refused));
+    if (auto refused = options.policy.check_address(target.host, ai->ai_addr)) {
+      return unexpected(make_error(FetchErrc::refused_origin, shown, *refused));
+    }
+    if (options.own_listeners) {
+      if (auto self = options.own_listeners->check(ai->ai_addr, target.port)) {
+        return unexpected(make_error(FetchErrc::refused_origin, shown, *self));
+      }
     }
     if (chosen.empty()) {
       chosen = address_text(ai->ai_addr);
@@ -197,18 +338,197 @@ Expected<std::string, FetchError> resolve_checked(const url::Target& target, con
   return chosen;
 }
 
+// Every value of a header (cpp-httplib's Headers is a multimap).
+std::vector<std::string> all_values(const httplib::Response& response, const std::string& name) {
+  std::vector<std::string> values;
+  const auto [first, last] = response.headers.equal_range(name);
+  for (auto it = first; it != last; ++it) {
+    values.push_back(it->second);
+  }
+  return values;
+}
+
+// Refuses a response whose body length cannot be known for sure. cpp-httplib
+// frames the body by the FIRST Content-Length while curl takes the last, so a
+// response with two of them, a list, or Content-Length beside
+// Transfer-Encoding, is refused before a byte of its body is read.
+std::optional<std::string> check_framing(const httplib::Response& response, std::uint64_t& length,
+                                         bool& has_length) {
+  const auto lengths = all_values(response, "Content-Length");
+  const auto encodings = all_values(response, "Transfer-Encoding");
+  has_length = !lengths.empty();
+  if (lengths.size() > 1) {
+    return lengths[0] == lengths[1] ? "duplicate Content-Length headers (" + lengths[0] + ")"
+                                    : "conflicting Content-Length headers (" + lengths[0] + " and " +
+                                          lengths[1] + ")";
+  }
+  if (!encodings.empty()) {
+    if (has_length) {
+      return std::string("both Content-Length and Transfer-Encoding");
+    }
+    if (encodings.size() > 1 || !util::iequals(util::trim(encodings[0]), "chunked")) {
+      return "unsupported Transfer-Encoding (" + encodings[0] + ")";
+    }
+  }
+  if (has_length) {
+    const auto parsed = http::parse_decimal(util::trim(lengths[0]));
+    if (!parsed) {
+      return "malformed Content-Length (" + lengths[0] + ")";
+    }
+    length = *parsed;
+  }
+  return std::nullopt;
+}
+
+// Why the cache must not store this response, when it must not.
+std::optional<std::string> unstorable(const httplib::Response& response, const FetchOptions& options) {
+  if (!options.only_storable) {
+    return std::nullopt;
+  }
+  for (const auto& value : all_values(response, "Cache-Control")) {
+    const auto directives = http::parse_cache_control(value);
+    if (http::find_directive(directives, "no-store") != nullptr) {
+      return std::string("origin marked it no-store");
+    }
+    // `private="Set-Cookie"` only keeps those fields out of a shared cache.
+    if (const auto* p = http::find_directive(directives, "private"); p != nullptr && !p->has_argument) {
+      return std::string("origin marked it private");
+    }
+  }
+  if (!options.cache_html) {
+    const std::string type = response.get_header_value("Content-Type");
+    const std::string media = util::lower(util::trim(std::string_view(type).substr(0, type.find(';'))));
+    if (media == "text/html" || media == "application/xhtml+xml") {
+      return "an HTML page (" + media + "; start the server with --cache-html to store pages)";
+    }
+  }
+  return std::nullopt;
+}
+
+// Watches one attempt from another thread: the cancel flag, the deadline of
+// the response head and the minimum rate of the body. It stops the client
+// (cpp-httplib's only thread-safe way to interrupt a blocked read) and says why.
+class Watchdog {
+ public:
+  Watchdog(httplib::Client& client, const FetchOptions& options, const std::atomic<bool>* cancel)
+      : m_client(client), m_options(options), m_cancel(cancel), m_started(Clock::now()) {
+    m_thread = std::thread([this] { watch(); });
+  }
+  ~Watchdog() { finish(); }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  void head_arrived() {
+    std::lock_guard lock(m_mutex);
+    m_head = true;
+    m_samples.clear();
+    m_samples.push_back({Clock::now(), m_bytes.load()});
+  }
+  void add_bytes(std::size_t n) { m_bytes += n; }
+  // Ends the watch; afterwards why() is stable.
+  void finish() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_finished = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) {
+      m_thread.join();
+    }
+  }
+  // Why the watchdog stopped the client, if it did.
+  [[nodiscard]] std::optional<std::pair<FetchErrc, std::string>> why() const {
+    std::lock_guard lock(m_mutex);
+    return m_why;
+  }
+
+ private:
+  struct Sample {
+    Clock::time_point time;
+    std::uint64_t bytes;
+  };
+
+  void watch() {
+    std::unique_lock lock(m_mutex);
+    while (!m_finished) {
+      if (!m_why) {
+        m_why = check();
+      }
+      if (m_why) {
+        // Repeated: a stop() that lands while the socket is still connecting does nothing.
+        lock.unlock();
+        m_client.stop();
+        lock.lock();
+      }
+      m_cv.wait_for(lock, std::chrono::milliseconds(20));
+    }
+  }
+
+  // m_mutex held.
+  std::optional<std::pair<FetchErrc, std::string>> check() {
+    const auto now = Clock::now();
+    if (m_cancel != nullptr && m_cancel->load()) {
+      return std::pair{FetchErrc::cancelled, std::string("cancelled")};
+    }
+    if (!m_head) {
+      if (m_options.head_timeout.count() > 0 && now - m_started >= m_options.head_timeout) {
+        return std::pair{FetchErrc::timeout, "no response head within " + duration_text(m_options.head_timeout)};
+      }
+      return std::nullopt;
+    }
+    if (m_options.min_rate == 0 || m_options.rate_window.count() <= 0) {
+      return std::nullopt;
+    }
+    const std::uint64_t bytes = m_bytes.load();
+    if (now - m_samples.back().time >= m_options.rate_window / 100) {
+      m_samples.push_back({now, bytes});
+    }
+    // The baseline: the newest sample at least one window old.
+    const auto window_start = now - m_options.rate_window;
+    std::size_t base = m_samples.size();
+    for (std::size_t i = 0; i < m_samples.size() && m_samples[i].time <= window_start; ++i) {
+      base = i;
+    }
+    if (base == m_samples.size()) {
+      return std::nullopt; // not one window of body yet
+    }
+    m_samples.erase(m_samples.begin(), m_samples.begin() + static_cast<std::ptrdiff_t>(base));
+    const double seconds = std::chrono::duration<double>(now - m_samples.front().time).count();
+    const double moved = static_cast<double>(bytes - m_samples.front().bytes);
+    if (moved < static_cast<double>(m_options.min_rate) * seconds) {
+      return std::pair{FetchErrc::too_slow, "below the minimum rate: " + std::to_string(bytes - m_samples.front().bytes) +
+                                                " bytes in " + duration_text(m_options.rate_window) + " (at least " +
+                                                util::format_rate(static_cast<double>(m_options.min_rate)) +
+                                                " is required)"};
+    }
+    return std::nullopt;
+  }
+
+  httplib::Client& m_client;
+  const FetchOptions& m_options;
+  const std::atomic<bool>* m_cancel;
+  const Clock::time_point m_started;
+  std::atomic<std::uint64_t> m_bytes{0};
+  mutable std::mutex m_mutex;
+  std::condition_variable m_cv;
+  bool m_finished = false;
+  bool m_head = false;
+  std::vector<Sample> m_samples;
+  std::optional<std::pair<FetchErrc, std::string>> m_why;
+  std::thread m_thread;
+};
+
 AttemptResult attempt(FetchState& state, const std::string& current_url, const Headers& headers) {
   const std::string shown = url::redact(current_url);
   const auto target = url::parse_target(current_url);
   if (!target) {
-    return {Step::fail, make_error(FetchErrc::refused_origin, shown + ": " + target.error().message), {}};
+    return {Step::fail, make_error(FetchErrc::refused_origin, shown, target.error().message), {}};
   }
   const util::Getenv getenv = state.options.getenv ? state.options.getenv : util::process_env();
   const auto proxy = proxy_for(target->scheme, target->host, getenv);
-  auto address = resolve_checked(*target, state.options.policy, proxy.has_value());
+  auto address = resolve_checked(*target, state.options, proxy.has_value(), shown);
   if (!address) {
-    FetchError e = address.error();
-    e.message = shown + ": " + e.message;
+    const FetchError& e = address.error();
     return {e.reason == FetchErrc::connect ? Step::retry : Step::fail, e, {}};
   }
 
@@ -219,7 +539,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   client.set_read_timeout(state.options.read_timeout);
   client.set_write_timeout(state.options.read_timeout);
   client.set_follow_location(false);
-  client.set_decompress(false);
+  client.set_decompress(false); // a Content-Encoding is stored as delivered
   client.set_url_encode(false);
   client.set_keep_alive(false);
   client.enable_server_certificate_verification(true);
@@ -240,6 +560,13 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     client.set_hostname_addr_map({{target->host, *address}});
   }
 
+  // Part bytes that no validator and no declared length can vouch for are not resumed.
+  if (state.part.size() > 0 && state.rep.known && state.rep.if_range().empty() && state.rep.total == 0) {
+    if (auto err = restart(state)) {
+      return {Step::fail, make_error(FetchErrc::io, shown, *err), {}};
+    }
+  }
+
   httplib::Headers request_headers;
   request_headers.emplace("User-Agent", k_product);
   request_headers.emplace("Accept-Encoding", "identity");
@@ -247,13 +574,25 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     request_headers.emplace(name, value);
   }
   const std::uint64_t resume_from = state.part.size();
+  const bool conditional = resume_from == 0 && !state.request.conditional.empty();
   if (resume_from > 0) {
     request_headers.emplace("Range", "bytes=" + std::to_string(resume_from) + "-");
+    if (const std::string validator = state.rep.if_range(); state.rep.known && !validator.empty()) {
+      request_headers.emplace("If-Range", validator);
+    }
+  } else if (conditional) {
+    if (!state.request.conditional.etag.empty()) {
+      request_headers.emplace("If-None-Match", state.request.conditional.etag);
+    }
+    if (!state.request.conditional.last_modified.empty()) {
+      request_headers.emplace("If-Modified-Since", state.request.conditional.last_modified);
+    }
   }
 
   AttemptResult outcome;
   bool decided = false; // a handler settled the outcome
   auto last_byte = Clock::now();
+  std::optional<Watchdog> watchdog;
 
   auto decide = [&](Step step, FetchError error) {
     outcome.step = step;
@@ -261,66 +600,128 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     decided = true;
     return false;
   };
+  auto fail = [&](FetchErrc reason, std::string detail, int status = 0) {
+    return decide(Step::fail, make_error(reason, shown, std::move(detail), status));
+  };
+  // Not the continuation of the bytes we hold: start over from zero on the next attempt.
+  auto start_over = [&](const std::string& why) {
+    if (auto err = restart(state)) {
+      return fail(FetchErrc::io, *err);
+    }
+    return decide(Step::retry, make_error(FetchErrc::truncated, shown, why + "; restarting from zero"));
+  };
 
   auto on_response = [&](const httplib::Response& response) -> bool {
+    watchdog->head_arrived();
     const int status = response.status;
     if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
       if (!response.has_header("Location")) {
-        return decide(Step::fail,
-                      make_error(FetchErrc::http_status,
-                                 shown + ": HTTP " + std::to_string(status) + " without Location", status));
+        return fail(FetchErrc::http_status, "HTTP " + std::to_string(status) + " without Location", status);
       }
       outcome.location = response.get_header_value("Location");
       return decide(Step::redirect, {});
     }
     state.response_headers.assign(response.headers.begin(), response.headers.end());
+    if (status == 304 && conditional) {
+      state.not_modified = true;
+      state.not_modified_headers = kept_headers(response);
+      return decide(Step::complete, {});
+    }
+    std::uint64_t length = 0;
+    bool has_length = false;
+    if (auto bad = check_framing(response, length, has_length)) {
+      return fail(FetchErrc::malformed, *bad);
+    }
+    if (status == 200 || status == 206) {
+      if (auto refused = unstorable(response, state.options)) {
+        return fail(FetchErrc::not_storable, *refused);
+      }
+    }
+
     std::uint64_t declared = 0;
     if (status == 200) {
+      // The first response, or a new one: the origin ignored our Range, or
+      // If-Range found the representation changed. Its bytes start at zero.
       if (state.part.size() > 0) {
-        // The origin ignored our Range: start over from byte 0.
         if (auto err = state.part.restart()) {
-          return decide(Step::fail, make_error(FetchErrc::io, *err));
+          return fail(FetchErrc::io, *err);
         }
       }
-      if (response.has_header("Content-Length")) {
-        const auto length = http::parse_decimal(response.get_header_value("Content-Length"));
-        if (!length) {
-          return decide(Step::fail, make_error(FetchErrc::malformed, shown + ": malformed Content-Length"));
-        }
-        declared = *length;
+      state.rep.known = true;
+      state.rep.total = has_length ? length : 0;
+      state.rep.headers = kept_headers(response);
+      // Written before the first body byte: part bytes always have a state that describes them.
+      if (auto err = write_state(state.request.resume_state_path, state.rep)) {
+        return fail(FetchErrc::io, *err);
       }
+      declared = state.rep.total;
     } else if (status == 206) {
       const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
-      if (!range || range->unsatisfied || range->first != state.part.size()) {
-        // Not the continuation we asked for; start over without Range.
-        if (auto err = state.part.restart()) {
-          return decide(Step::fail, make_error(FetchErrc::io, *err));
+      if (resume_from == 0 || !range || range->unsatisfied || range->first != resume_from || range->total == 0) {
+        return start_over("origin answered Range with a different range");
+      }
+      if (has_length && length != range->last - range->first + 1) {
+        return fail(FetchErrc::malformed, "Content-Length " + std::to_string(length) +
+                                              " does not match Content-Range " +
+                                              response.get_header_value("Content-Range"));
+      }
+      if (state.rep.known) {
+        const Representation& first = state.rep;
+        if (first.total != 0 && range->total != first.total) {
+          return start_over("the resumed response has " + std::to_string(range->total) +
+                            " bytes where the first had " + std::to_string(first.total));
         }
-        return decide(Step::retry, make_error(FetchErrc::truncated, shown + ": origin answered Range with a "
-                                                                            "different range; restarting"));
+        const std::string etag = first.header("ETag");
+        const std::string validator = first.if_range();
+        if (!validator.empty()) {
+          const bool by_etag = validator == etag;
+          const std::string now = response.get_header_value(by_etag ? "ETag" : "Last-Modified");
+          if (now != validator) {
+            return start_over(std::string("the resumed response has another ") +
+                              (by_etag ? "ETag" : "Last-Modified"));
+          }
+        }
+        const auto coding = [](std::string_view value) {
+          const std::string lowered = util::lower(util::trim(value));
+          return lowered == "identity" ? std::string{} : lowered;
+        };
+        if (coding(response.get_header_value("Content-Encoding")) != coding(first.header("Content-Encoding"))) {
+          return start_over("the resumed response has another Content-Encoding");
+        }
+        if (first.total == 0) {
+          state.rep.total = range->total;
+        }
+      } else {
+        // A blind resume of bytes found on disk: from here on, this response is what they are.
+        state.rep.known = true;
+        state.rep.total = range->total;
+        state.rep.headers = kept_headers(response);
+        if (auto err = write_state(state.request.resume_state_path, state.rep)) {
+          return fail(FetchErrc::io, *err);
+        }
       }
       declared = range->total;
-    } else if (status == 416 && state.part.size() > 0) {
+    } else if (status == 416 && resume_from > 0) {
       const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
-      if (range && range->unsatisfied && range->total == state.part.size()) {
-        state.declared = range->total; // we already hold every byte
+      const bool holds_all = range && range->unsatisfied && range->total == resume_from;
+      const std::string etag = state.rep.header("ETag");
+      const bool same = !state.rep.known ||
+                        (state.rep.total == resume_from &&
+                         (!response.has_header("ETag") || etag.empty() ||
+                          response.get_header_value("ETag") == etag));
+      if (holds_all && same) {
+        state.declared = resume_from; // we already hold every byte
         return decide(Step::complete, {});
       }
-      if (auto err = state.part.restart()) {
-        return decide(Step::fail, make_error(FetchErrc::io, *err));
-      }
-      return decide(Step::retry,
-                    make_error(FetchErrc::truncated, shown + ": origin refused our Range; restarting"));
+      return start_over("origin refused our Range (416)");
     } else {
       const Step step = status >= 500 ? Step::retry : Step::fail;
-      return decide(step,
-                    make_error(FetchErrc::http_status, shown + ": HTTP " + std::to_string(status), status));
+      return decide(step, make_error(FetchErrc::http_status, shown, "origin answered HTTP " + std::to_string(status),
+                                     status));
     }
     state.declared = declared;
-    state.content_type = response.get_header_value("Content-Type");
     if (declared > 0 && state.request.may_store && !state.request.may_store(declared)) {
-      return decide(Step::fail, make_error(FetchErrc::cache_full, shown + ": " + std::to_string(declared) +
-                                                                      " bytes do not fit in the cache"));
+      return fail(FetchErrc::cache_full, std::to_string(declared) + " bytes do not fit in the cache");
     }
     if (state.request.on_progress) {
       state.request.on_progress(state.part.size(), state.declared);
@@ -330,20 +731,19 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
 
   auto on_content = [&](const char* data, std::size_t length) -> bool {
     if (state.request.cancel != nullptr && state.request.cancel->load()) {
-      return decide(Step::fail, make_error(FetchErrc::cancelled, shown + ": cancelled"));
+      return fail(FetchErrc::cancelled, "cancelled");
     }
     last_byte = Clock::now();
+    watchdog->add_bytes(length);
     if (state.declared > 0 && state.part.size() + length > state.declared) {
-      return decide(Step::fail, make_error(FetchErrc::malformed, shown + ": origin sent more than its declared " +
-                                                              std::to_string(state.declared) + " bytes"));
+      return fail(FetchErrc::malformed,
+                  "origin sent more than its declared " + std::to_string(state.declared) + " bytes");
     }
-    if (state.declared == 0 && state.request.may_store &&
-        !state.request.may_store(state.part.size() + length)) {
-      return decide(Step::fail, make_error(FetchErrc::cache_full, shown + ": the cache is full"));
+    if (state.declared == 0 && state.request.may_store && !state.request.may_store(state.part.size() + length)) {
+      return fail(FetchErrc::cache_full, "the cache is full");
     }
     if (!state.part.append(data, length)) {
-      return decide(Step::fail, make_error(FetchErrc::io, "cannot write " + state.part.path().string() +
-                                                              ": " + std::strerror(errno)));
+      return fail(FetchErrc::io, "cannot write " + state.part.path().string() + ": " + std::strerror(errno));
     }
     if (state.request.on_progress) {
       state.request.on_progress(state.part.size(), state.declared);
@@ -351,71 +751,49 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     return true;
   };
 
-  // A silent origin would hold a cancel (or a shutdown) until the read timeout:
-  // a watchdog closes the connection as soon as the cancel flag is set.
-  std::mutex watch_mutex;
-  std::condition_variable watch_cv;
-  bool finished = false;
-  std::thread watchdog;
-  if (state.request.cancel != nullptr) {
-    watchdog = std::thread([&] {
-      std::unique_lock lock(watch_mutex);
-      while (!finished) {
-        if (state.request.cancel->load()) {
-          client.stop();
-          return;
-        }
-        watch_cv.wait_for(lock, std::chrono::milliseconds(50));
-      }
-    });
-  }
+  watchdog.emplace(client, state.options, state.request.cancel);
   const auto result = client.Get(target->request, request_headers, on_response, on_content);
-  if (watchdog.joinable()) {
-    {
-      std::lock_guard lock(watch_mutex);
-      finished = true;
-    }
-    watch_cv.notify_all();
-    watchdog.join();
-  }
-  if (!decided && state.request.cancel != nullptr && state.request.cancel->load()) {
-    return {Step::fail, make_error(FetchErrc::cancelled, shown + ": cancelled"), {}};
-  }
+  watchdog->finish();
   if (decided) {
     return outcome;
   }
-
   const httplib::Error err = result.error();
+  if (state.request.cancel != nullptr && state.request.cancel->load()) {
+    return {Step::fail, make_error(FetchErrc::cancelled, shown, "cancelled"), {}};
+  }
+  const bool whole = err == httplib::Error::Success && (state.declared == 0 || state.part.size() == state.declared);
+  if (const auto why = watchdog->why(); why && !whole) {
+    // A stall before the head or a trickle is not retried: the next attempt would do the same.
+    return {Step::fail, make_error(why->first, shown, why->second), {}};
+  }
+
   if (err != httplib::Error::Success) {
     switch (err) {
     case httplib::Error::SSLConnection:
     case httplib::Error::SSLLoadingCerts:
     case httplib::Error::SSLServerVerification:
-      return {Step::fail,
-              make_error(FetchErrc::tls, shown + ": TLS failed (" + httplib::to_string(err) + ")"),
-              {}};
+      return {Step::fail, make_error(FetchErrc::tls, shown, "TLS failed (" + httplib::to_string(err) + ")"), {}};
     case httplib::Error::Connection:
-      return {
-          Step::retry, make_error(FetchErrc::connect, shown + ": cannot connect to " + host_for_client), {}};
+      return {Step::retry, make_error(FetchErrc::connect, shown, "cannot connect to " + host_for_client), {}};
     case httplib::Error::ConnectionTimeout:
-      return {Step::retry, make_error(FetchErrc::timeout, shown + ": connect timed out"), {}};
+      return {Step::retry, make_error(FetchErrc::timeout, shown, "connect timed out"), {}};
     default:
       break;
     }
     if (Clock::now() - last_byte >= state.options.read_timeout) {
-      return {Step::retry, make_error(FetchErrc::timeout, shown + ": read timed out"), {}};
+      return {Step::retry, make_error(FetchErrc::timeout, shown, "read timed out"), {}};
     }
   }
   if (state.declared > 0 && state.part.size() < state.declared) {
     return {Step::retry,
-            make_error(FetchErrc::truncated, shown + ": body truncated: declared " +
-                                                 std::to_string(state.declared) + " bytes, received " +
-                                                 std::to_string(state.part.size())),
+            make_error(FetchErrc::truncated, shown,
+                       "body truncated: declared " + std::to_string(state.declared) + " bytes, received " +
+                           std::to_string(state.part.size())),
             {}};
   }
   if (err != httplib::Error::Success) {
     // No declared length: a dropped connection cannot be told from the end.
-    return {Step::retry, make_error(FetchErrc::connect, shown + ": " + httplib::to_string(err)), {}};
+    return {Step::retry, make_error(FetchErrc::connect, shown, httplib::to_string(err)), {}};
   }
   return {Step::complete, {}, {}};
 }
@@ -463,6 +841,10 @@ std::string_view to_string(FetchErrc reason) {
     return "malformed";
   case FetchErrc::connect:
     return "connect";
+  case FetchErrc::not_storable:
+    return "not_storable";
+  case FetchErrc::too_slow:
+    return "too_slow";
   }
   return "io";
 }
@@ -549,6 +931,150 @@ std::optional<std::string> OriginPolicy::check_address(std::string_view host, co
   return std::nullopt;
 }
 
+struct OwnListeners::Listener {
+  sockaddr_storage address{}; // port ignored; the listening port is `port`
+  int port = 0;
+  bool wildcard = false; // 0.0.0.0 or ::
+};
+
+namespace {
+
+// An address in a comparable form: IPv4-mapped IPv6 becomes IPv4; the port is dropped.
+struct Ip {
+  int family = 0;
+  std::array<unsigned char, 16> bytes{};
+  bool operator==(const Ip&) const = default;
+};
+
+std::optional<Ip> ip_of(const sockaddr* address) {
+  Ip ip;
+  if (address->sa_family == AF_INET) {
+    ip.family = AF_INET;
+    std::memcpy(ip.bytes.data(), &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, 4);
+    return ip;
+  }
+  if (address->sa_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+      ip.family = AF_INET;
+      std::memcpy(ip.bytes.data(), &v6.s6_addr[12], 4);
+    } else {
+      ip.family = AF_INET6;
+      std::memcpy(ip.bytes.data(), &v6, 16);
+    }
+    return ip;
+  }
+  return std::nullopt;
+}
+
+bool is_unspecified(const Ip& ip) {
+  const std::size_t n = ip.family == AF_INET ? 4 : 16;
+  return std::all_of(ip.bytes.begin(), ip.bytes.begin() + static_cast<std::ptrdiff_t>(n),
+                     [](unsigned char b) { return b == 0; });
+}
+
+bool is_loopback(const Ip& ip) {
+  if (ip.family == AF_INET) {
+    return ip.bytes[0] == 127;
+  }
+  static constexpr std::array<unsigned char, 16> k_v6_loopback{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return ip.bytes == k_v6_loopback;
+}
+
+// True when `ip` reaches this host: loopback, unspecified, or an address of one of its interfaces.
+bool is_local(const Ip& ip) {
+  if (is_loopback(ip) || is_unspecified(ip)) {
+    return true;
+  }
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) {
+    return false;
+  }
+  bool found = false;
+  for (const ifaddrs* entry = list; entry != nullptr && !found; entry = entry->ifa_next) {
+    if (entry->ifa_addr != nullptr) {
+      const auto local = ip_of(entry->ifa_addr);
+      found = local && *local == ip;
+    }
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+} // namespace
+
+std::optional<std::string> OwnListeners::add(std::string_view host, int port) {
+  if (port <= 0 || port > 65535) {
+    return "listening port " + std::to_string(port) + " is not in 1..65535";
+  }
+  std::string name(host);
+  if (name.size() >= 2 && name.front() == '[' && name.back() == ']') {
+    name = name.substr(1, name.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(name.empty() ? nullptr : name.c_str(), "0", &hints, &found);
+  if (rc != 0) {
+    return "cannot resolve listening address " + name + ": " + ::gai_strerror(rc);
+  }
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, ::freeaddrinfo);
+  std::vector<std::shared_ptr<const Listener>> added;
+  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    const auto ip = ip_of(ai->ai_addr);
+    if (!ip || ai->ai_addrlen > sizeof(sockaddr_storage)) {
+      continue;
+    }
+    auto listener = std::make_shared<Listener>();
+    std::memcpy(&listener->address, ai->ai_addr, ai->ai_addrlen);
+    listener->port = port;
+    listener->wildcard = is_unspecified(*ip);
+    added.push_back(std::move(listener));
+  }
+  std::lock_guard lock(m_mutex);
+  m_listeners.insert(m_listeners.end(), added.begin(), added.end());
+  return std::nullopt;
+}
+
+std::optional<std::string> OwnListeners::check(const sockaddr* address, int port) const {
+  const auto ip = ip_of(address);
+  if (!ip) {
+    return std::nullopt;
+  }
+  std::vector<std::shared_ptr<const Listener>> listeners;
+  {
+    std::lock_guard lock(m_mutex);
+    listeners = m_listeners;
+  }
+  std::optional<bool> local; // getifaddrs at most once per check
+  for (const auto& listener : listeners) {
+    if (listener->port != port) {
+      continue;
+    }
+    bool self = false;
+    if (listener->wildcard) {
+      if (!local) {
+        local = is_local(*ip);
+      }
+      self = *local;
+    } else {
+      self = ip_of(reinterpret_cast<const sockaddr*>(&listener->address)) == ip;
+    }
+    if (self) {
+      return address_text(address) + ":" + std::to_string(port) +
+             " is this server's own listening socket (a fill never fetches from the cache itself)";
+    }
+  }
+  return std::nullopt;
+}
+
+bool OwnListeners::empty() const {
+  std::lock_guard lock(m_mutex);
+  return m_listeners.empty();
+}
+
 std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, const util::Getenv& getenv) {
   const auto get = [&](const char* name) -> std::string {
     const char* value = getenv(name);
@@ -622,13 +1148,21 @@ namespace {
 
 Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const FetchOptions& options) {
   if (auto refused = options.policy.check_url(request.url)) {
-    return unexpected(make_error(FetchErrc::refused_origin, *refused));
+    return unexpected(make_error(FetchErrc::refused_origin, "", *refused)); // the text names the URL
   }
-  FetchState state{request, options, PartFile(request.part_path), 0, {}, {}};
+  FetchState state{request, options, PartFile(request.part_path), {}, 0, {}, false, {}};
   if (auto err = state.part.open()) {
-    return unexpected(make_error(FetchErrc::io, *err));
+    return unexpected(make_error(FetchErrc::io, url::redact(request.url), *err));
   }
   const std::uint64_t resumed_from = state.part.size();
+  if (resumed_from > 0 && !request.resume_state_path.empty()) {
+    if (auto rep = read_state(request.resume_state_path)) {
+      state.rep = std::move(*rep);
+    } else if (auto err = restart(state)) {
+      // Bytes nothing vouches for (no state, or a torn one) are not resumed.
+      return unexpected(make_error(FetchErrc::io, url::redact(request.url), *err));
+    }
+  }
 
   std::string current = request.url;
   Headers headers = request.headers;
@@ -637,7 +1171,7 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
   auto delay = options.backoff;
   for (;;) {
     if (request.cancel != nullptr && request.cancel->load()) {
-      return unexpected(make_error(FetchErrc::cancelled, url::redact(current) + ": cancelled"));
+      return unexpected(make_error(FetchErrc::cancelled, url::redact(current), "cancelled"));
     }
     AttemptResult result = attempt(state, current, headers);
     if (result.step == Step::complete) {
@@ -647,18 +1181,17 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
       return unexpected(std::move(result.error));
     }
     if (result.step == Step::redirect) {
+      const std::string shown = url::redact(request.url);
       if (++redirects > options.max_redirects) {
-        return unexpected(make_error(FetchErrc::refused_origin, url::redact(request.url) + ": more than " +
-                                                                    std::to_string(options.max_redirects) +
-                                                                    " redirects"));
+        return unexpected(make_error(FetchErrc::refused_origin, shown,
+                                     "more than " + std::to_string(options.max_redirects) + " redirects"));
       }
       auto next = url::resolve_reference(current, result.location);
       if (!next) {
-        return unexpected(
-            make_error(FetchErrc::malformed, url::redact(current) + ": bad redirect Location"));
+        return unexpected(make_error(FetchErrc::malformed, url::redact(current), "bad redirect Location"));
       }
       if (auto refused = options.policy.check_url(*next)) {
-        return unexpected(make_error(FetchErrc::refused_origin, "redirect refused: " + *refused));
+        return unexpected(make_error(FetchErrc::refused_origin, "", "redirect refused: " + *refused));
       }
       if (!same_origin(current, *next)) {
         // Credentials meant for one host never follow a redirect to another (as curl).
@@ -671,26 +1204,50 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
     }
     if (++attempts >= options.max_attempts) {
       FetchError error = std::move(result.error);
-      error.message += " (gave up after " + std::to_string(attempts) + " attempts)";
+      const std::string gave_up = " (gave up after " + std::to_string(attempts) + " attempts)";
+      error.message += gave_up;
+      error.detail += gave_up;
       return unexpected(std::move(error));
     }
     if (!pause(delay, request.cancel)) {
-      return unexpected(make_error(FetchErrc::cancelled, url::redact(current) + ": cancelled"));
+      return unexpected(make_error(FetchErrc::cancelled, url::redact(current), "cancelled"));
     }
     delay = std::min<std::chrono::milliseconds>(delay * 2, std::chrono::seconds(10));
   }
 
-  if (!state.part.sync()) {
-    return unexpected(make_error(FetchErrc::io,
-                                 "cannot fsync " + request.part_path.string() + ": " + std::strerror(errno)));
-  }
   FetchResult done;
-  done.size = state.part.size();
-  done.sha256 = state.part.hex_digest();
-  done.content_type = state.content_type;
+  done.final_url = current;
   done.resumed_from = resumed_from;
   done.response_headers = std::move(state.response_headers);
-  done.final_url = current;
+  const auto fill_headers = [&done](const Headers& kept) {
+    const auto get = [&kept](std::string_view name) {
+      return std::string(http::find_field(kept, name).value_or(""));
+    };
+    done.content_type = get("Content-Type");
+    done.etag = get("ETag");
+    done.last_modified = get("Last-Modified");
+    done.cache_control = get("Cache-Control");
+    done.expires = get("Expires");
+    done.date = get("Date");
+    done.age = get("Age");
+    done.content_encoding = get("Content-Encoding");
+    done.content_disposition = get("Content-Disposition");
+  };
+  if (state.not_modified) {
+    done.not_modified = true;
+    fill_headers(state.not_modified_headers);
+    remove_state(request.resume_state_path);
+    return done;
+  }
+  if (!state.part.sync()) {
+    return unexpected(make_error(FetchErrc::io, url::redact(request.url),
+                                 "cannot fsync " + request.part_path.string() + ": " + std::strerror(errno)));
+  }
+  done.size = state.part.size();
+  done.sha256 = state.part.hex_digest();
+  fill_headers(state.rep.headers);
+  // The part is complete; the caller commits it. Nothing is left to resume.
+  remove_state(request.resume_state_path);
   return done;
 }
 
@@ -701,8 +1258,14 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
     return fetch(request, options);
   } catch (const std::exception& e) {
     // cpp-httplib and the standard library stop here, as one line.
-    return unexpected(make_error(FetchErrc::io, url::redact(request.url) + ": " + e.what()));
+    return unexpected(make_error(FetchErrc::io, url::redact(request.url), e.what()));
   }
+}
+
+void remove_partial(const FetchRequest& request) {
+  std::error_code ec;
+  std::filesystem::remove(request.part_path, ec);
+  remove_state(request.resume_state_path);
 }
 
 } // namespace withcache::origin

@@ -38,6 +38,8 @@ struct Context {
   Metrics metrics;
   std::unique_ptr<auth::Sessions> sessions;
   auth::LoginThrottle throttle;
+  /** The server's own listening sockets, which fills must never fetch from. */
+  std::shared_ptr<origin::OwnListeners> own_listeners;
   /** The transport's connection counters (set once serving starts). */
   std::function<TransportStats()> transport_stats;
 };

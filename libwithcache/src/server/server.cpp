@@ -139,10 +139,24 @@ struct Server::Impl {
 
     fills::PoolOptions pool_options;
     pool_options.workers = options.workers;
-    pool_options.key_options.keep_query = options.keep_query;
+    pool_options.key_options = options.key_options();
+    pool_options.max_age = options.max_age;
     pool_options.fetch.policy = origin::OriginPolicy(options.allow_origins);
     pool_options.fetch.connect_timeout = options.fetch_connect_timeout;
     pool_options.fetch.read_timeout = options.fetch_read_timeout;
+    pool_options.fetch.head_timeout = options.fetch_head_timeout;
+    pool_options.fetch.min_rate = options.min_rate;
+    pool_options.fetch.cache_html = options.cache_html;
+    // Never fill from ourselves. With --port 0 the port is known only after bind(), which adds it.
+    ctx.own_listeners = std::make_shared<origin::OwnListeners>();
+    if (options.port != 0) {
+      if (auto error = ctx.own_listeners->add(options.host, options.port)) {
+        spdlog::warn("cannot tell fills to avoid this server's own address: {}", *error);
+      }
+    }
+    pool_options.fetch.own_listeners = ctx.own_listeners;
+    // The pool records fill_failed / fill_refused events with their reasons; we record completions.
+    pool_options.record_events = true;
     pool_options.on_finished = [this](const Job& job) { on_fill_finished(job); };
     ctx.pool = std::make_unique<fills::FillPool>(*ctx.store, std::move(pool_options));
     if (!ctx.pool->recovery_error().empty()) {
@@ -192,8 +206,7 @@ struct Server::Impl {
       break;
     default:
       ++ctx.metrics.fills_failed;
-      spdlog::warn("fill failed: {}", job.error);
-      ctx.store->record_event("fill_failed", "system", "", job.error);
+      spdlog::warn("fill failed: {}", job.error); // the pool records the event, with its reason
       break;
     }
   }
@@ -211,6 +224,11 @@ void Server::bind() {
     m_impl->transport->bind();
   } catch (const std::exception& e) {
     throw StartupError(e.what());
+  }
+  if (m_impl->ctx.options.port == 0) {
+    if (auto error = m_impl->ctx.own_listeners->add(m_impl->ctx.options.host, m_impl->transport->port())) {
+      spdlog::warn("cannot tell fills to avoid this server's own address: {}", *error);
+    }
   }
 }
 

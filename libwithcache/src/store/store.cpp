@@ -66,6 +66,20 @@ CREATE TABLE IF NOT EXISTS events (
   details TEXT NOT NULL
 );
 )sql",
+    // Issue 13: the origin's validators and caching headers, freshness, and the negative cache.
+    R"sql(
+ALTER TABLE artifacts ADD COLUMN etag                TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN last_modified       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN cache_control       TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN expires             TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN content_encoding    TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN content_disposition TEXT    NOT NULL DEFAULT '';
+ALTER TABLE artifacts ADD COLUMN fresh_until         INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE misses    ADD COLUMN last_reason         TEXT    NOT NULL DEFAULT '';
+ALTER TABLE misses    ADD COLUMN failures            INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE misses    ADD COLUMN retry_after         INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE misses    ADD COLUMN failed_attempt      TEXT    NOT NULL DEFAULT '';
+)sql",
 };
 
 // The events log keeps this many of the newest rows.
@@ -94,6 +108,26 @@ bool is_key_id(std::string_view name) {
   return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
          });
+}
+
+// `<key>.<sha256>.staged`: a blob whose row may or may not be written yet.
+constexpr std::string_view k_staged_suffix = ".staged";
+
+std::string staged_name(std::string_view key, std::string_view sha256) {
+  return std::string(key) + "." + std::string(sha256) + std::string(k_staged_suffix);
+}
+
+// The key and SHA-256 a staged file name carries; nothing for any other name.
+std::optional<std::pair<std::string, std::string>> parse_staged_name(std::string_view name) {
+  if (name.size() != 64 + 1 + 64 + k_staged_suffix.size() || !name.ends_with(k_staged_suffix) || name[64] != '.') {
+    return std::nullopt;
+  }
+  const std::string_view key = name.substr(0, 64);
+  const std::string_view sha = name.substr(65, 64);
+  if (!is_key_id(key) || !is_key_id(sha)) {
+    return std::nullopt;
+  }
+  return std::pair{std::string(key), std::string(sha)};
 }
 
 // fsync a file or directory by path; the rename-then-fsync(dir) dance is what
@@ -150,13 +184,55 @@ Artifact artifact_from_row(SQLite::Statement& row) {
   a.fetched_at = row.getColumn(6).getInt64();
   a.hits = from_db(row.getColumn(7).getInt64());
   a.misses = from_db(row.getColumn(8).getInt64());
+  a.etag = row.getColumn(9).getString();
+  a.last_modified = row.getColumn(10).getString();
+  a.cache_control = row.getColumn(11).getString();
+  a.expires = row.getColumn(12).getString();
+  a.content_encoding = row.getColumn(13).getString();
+  a.content_disposition = row.getColumn(14).getString();
+  a.fresh_until = row.getColumn(15).getInt64();
   return a;
 }
 
 constexpr const char* k_artifact_columns =
-    "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses";
+    "key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses, etag, last_modified, "
+    "cache_control, expires, content_encoding, content_disposition, fresh_until";
 
 } // namespace
+
+std::chrono::seconds backoff_delay(std::uint32_t failures) {
+  constexpr std::chrono::seconds k_first{10 * 60};
+  constexpr std::chrono::seconds k_longest{24 * 60 * 60};
+  std::chrono::seconds delay = k_first;
+  for (std::uint32_t i = 1; i < failures && delay < k_longest; ++i) {
+    delay *= 2;
+  }
+  return std::min(delay, k_longest);
+}
+
+OpenedBlob::~OpenedBlob() {
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+}
+
+OpenedBlob::OpenedBlob(OpenedBlob&& other) noexcept
+    : m_artifact(std::move(other.m_artifact)), m_fd(std::exchange(other.m_fd, -1)) {}
+
+OpenedBlob& OpenedBlob::operator=(OpenedBlob&& other) noexcept {
+  if (this != &other) {
+    if (m_fd >= 0) {
+      ::close(m_fd);
+    }
+    m_artifact = std::move(other.m_artifact);
+    m_fd = std::exchange(other.m_fd, -1);
+  }
+  return *this;
+}
+
+int OpenedBlob::release() noexcept {
+  return std::exchange(m_fd, -1);
+}
 
 BlobStore::BlobStore(StoreOptions options) : m_options(std::move(options)) {
   std::error_code ec;
@@ -237,11 +313,38 @@ void BlobStore::recover() {
   }
   for (const auto& entry : fs::directory_iterator(m_options.data_dir / "tmp", ec)) {
     const fs::path& path = entry.path();
-    if (path.extension() == ".part" && owned.count(path.stem().string()) == 0) {
-      if (fs::remove(path, ec)) {
+    const bool part = path.extension() == ".part";
+    if ((part || path.extension() == ".resume") && owned.count(path.stem().string()) == 0) {
+      if (fs::remove(path, ec) && part) {
         ++m_recovery.stray_parts_removed;
       }
     }
+  }
+
+  // A staged blob: commit died after staging it. Its row was written exactly
+  // when the row's SHA-256 is the one in its name: then finish the rename;
+  // otherwise the earlier blob (if any) is still the artifact.
+  {
+    SQLite::Statement sha_of(*m_db, "SELECT sha256 FROM artifacts WHERE key = ?");
+    for (const auto& entry : fs::directory_iterator(m_options.data_dir / "blobs", ec)) {
+      const auto staged = parse_staged_name(entry.path().filename().string());
+      if (!staged) {
+        continue;
+      }
+      sha_of.bind(1, staged->first);
+      const bool recorded = sha_of.executeStep() && sha_of.getColumn(0).getString() == staged->second;
+      sha_of.reset();
+      std::error_code move_ec;
+      if (recorded) {
+        fs::rename(entry.path(), blob_path(staged->first), move_ec);
+        if (!move_ec) {
+          ++m_recovery.replacements_completed;
+        }
+      } else if (fs::remove(entry.path(), move_ec)) {
+        ++m_recovery.blobs_without_row_removed;
+      }
+    }
+    (void)fsync_path(m_options.data_dir / "blobs", true);
   }
 
   // Rows must point at a blob of exactly their size; the blob is renamed into
@@ -299,10 +402,16 @@ void BlobStore::load_artifacts() {
     m_index.emplace(std::move(key), std::move(a));
   }
   m_stored_bytes = stored;
-  SQLite::Statement misses(*m_db, "SELECT key FROM misses");
+  SQLite::Statement misses(*m_db, "SELECT key, last_reason, failures, retry_after, failed_attempt FROM misses");
   std::lock_guard counter_lock(m_counter_mutex);
   while (misses.executeStep()) {
-    m_known_misses.insert(misses.getColumn(0).getString());
+    std::string key = misses.getColumn(0).getString();
+    const auto failures = static_cast<std::uint32_t>(std::max<std::int64_t>(0, misses.getColumn(2).getInt64()));
+    if (failures > 0) {
+      m_backoffs[key] = Backoff{misses.getColumn(1).getString(), failures, misses.getColumn(3).getInt64(),
+                                misses.getColumn(4).getString()};
+    }
+    m_known_misses.insert(std::move(key));
   }
 }
 
@@ -326,6 +435,25 @@ fs::path BlobStore::blob_path(std::string_view key) const {
 
 fs::path BlobStore::part_path(std::string_view key) const {
   return m_options.data_dir / "tmp" / (std::string(key) + ".part");
+}
+
+fs::path BlobStore::resume_state_path(std::string_view key) const {
+  return m_options.data_dir / "tmp" / (std::string(key) + ".resume");
+}
+
+std::optional<OpenedBlob> BlobStore::open_blob(const std::string& key) const {
+  // Under the index lock, so that commit() cannot rename another blob into
+  // place between reading the row and opening the file.
+  std::shared_lock lock(m_index_mutex);
+  const auto it = m_index.find(key);
+  if (it == m_index.end()) {
+    return std::nullopt;
+  }
+  const int fd = ::open(blob_path(key).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return std::nullopt;
+  }
+  return OpenedBlob(it->second, fd);
 }
 
 void BlobStore::record_hit(const std::string& key) {
@@ -354,7 +482,7 @@ void BlobStore::flusher_loop() {
       break;
     }
     if (m_pending_hits.empty() && m_pending_misses.empty() && m_pending_events.empty() &&
-        m_pending_job_ops.empty()) {
+        m_pending_job_ops.empty() && m_pending_failures.empty()) {
       continue;
     }
     lock.unlock();
@@ -373,14 +501,16 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
   std::unordered_map<std::string, PendingMiss> misses;
   std::vector<Event> events;
   std::vector<JobOp> job_ops;
+  std::unordered_map<std::string, FailureOp> failures;
   {
     std::lock_guard lock(m_counter_mutex);
     hits.swap(m_pending_hits);
     misses.swap(m_pending_misses);
     events.swap(m_pending_events);
     job_ops.swap(m_pending_job_ops);
+    failures.swap(m_pending_failures);
   }
-  if (job_ops.empty() && events.empty() && hits.empty() && misses.empty()) {
+  if (job_ops.empty() && events.empty() && hits.empty() && misses.empty() && failures.empty()) {
     return Ok{};
   }
   // One transaction: one wait for a busy database, and all or nothing.
@@ -389,6 +519,7 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
     write_job_ops(job_ops);
     write_events(events);
     write_counters(hits, misses);
+    write_failures(failures);
     tx.commit();
     return Ok{};
   });
@@ -411,7 +542,84 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
       queued.url = std::move(miss.url);
     }
   }
+  for (auto& [key, op] : failures) {
+    m_pending_failures.try_emplace(key, std::move(op)); // a newer state queued since wins
+  }
   return written;
+}
+
+void BlobStore::write_failures(const std::unordered_map<std::string, FailureOp>& failures) {
+  if (failures.empty()) {
+    return;
+  }
+  const UnixTime t = now();
+  SQLite::Statement upsert(*m_db, R"sql(
+INSERT INTO misses (key, url, count, first_seen, last_seen, last_reason, failures, retry_after, failed_attempt)
+VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = excluded.failures,
+                                retry_after = excluded.retry_after, failed_attempt = excluded.failed_attempt)sql");
+  SQLite::Statement clear(*m_db, "UPDATE misses SET failures = 0, retry_after = 0 WHERE key = ?");
+  for (const auto& [key, op] : failures) {
+    if (op.clear) {
+      clear.bind(1, key);
+      clear.exec();
+      clear.reset();
+      continue;
+    }
+    upsert.bind(1, key);
+    upsert.bind(2, op.url);
+    upsert.bind(3, t);
+    upsert.bind(4, op.backoff.reason);
+    upsert.bind(5, static_cast<std::int64_t>(op.backoff.failures));
+    upsert.bind(6, op.backoff.retry_after);
+    upsert.bind(7, op.backoff.attempt);
+    upsert.exec();
+    upsert.reset();
+  }
+}
+
+Backoff BlobStore::record_fill_failure(const std::string& key, std::string_view url, std::string reason,
+                                       bool back_off, std::string attempt) {
+  const UnixTime t = now();
+  std::lock_guard lock(m_counter_mutex);
+  Backoff& entry = m_backoffs[key];
+  entry.reason = std::move(reason);
+  entry.attempt = std::move(attempt);
+  if (back_off) {
+    ++entry.failures;
+    entry.retry_after = t + backoff_delay(entry.failures).count();
+  } else {
+    entry.retry_after = 0;
+  }
+  const Backoff result = entry;
+  if (entry.failures == 0) {
+    m_backoffs.erase(key); // only a reason: nothing to remember in memory
+  }
+  m_pending_failures[key] = FailureOp{url::strip_userinfo(url), result, false};
+  m_known_misses.insert(key);
+  return result;
+}
+
+std::optional<Backoff> BlobStore::backoff(const std::string& key, UnixTime at) const {
+  std::lock_guard lock(m_counter_mutex);
+  const auto it = m_backoffs.find(key);
+  if (it == m_backoffs.end() || it->second.retry_after <= at) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+bool BlobStore::clear_backoff(const std::string& key) {
+  const UnixTime t = now();
+  std::lock_guard lock(m_counter_mutex);
+  const auto it = m_backoffs.find(key);
+  if (it == m_backoffs.end()) {
+    return false;
+  }
+  const bool active = it->second.retry_after > t;
+  m_backoffs.erase(it);
+  m_pending_failures[key] = FailureOp{{}, {}, true};
+  return active;
 }
 
 void BlobStore::write_events(const std::vector<Event>& events) {
@@ -542,6 +750,7 @@ void BlobStore::release(std::uint64_t bytes) noexcept {
 Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   const fs::path part = part_path(artifact.key);
   const fs::path blob = blob_path(artifact.key);
+  const fs::path blobs = blob.parent_path();
   std::error_code ec;
   const auto actual = fs::file_size(part, ec);
   if (ec) {
@@ -551,6 +760,9 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
     return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
                       " bytes, expected " + std::to_string(artifact.size));
   }
+  if (!is_key_id(artifact.sha256)) {
+    return unexpected("cannot commit " + artifact.key + ": not a SHA-256: " + artifact.sha256);
+  }
   if (!fsync_path(part, false)) {
     return unexpected("cannot fsync " + part.string() + ": " + std::strerror(errno));
   }
@@ -558,23 +770,32 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   // No flush first: misses still queued land on the artifact row when the flusher writes them.
   std::lock_guard db_lock(m_db_mutex);
   const std::optional<Artifact> previous = find(artifact.key);
-  fs::rename(part, blob, ec);
+  // Staged beside the blob it replaces: the earlier blob keeps serving until the row says otherwise.
+  const fs::path staged = blobs / staged_name(artifact.key, artifact.sha256);
+  fs::rename(part, staged, ec);
   if (ec) {
     return unexpected("cannot move " + part.string() + " into blobs/: " + ec.message());
   }
-  if (!fsync_path(blob.parent_path(), true)) {
-    return unexpected("cannot fsync " + blob.parent_path().string() + ": " + std::strerror(errno));
+  if (!fsync_path(blobs, true)) {
+    const std::string error = std::strerror(errno);
+    fs::rename(staged, part, ec); // back where a resumed fill finds it
+    return unexpected("cannot fsync " + blobs.string() + ": " + error);
   }
 
   Artifact stored;
   try {
     SQLite::Transaction tx(*m_db);
     SQLite::Statement upsert(*m_db, R"sql(
-INSERT INTO artifacts (key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, COALESCE((SELECT count FROM misses WHERE key = ?1), 0))
+INSERT INTO artifacts (key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses, etag,
+                       last_modified, cache_control, expires, content_encoding, content_disposition, fresh_until)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, COALESCE((SELECT count FROM misses WHERE key = ?1), 0), ?8, ?9, ?10,
+        ?11, ?12, ?13, ?14)
 ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, size = excluded.size,
   sha256 = excluded.sha256, content_type = excluded.content_type, fetched_at = excluded.fetched_at,
-  misses = misses + excluded.misses)sql");
+  misses = misses + excluded.misses, etag = excluded.etag, last_modified = excluded.last_modified,
+  cache_control = excluded.cache_control, expires = excluded.expires,
+  content_encoding = excluded.content_encoding, content_disposition = excluded.content_disposition,
+  fresh_until = excluded.fresh_until)sql");
     upsert.bind(1, artifact.key);
     upsert.bind(2, artifact.url);
     upsert.bind(3, url::strip_userinfo(artifact.raw_url));
@@ -582,6 +803,13 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
     upsert.bind(5, artifact.sha256);
     upsert.bind(6, artifact.content_type);
     upsert.bind(7, now());
+    upsert.bind(8, artifact.etag);
+    upsert.bind(9, artifact.last_modified);
+    upsert.bind(10, artifact.cache_control);
+    upsert.bind(11, artifact.expires);
+    upsert.bind(12, artifact.content_encoding);
+    upsert.bind(13, artifact.content_disposition);
+    upsert.bind(14, artifact.fresh_until);
     upsert.exec();
     SQLite::Statement forget_miss(*m_db, "DELETE FROM misses WHERE key = ?");
     forget_miss.bind(1, artifact.key);
@@ -593,22 +821,22 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
     stored = artifact_from_row(read);
     tx.commit();
   } catch (const std::exception& e) {
-    // The new blob is in place without its row. It replaced any earlier blob of
-    // the key, so that artifact is gone too: forget it rather than serve the
-    // new bytes under the old row's size and SHA-256.
-    fs::remove(blob, ec);
-    if (previous) {
-      std::unique_lock lock(m_index_mutex);
-      m_index.erase(artifact.key);
-      m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
-    }
+    // Nothing changed: any earlier artifact of the key still has its blob and its row.
+    fs::remove(staged, ec);
     return unexpected("cannot record " + artifact.key + " in cache.db: " + e.what());
   }
 
   {
+    // The rename and the index switch happen together for open_blob().
     std::unique_lock lock(m_index_mutex);
+    fs::rename(staged, blob, ec);
+    if (ec) {
+      // The row is written; open() finishes this rename. Until then the old entry stays consistent.
+      return unexpected("cannot move " + staged.string() + " over " + blob.string() + ": " + ec.message());
+    }
     m_index[artifact.key] = stored;
   }
+  (void)fsync_path(blobs, true); // a lost rename is redone by open(): the row names the staged SHA-256
   m_stored_bytes += stored.size;
   if (previous) {
     m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
@@ -616,8 +844,46 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
   {
     std::lock_guard lock(m_counter_mutex);
     m_known_misses.erase(artifact.key);
+    m_backoffs.erase(artifact.key);
+    m_pending_failures.erase(artifact.key);
   }
   return stored;
+}
+
+Expected<Artifact, std::string> BlobStore::refresh(const std::string& key, const Freshness& freshness) {
+  std::lock_guard db_lock(m_db_mutex);
+  auto updated = guarded("cannot record a revalidation in cache.db", [&]() -> std::optional<Artifact> {
+    SQLite::Statement update(*m_db, R"sql(
+UPDATE artifacts SET fresh_until = ?2, etag = ?3, last_modified = ?4, cache_control = ?5, expires = ?6
+WHERE key = ?1)sql");
+    update.bind(1, key);
+    update.bind(2, freshness.fresh_until);
+    update.bind(3, freshness.etag);
+    update.bind(4, freshness.last_modified);
+    update.bind(5, freshness.cache_control);
+    update.bind(6, freshness.expires);
+    if (update.exec() == 0) {
+      return std::nullopt;
+    }
+    std::unique_lock lock(m_index_mutex);
+    const auto it = m_index.find(key);
+    if (it == m_index.end()) {
+      return std::nullopt;
+    }
+    it->second.fresh_until = freshness.fresh_until;
+    it->second.etag = freshness.etag;
+    it->second.last_modified = freshness.last_modified;
+    it->second.cache_control = freshness.cache_control;
+    it->second.expires = freshness.expires;
+    return it->second;
+  });
+  if (!updated) {
+    return unexpected(updated.error());
+  }
+  if (!*updated) {
+    return unexpected("cannot refresh " + key + ": not cached");
+  }
+  return std::move(**updated);
 }
 
 Expected<bool, std::string> BlobStore::remove(const std::string& key) {
@@ -656,6 +922,8 @@ Expected<bool, std::string> BlobStore::dismiss_miss(const std::string& key) {
     const bool removed = drop.exec() > 0;
     std::lock_guard lock(m_counter_mutex);
     m_known_misses.erase(key);
+    m_backoffs.erase(key);
+    m_pending_failures.erase(key);
     return removed;
   });
 }
@@ -700,7 +968,9 @@ Expected<Page<Miss>, std::string> BlobStore::list_misses(const ListQuery& query)
     }
     count.executeStep();
     page.total = from_db(count.getColumn(0).getInt64());
-    SQLite::Statement rows(*m_db, "SELECT key, url, count, first_seen, last_seen FROM misses" + where +
+    SQLite::Statement rows(*m_db,
+                           "SELECT key, url, count, first_seen, last_seen, last_reason, failures, retry_after "
+                           "FROM misses" + where +
                                       " ORDER BY last_seen DESC, key LIMIT ?2 OFFSET ?3");
     if (filtered) {
       rows.bind(1, like_pattern(query.filter));
@@ -714,6 +984,9 @@ Expected<Page<Miss>, std::string> BlobStore::list_misses(const ListQuery& query)
       m.count = from_db(rows.getColumn(2).getInt64());
       m.first_seen = rows.getColumn(3).getInt64();
       m.last_seen = rows.getColumn(4).getInt64();
+      m.last_reason = rows.getColumn(5).getString();
+      m.failures = static_cast<std::uint32_t>(std::max<std::int64_t>(0, rows.getColumn(6).getInt64()));
+      m.retry_after = rows.getColumn(7).getInt64();
       page.items.push_back(std::move(m));
     }
     return page;

@@ -262,41 +262,144 @@ std::string remove_dot_segments(std::string_view input) {
 
 } // namespace
 
+namespace {
+
+// `scheme://host[:port]/path` of a parsed URL, normalised for the key: the
+// part normalize_key() and fetch_url() share, so they can never disagree.
+Expected<std::string, UrlError> normalized_prefix(const Parts& parts) {
+  const std::string scheme = util::lower(parts.scheme);
+  auto host = normalize_host(parts.host);
+  if (!host) {
+    return unexpected(host.error());
+  }
+  auto port = normalize_port(parts.port, scheme);
+  if (!port) {
+    return unexpected(port.error());
+  }
+  auto path = normalize_encoding(parts.path, "path");
+  if (!path) {
+    return unexpected(path.error());
+  }
+  std::string out = scheme + "://" + *host;
+  if (!port->empty()) {
+    out += ':';
+    out += *port;
+  }
+  const std::string clean_path = remove_dot_segments(*path);
+  out += clean_path.empty() ? "/" : clean_path;
+  return out;
+}
+
+// The name of a normalised `name=value` parameter, percent-decoded (so
+// `X%2DAmz-Signature` is still recognised).
+std::string parameter_name(std::string_view parameter) {
+  return util::percent_decode(parameter.substr(0, parameter.find('=')));
+}
+
+bool matches_drop_name(std::string_view name, std::string_view pattern) {
+  if (pattern.ends_with('*')) {
+    return util::istarts_with(name, pattern.substr(0, pattern.size() - 1));
+  }
+  return util::iequals(name, pattern);
+}
+
+bool dropped(std::string_view name, const KeyOptions& options) {
+  if (is_signing_parameter(name)) {
+    return true;
+  }
+  return std::any_of(options.query_drop.begin(), options.query_drop.end(),
+                     [&](const std::string& pattern) { return matches_drop_name(name, pattern); });
+}
+
+// The query of the key: normalised, then filtered parameter by parameter
+// (kept ones in their original order).
+std::string filtered_query(std::string_view query, const KeyOptions& options) {
+  if (options.keep_query) {
+    return std::string(query);
+  }
+  std::string out;
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view parameter = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (parameter.empty() || dropped(parameter_name(parameter), options)) {
+      continue;
+    }
+    if (!out.empty()) {
+      out += '&';
+    }
+    out += parameter;
+  }
+  return out;
+}
+
+} // namespace
+
+bool is_signing_parameter(std::string_view name) {
+  static constexpr std::string_view k_prefixes[] = {"x-amz-", "x-goog-"};
+  static constexpr std::string_view k_names[] = {
+      // CloudFront (also the lower-case `expires`, `signature` of other CDNs)
+      "expires", "signature", "key-pair-id", "policy",
+      // Azure SAS
+      "sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "sdd", "skoid", "sktid", "skt", "ske", "sks",
+      "skv",
+      // Akamai
+      "__token__", "hdnts",
+      // generic
+      "token", "access_token"};
+  for (const auto prefix : k_prefixes) {
+    if (util::istarts_with(name, prefix)) {
+      return true;
+    }
+  }
+  return std::any_of(std::begin(k_names), std::end(k_names),
+                     [&](std::string_view known) { return util::iequals(name, known); });
+}
+
 Expected<std::string, UrlError> normalize_key(std::string_view url, const KeyOptions& options) {
   auto parts = split(url);
   if (!parts) {
     return unexpected(parts.error());
   }
-  const std::string scheme = util::lower(parts->scheme);
-  auto host = normalize_host(parts->host);
-  if (!host) {
-    return unexpected(host.error());
+  auto key = normalized_prefix(*parts);
+  if (!key) {
+    return key;
   }
-  auto port = normalize_port(parts->port, scheme);
-  if (!port) {
-    return unexpected(port.error());
+  if (options.drop_query || !parts->has_query || parts->query.empty()) {
+    return key;
   }
-  auto path = normalize_encoding(parts->path, "path");
-  if (!path) {
-    return unexpected(path.error());
+  auto query = normalize_encoding(parts->query, "query");
+  if (!query) {
+    return unexpected(query.error());
   }
-
-  std::string key = scheme + "://" + *host;
-  if (!port->empty()) {
-    key += ':';
-    key += *port;
-  }
-  const std::string clean_path = remove_dot_segments(*path);
-  key += clean_path.empty() ? "/" : clean_path;
-  if (options.keep_query && parts->has_query && !parts->query.empty()) {
-    auto query = normalize_encoding(parts->query, "query");
-    if (!query) {
-      return unexpected(query.error());
-    }
-    key += '?';
-    key += *query;
+  const std::string kept = filtered_query(*query, options);
+  if (!kept.empty()) {
+    *key += '?';
+    *key += kept;
   }
   return key;
+}
+
+Expected<std::string, UrlError> fetch_url(std::string_view url) {
+  auto parts = split(url);
+  if (!parts) {
+    return unexpected(parts.error());
+  }
+  auto fetched = normalized_prefix(*parts);
+  if (!fetched) {
+    return fetched;
+  }
+  if (parts->has_query) {
+    // Checked like the key's query, so a URL has a fetch URL exactly when it has a key.
+    if (auto query = normalize_encoding(parts->query, "query"); !query) {
+      return unexpected(query.error());
+    }
+    if (!parts->query.empty()) {
+      *fetched += '?';
+      *fetched += parts->query;
+    }
+  }
+  return fetched;
 }
 
 Expected<std::string, UrlError> key_id(std::string_view url, const KeyOptions& options) {

@@ -110,6 +110,9 @@ Expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view
   } else {
     return bad();
   }
+  if (value > INT64_MAX / scale) {
+    return bad(); // 999999999999d does not fit in milliseconds
+  }
   return std::chrono::milliseconds(value * scale);
 }
 
