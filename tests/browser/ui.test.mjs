@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { closeSync, mkdtempSync, mkdirSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,10 +70,29 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     const origin = `http://127.0.0.1:${originRun.port}/driver-550.run`;
     await waitFor(origin);
 
+    // A hostile origin: pages whose script, if it ever ran with the UI's origin, would queue a fill
+    // through the operator's session. It asks for them inline, so the browser would render them.
+    const hostile = createServer((req, res) => {
+      const script = "fetch('/api/v1/downloads',{method:'POST',headers:{'Content-Type':'application/json'}," +
+        "body:JSON.stringify({url:'http://127.0.0.1:9/pwned.bin'})}).then(r=>{document.title='reached '+r.status})";
+      const pages = {
+        '/evil.html': ['text/html', `<html><head><title>evil</title></head><body><script>${script}</script></body></html>`],
+        '/evil.svg': ['image/svg+xml', `<svg xmlns="http://www.w3.org/2000/svg"><script>${script}</script></svg>`],
+      };
+      const page = pages[req.url];
+      if (!page) { res.writeHead(404); res.end(); return; }
+      res.writeHead(200, { 'Content-Type': page[0], 'Content-Disposition': 'inline' });
+      res.end(page[1]);
+    });
+    await new Promise((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+    children.push({ exitCode: null, signalCode: null, kill: () => hostile.close(), once: (e, f) => hostile.once('close', f) });
+    const hostileBase = `http://127.0.0.1:${hostile.address().port}`;
+
     const serverRun = await startLogged(binary, ['--host', '127.0.0.1', '--port', '0', '--data-dir',
-      join(work, 'data'), '--allow-origin', '127.0.0.1', '--curate'], join(work, 'server.log'),
+      join(work, 'data'), '--allow-origin', '127.0.0.1', '--curate', '--cache-html'], join(work, 'server.log'),
     /listening on http:\/\/127\.0\.0\.1:(\d+)/, {
-      env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '' },
+      env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '',
+        WITHCACHE_API_TOKEN: 'browser-test-token' },
     });
     children.push(serverRun.child);
     await waitFor(`http://127.0.0.1:${serverRun.port}/healthz`);
@@ -161,6 +181,35 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     assert.equal(await page.inputValue('input[name=q]'), 'never-fe');
     await page.getByRole('button', { name: 'Dismiss' }).click();
     await page.getByText('No misses.').waitFor();
+
+    // Cached pages opened by the logged-in operator cannot act as the UI: the blob's CSP sandboxes
+    // them (no script runs), so nothing reaches /api/v1/*.
+    const api = (path, init = {}) => fetch(`${direct}${path}`, { ...init,
+      headers: { ...(init.headers || {}), Authorization: 'Bearer browser-test-token' } });
+    for (const name of ['evil.html', 'evil.svg']) {
+      const queued = await api('/api/v1/downloads', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ url: `${hostileBase}/${name}` }) });
+      assert.equal(queued.status, 202);
+      const blob = `${base}/b/${Buffer.from(`${hostileBase}/${name}`).toString('base64url')}/${name}`;
+      const until = Date.now() + DEADLINE_MS;
+      while ((await fetch(blob.replace(base, direct), { method: 'HEAD' })).status !== 200) {
+        assert.ok(Date.now() < until, `${name} was not cached in time`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const response = await page.goto(blob);
+      assert.equal(response.headers()['content-security-policy'], "sandbox; default-src 'none'");
+      // Give a script every chance to run (the page has loaded), then look for its effects.
+      await page.waitForLoadState('load');
+      assert.ok(!(await page.title()).startsWith('reached'), `${name}: its script ran`);
+    }
+    const jobs = await (await api('/api/v1/downloads?q=pwned')).json();
+    assert.equal(jobs.total, 0, 'a cached page queued a fill as the operator');
+    // The sandbox's script blocks are the expected console messages of that step, not UI problems.
+    for (let i = problems.length - 1; i >= 0; --i) {
+      if (/sandboxed|Blocked script execution|Content Security Policy/.test(problems[i]) &&
+          /evil|blob|sandbox/i.test(problems[i])) problems.splice(i, 1);
+    }
+    await page.goto(`${base}/`);
 
     // Log out: the session is gone.
     await page.getByRole('button', { name: 'Log out' }).click();

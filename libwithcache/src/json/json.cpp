@@ -133,7 +133,10 @@ void to_json(Json& out, const Miss& m) {
              {"url", m.url},
              {"count", m.count},
              {"first_seen", time_value(m.first_seen)},
-             {"last_seen", time_value(m.last_seen)}};
+             {"last_seen", time_value(m.last_seen)},
+             {"last_reason", m.last_reason},
+             {"failures", m.failures},
+             {"retry_after", time_value(m.retry_after)}};
 }
 
 void from_json(const Json& in, Miss& m) {
@@ -145,6 +148,9 @@ void from_json(const Json& in, Miss& m) {
   read(in, "count", m.count);
   read_time(in, "first_seen", m.first_seen);
   read_time(in, "last_seen", m.last_seen);
+  read(in, "last_reason", m.last_reason);
+  read(in, "failures", m.failures);
+  read_time(in, "retry_after", m.retry_after);
 }
 
 void to_json(Json& out, const Event& e) {

@@ -100,7 +100,7 @@ Response post_download(Context& ctx, const Request& req) {
       headers.emplace_back(name, value.get<std::string>());
     }
   }
-  auto queued = ctx.pool->enqueue(url_field->get<std::string>(), headers);
+  auto queued = ctx.pool->enqueue(url_field->get<std::string>(), headers, /*by_operator=*/true);
   if (!queued) {
     const auto code = queued.error().code;
     const bool conflict = code == fills::EnqueueErrc::already_cached || code == fills::EnqueueErrc::cache_full ||

@@ -219,13 +219,20 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
                            : "<p><small>Auto-fetch is on: misses fill themselves when the origin is "
                              "allowed and there is room.</small></p>";
   out += pages_line(listing);
-  out += "<table><thead><tr><th>URL</th><th>Count</th><th>Last seen</th><th></th></tr></thead><tbody>";
+  out += "<table><thead><tr><th>URL</th><th>Count</th><th>Last seen</th><th>Why not cached</th><th></th></tr>"
+         "</thead><tbody>";
   if (page.items.empty()) {
-    out += "<tr><td colspan=\"4\">No misses.</td></tr>";
+    out += "<tr><td colspan=\"5\">No misses.</td></tr>";
   }
   for (const auto& m : page.items) {
+    std::string why = escape(m.last_reason);
+    if (m.retry_after > 0) {
+      why += "<br><small>retried automatically after " + format_display_time(m.retry_after) + " (" +
+             std::to_string(m.failures) + (m.failures == 1 ? " failure" : " failures") + ")</small>";
+    }
     out += "<tr><td>" + escape(url::redact(m.url)) + "</td><td>" + std::to_string(m.count) + "</td><td>" +
-           format_display_time(m.last_seen) + "</td><td>" + action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
+           format_display_time(m.last_seen) + "</td><td>" + why + "</td><td>" +
+           action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
            action("/admin/dismiss", "key", m.key, "Dismiss", "misses") + "</td></tr>";
   }
   out += "</tbody></table>";

@@ -9,6 +9,7 @@
 #include "http/http.hpp"
 #include "server/context.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/time.hpp"
 
 namespace withcache::server {
 namespace {
@@ -22,44 +23,72 @@ Response bad_request(Context& ctx, const std::string& reason) {
   return res;
 }
 
+// `cache miss (recorded)`, with `; <reason>` when something stops the fill (SPEC §3).
+Response miss_response(std::string_view reason) {
+  return plain(404, reason.empty() ? std::string(k_miss_body)
+                                   : "cache miss (recorded; " + std::string(reason) + ")\n");
+}
+
 Response miss(Context& ctx, const Request& req, const std::string& key, const std::string& origin) {
   ++ctx.metrics.misses;
   if (ctx.store->record_miss(key, origin)) {
     spdlog::info("first miss: {}", url::redact(origin));
     ctx.store->record_event("first_miss", "system", req.remote_address, url::redact(origin));
   }
-  if (!ctx.options.curate) {
-    origin::Headers headers;
-    if (ctx.options.forward_auth && req.has_header("Authorization")) {
-      headers.emplace_back("Authorization", std::string(req.header("Authorization")));
-    }
-    auto queued = ctx.pool->enqueue(origin, std::move(headers));
-    if (queued && !queued->joined) {
-      ++ctx.metrics.fills_queued;
-    } else if (!queued) {
-      spdlog::debug("no fill for {}: {}", url::redact(origin), queued.error().message);
-    }
+  if (ctx.options.curate) {
+    // Nothing is fetched; a refusal or failure of an operator's earlier Download still says why.
+    const auto backoff = ctx.store->backoff(key, util::now());
+    return miss_response(backoff ? backoff->reason : std::string());
   }
-  return plain(404, k_miss_body);
+  origin::Headers headers;
+  if (ctx.options.forward_auth && req.has_header("Authorization")) {
+    headers.emplace_back("Authorization", std::string(req.header("Authorization")));
+  }
+  auto queued = ctx.pool->enqueue(origin, std::move(headers));
+  if (queued) {
+    if (!queued->joined) {
+      ++ctx.metrics.fills_queued;
+    }
+    return miss_response({});
+  }
+  const auto& error = queued.error();
+  switch (error.code) {
+  case fills::EnqueueErrc::backing_off: // the message is the recorded reason, e.g. "not stored: …"
+    return miss_response(error.message);
+  case fills::EnqueueErrc::already_cached: // filled between our lookup and now
+    return miss_response({});
+  default:
+    spdlog::debug("no fill for {}: {}", url::redact(origin), error.message);
+    return miss_response("not fetched: " + error.message);
+  }
 }
 
-// The artifact's bytes, or nothing when its blob vanished since the lookup (then it is a miss).
-std::optional<Response> serve_blob(Context& ctx, const Request& req, const store::Artifact& artifact) {
-  FileBody file;
-  if (!req.head) {
-    file.fd = ::open(ctx.store->blob_path(artifact.key).c_str(), O_RDONLY | O_CLOEXEC);
-    if (file.fd < 0) {
-      return std::nullopt;
-    }
-  }
-  const std::string etag = "\"" + artifact.sha256 + "\"";
-  Response res;
-  res.set("ETag", etag);
+// The headers every blob response carries (200, 206, 304, 416): validators, and what keeps a cached
+// file from running as the UI's origin in a browser (nosniff, a sandboxing CSP, a download by default).
+void blob_headers(Response& res, const store::Artifact& artifact) {
+  res.set("ETag", "\"" + artifact.sha256 + "\"");
   res.set("X-Withcache-Sha256", artifact.sha256);
   res.set("Last-Modified", http::http_date(artifact.fetched_at));
   res.set("Accept-Ranges", "bytes");
-  res.set("Cache-Control", "public, max-age=31536000, immutable");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Content-Security-Policy", "sandbox; default-src 'none'");
+  const bool disposition_ok = !artifact.content_disposition.empty() &&
+                              !http::check_field("Content-Disposition", artifact.content_disposition);
+  res.set("Content-Disposition", disposition_ok ? artifact.content_disposition : "attachment");
+  if (!artifact.content_encoding.empty() && !http::check_field("Content-Encoding", artifact.content_encoding)) {
+    res.set("Content-Encoding", artifact.content_encoding);
+  }
+  // immutable only when it is: an artifact with a finite lifetime says how much of it is left.
+  res.set("Cache-Control",
+          artifact.fresh_until == 0
+              ? std::string("public, max-age=31536000, immutable")
+              : "public, max-age=" + std::to_string(std::max<UnixTime>(0, artifact.fresh_until - util::now())));
+}
 
+Response serve_blob(Context& ctx, const Request& req, const store::Artifact& artifact, FileBody file) {
+  const std::string etag = "\"" + artifact.sha256 + "\"";
+  Response res;
+  blob_headers(res, artifact);
   if (req.has_header("If-None-Match") && http::none_match(req.header("If-None-Match"), etag)) {
     res.status = 304;
     return res;
@@ -92,6 +121,22 @@ std::optional<Response> serve_blob(Context& ctx, const Request& req, const store
   res.file = std::move(file);
   res.on_body_bytes = [&metrics = ctx.metrics](std::uint64_t n) { metrics.bytes_served += n; };
   return res;
+}
+
+// A hit: the artifact (and for a GET an open descriptor on exactly its bytes, so a replacement cannot
+// slip in between the lookup and the open), or nothing for a miss.
+std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const Request& req, const std::string& key) {
+  if (req.head) {
+    if (auto artifact = ctx.store->find(key)) {
+      return std::pair{std::move(*artifact), FileBody{}};
+    }
+    return std::nullopt;
+  }
+  if (auto opened = ctx.store->open_blob(key)) {
+    const int fd = opened->release();
+    return std::pair{opened->artifact(), FileBody{fd, 0, 0}};
+  }
+  return std::nullopt;
 }
 
 // The access log names an artifact by a short key id: a token's first characters are the same for
@@ -129,14 +174,16 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
   if (scheme != "http" && scheme != "https") {
     return bad_request(ctx, "only http and https URLs are cached");
   }
-  auto key = url::key_id(origin, {ctx.options.keep_query});
+  auto key = ctx.pool->key_of(origin); // the pool's key options: the read path looks up what fills store
   if (!key) {
     return bad_request(ctx, key.error().message);
   }
-  if (auto artifact = ctx.store->find(*key)) {
-    if (auto served = serve_blob(ctx, req, *artifact)) {
-      return logged(req, std::move(*served), *key);
+  if (auto hit = lookup(ctx, req, *key)) {
+    // A stale hit is still served, and queues one conditional fill (joined by later stale hits).
+    if (fills::is_stale(hit->first, util::now())) {
+      (void)ctx.pool->revalidate(hit->first, origin);
     }
+    return logged(req, serve_blob(ctx, req, hit->first, std::move(hit->second)), *key);
   }
   return logged(req, miss(ctx, req, *key, origin), *key);
 }

@@ -217,7 +217,7 @@ void add_ui_routes(Router& router, Context& ctx) {
       if (!headers) {
         return {"header lines must look like 'Name: Value'", section};
       }
-      auto queued = ctx.pool->enqueue(req.param("url"), *headers);
+      auto queued = ctx.pool->enqueue(req.param("url"), *headers, /*by_operator=*/true);
       if (!queued) {
         return {queued.error().message, section};
       }
