@@ -198,7 +198,10 @@ int main(int argc, char** argv) {
     }
     std::cerr << "withcache-client: " << file << ": " << result->size << " bytes from "
               << (result->from_cache ? "the cache" : "the origin")
-              << (result->verified ? ", SHA-256 verified" : "") << (result->resumed ? ", resumed" : "")
+              << (result->verified ? ", SHA-256 verified"
+                  : result->filling ? ", not verified (still filling)"
+                                    : "")
+              << (result->resumed ? ", resumed" : "")
               << '\n';
     std::cout << result->sha256 << "  " << file << '\n';
     return k_ok;

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
        cxxopts::value<std::vector<std::string>>())
       ("forward-auth", "Forward a missed read's Authorization header into its automatic fill. The bytes "
                        "fetched with those credentials are then served to everyone who asks")
+      ("miss-wait", "How long a miss that starts a fill may wait for the origin's response head, to be "
+                    "served at once while the fill runs (keep it under the shim's 3 s probe deadline); 0 = never",
+       cxxopts::value<std::string>()->default_value("1s"))
       ("tls-cert", "PEM certificate chain: serve HTTPS (with --tls-key); SIGHUP reloads it",
        cxxopts::value<std::string>())
       ("tls-key", "PEM private key of --tls-cert", cxxopts::value<std::string>())
@@ -175,6 +178,13 @@ int main(int argc, char** argv) {
       }
       out = static_cast<std::size_t>(*parsed);
     };
+    {
+      const auto wait = withcache::util::parse_duration(args["miss-wait"].as<std::string>());
+      if (!wait || *wait > std::chrono::seconds(30)) {
+        throw std::invalid_argument("--miss-wait: " + (wait ? std::string("at most 30s") : wait.error()));
+      }
+      config.miss_wait = *wait;
+    }
     duration("head-timeout", config.head_timeout);
     duration("idle-timeout", config.idle_timeout);
     duration("body-timeout", config.body_timeout);

@@ -87,8 +87,20 @@ class WireCompat(unittest.TestCase):
         shutil.rmtree(cls.work, ignore_errors=True)
 
     def test_probe_warms_then_hits_and_downloads_verified_bytes(self):
-        self.assertFalse(is_cached(self.server, self.origin))  # the probe records the miss and warms the cache
+        # The first probe records the miss and warms the cache (it may even be answered at once, from the
+        # running fill: --miss-wait); soon it is a hit.
+        is_cached(self.server, self.origin)
         self.assertTrue(eventually(lambda: is_cached(self.server, self.origin)))
+        # Whether it came from the running fill or the finished blob, the bytes are the origin's.
+        with urllib.request.urlopen(blob_url(self.server, self.origin), timeout=10) as response:
+            self.assertEqual(response.read(), self.body)
+
+        def verified():
+            request = urllib.request.Request(blob_url(self.server, self.origin), method="HEAD")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.headers["X-Withcache-Sha256"]
+        # Once the fill has completed the cache states the SHA-256 (not while it was still filling).
+        self.assertTrue(eventually(lambda: verified() is not None))
         with urllib.request.urlopen(blob_url(self.server, self.origin), timeout=10) as response:
             data = response.read()
             sha = response.headers["X-Withcache-Sha256"]

@@ -64,6 +64,7 @@ struct Route {
   std::string etag;          ///< sent as ETag; If-None-Match and If-Range compare against it
   std::string last_modified; ///< sent as Last-Modified; If-Modified-Since and If-Range compare against it
   bool honour_if_range = true; ///< false: apply Range even when If-Range names another version (hostile)
+  bool chunked = false;        ///< send the body chunked: no Content-Length (the length is not declared)
   /**
    * What the path serves after each GET: the route becomes then[0] (which
    * keeps then[1...] as its own `then`), so a body can change between the
@@ -245,6 +246,20 @@ class Origin {
     auto body = std::make_shared<std::string>(route.body.substr(offset));
     const auto delay = route.chunk_delay;
     const std::size_t chunk = std::max<std::size_t>(1, route.chunk_size);
+    if (route.chunked) {
+      res.set_chunked_content_provider(
+          route.content_type, [this, body, limit, delay, chunk](std::size_t at, httplib::DataSink& sink) {
+            if (at >= limit) {
+              sink.done();
+              return true;
+            }
+            if (!pace(delay)) {
+              return false;
+            }
+            return sink.write(body->data() + at, std::min(limit - at, chunk));
+          });
+      return;
+    }
     res.set_content_provider(
         length, route.content_type,
         [this, body, limit, delay, chunk](std::size_t at, std::size_t want, httplib::DataSink& sink) {

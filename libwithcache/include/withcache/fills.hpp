@@ -123,6 +123,82 @@ constexpr bool is_stale(const Artifact& artifact, UnixTime now) noexcept {
  */
 std::string miss_reason(const origin::FetchError& error);
 
+/**
+ * A running fill as its readers see it (SPEC §3 "filling"): the part file's
+ * descriptor, how many of its bytes are written, the total the origin
+ * declared, and whether the fill is still going. The fill tells it through
+ * origin::PartObserver; clients of the read path attach to it and are woken
+ * as bytes land. Thread-safe.
+ *
+ * Bytes [0, available) of one generation are final: the fetcher only appends,
+ * and a restart from zero opens a new file (a new generation). A reader holds
+ * a descriptor of its generation and is cut when the generation changes or
+ * the fill fails, so it never sends a byte that will not be in the blob.
+ */
+class FillStream : public origin::PartObserver {
+ public:
+  enum class Phase {
+    queued,    ///< waiting for a worker
+    waiting,     ///< running, no response head yet
+    unstreamable, ///< the head declared no length: readers cannot know where the body ends
+    streaming,   ///< the head declared a total; bytes are landing
+    done,      ///< every byte is in the blob
+    failed,    ///< ended without a blob (failed, cancelled, interrupted)
+  };
+
+  /** What a reader sees now. */
+  struct View {
+    Phase phase = Phase::queued;
+    std::uint64_t generation = 0;
+    std::uint64_t total = 0;     ///< declared length (0 while unknown)
+    std::uint64_t available = 0; ///< bytes of this generation in the file
+    std::uint64_t version = 0;   ///< changes with every update (for wait())
+    origin::Headers headers;     ///< the representation's kept headers (Content-Type, …)
+  };
+
+  FillStream() = default;
+  ~FillStream() override;
+  FillStream(const FillStream&) = delete;
+  FillStream& operator=(const FillStream&) = delete;
+
+  /** The current view. */
+  [[nodiscard]] View view() const;
+  /**
+   * A new descriptor on the current generation's file, and that generation's
+   * view; -1 when there is no file yet. The caller closes the descriptor.
+   */
+  [[nodiscard]] std::pair<int, View> open() const;
+  /**
+   * Calls `wake` once, from any thread, as soon as the view's version is no
+   * longer `seen` (at once if it already is not). Wakers are dropped only by firing.
+   */
+  void wait(std::uint64_t seen, std::function<void()> wake);
+  /** Readers attached now (for the Downloads page and /metrics). */
+  [[nodiscard]] std::uint32_t attached() const noexcept { return m_attached.load(); }
+  void attach() noexcept { ++m_attached; }
+  void detach() noexcept { --m_attached; }
+
+  /** The pool's side: the job started running. */
+  void started();
+  /** The pool's side: the fill ended; `ok` when its bytes are the committed blob. */
+  void finish(bool ok);
+
+  // origin::PartObserver: the fetcher's side.
+  void opened(int fd) override;
+  void restarting() override;
+  void head(std::uint64_t total, const origin::Headers& kept) override;
+  void written(std::uint64_t size) override;
+
+ private:
+  void changed(std::unique_lock<std::mutex>& lock); // bumps the version and fires the wakers
+
+  mutable std::mutex m_mutex;
+  int m_fd = -1; // a dup of the fetcher's descriptor
+  View m_view;
+  std::vector<std::function<void()>> m_wakers;
+  std::atomic<std::uint32_t> m_attached{0};
+};
+
 class FillPool {
  public:
   /**
@@ -185,6 +261,14 @@ class FillPool {
   [[nodiscard]] std::optional<Job> get(std::int64_t id) const;
   /** The queued or running job for a key, if any. */
   [[nodiscard]] std::optional<Job> find_active(const std::string& key) const;
+  /**
+   * The stream of the key's queued or running fill (not of a revalidation:
+   * the cached artifact is served then), or nullptr. `can_start`: a queued
+   * job will start at once (a worker is free), so its head may come soon.
+   */
+  [[nodiscard]] std::shared_ptr<FillStream> stream(const std::string& key, bool* can_start = nullptr) const;
+  /** Readers attached to running fills now. */
+  [[nodiscard]] std::uint64_t attached() const;
   /** Why the persisted fills could not be re-queued at start; empty when they were. */
   [[nodiscard]] const std::string& recovery_error() const noexcept { return m_startup_error; }
   /** Jobs waiting for a worker. */

@@ -207,6 +207,30 @@ struct Validators {
 };
 
 /** One fetch. */
+/**
+ * Watches a fetch's part file as it grows, so the bytes can be served while
+ * the fill runs (SPEC §3 "filling"). Every call comes from the fetching thread.
+ * The fetcher only appends to a part file: a restart from zero replaces the
+ * file with a new, empty one (restarting(), then opened()), so a descriptor
+ * taken before a restart keeps reading the old bytes, never rewritten ones.
+ */
+class PartObserver {
+ public:
+  virtual ~PartObserver() = default;
+  /** The part file was opened or replaced; `fd` reads it (dup it to keep it; it closes later). */
+  virtual void opened(int fd) = 0;
+  /** The bytes held so far are dropped; an empty file follows (opened()). */
+  virtual void restarting() = 0;
+  /**
+   * A response head was accepted: the representation's total length (0 when
+   * it declared none) and the headers kept from it (k_kept_headers). Bytes
+   * already in the file (a resume) continue it.
+   */
+  virtual void head(std::uint64_t total, const Headers& kept) = 0;
+  /** Bytes [0, size) are in the file: readers may send them. */
+  virtual void written(std::uint64_t size) = 0;
+};
+
 struct FetchRequest {
   std::string url;
   Headers headers;
@@ -232,6 +256,12 @@ struct FetchRequest {
   const std::atomic<bool>* cancel = nullptr;
   /** Called as bytes arrive: (bytes done, total or 0 when unknown). */
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
+  /**
+   * Told of the part file's life (may be null). With an observer, bytes are
+   * written to the file at least every 50 ms as well as every 1 MiB, so
+   * readers of a growing file follow the origin closely.
+   */
+  PartObserver* observer = nullptr;
   /**
    * Capacity check: called with the total size the part file will reach
    * (the declared length when known, then the growing size when not).

@@ -134,6 +134,7 @@ struct Job {
   UnixTime created_at = 0;
   UnixTime started_at = 0;  ///< 0 until running
   UnixTime finished_at = 0; ///< 0 until ended
+  std::uint32_t attached = 0; ///< clients being served the bytes of this running fill
   [[nodiscard]] bool ended() const noexcept {
     return status == JobStatus::completed || status == JobStatus::failed || status == JobStatus::cancelled;
   }

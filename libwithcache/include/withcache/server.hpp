@@ -44,6 +44,12 @@ struct ServerOptions {
   std::uint64_t max_bytes = 0;            ///< 0 = unlimited
   std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
   bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
+  /**
+   * How long the miss that starts (or finds starting) a fill may wait for the
+   * origin's response head, to be served as "filling" at once; 0 = not at all.
+   * Keep it under the shim's probe deadline (3 s).
+   */
+  std::chrono::milliseconds miss_wait{1000};
   unsigned io_threads = 0;                ///< I/O threads; 0 = the number of cores
 
   // Connection limits (every one an option of withcache-server).

@@ -3,6 +3,9 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <thread>
+
+#include <httplib.h>
 
 #include "http/http.hpp"
 #include "withcache/client/probe.hpp"
@@ -29,6 +32,35 @@ GetErrc code_of(origin::FetchErrc reason) {
     return GetErrc::io;
   default:
     return GetErrc::network;
+  }
+}
+
+// The SHA-256 the cache states for `cache_url` once its fill has completed, polling HEAD for up to
+// `wait`; nothing while it is still filling (or the cache does not answer).
+std::optional<std::string> completed_sha(const std::string& cache_url, std::chrono::milliseconds wait,
+                                         std::chrono::milliseconds timeout) {
+  const auto target = url::parse_target(cache_url);
+  if (!target) {
+    return std::nullopt;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    const bool ipv6 = target->host.find(':') != std::string::npos;
+    httplib::Client http(target->scheme + "://" + (ipv6 ? "[" + target->host + "]" : target->host) + ":" +
+                         std::to_string(target->port));
+    http.set_connection_timeout(timeout);
+    http.set_read_timeout(timeout);
+    http.enable_server_certificate_verification(true);
+    if (const auto res = http.Head(target->request); res && res->status == 200 &&
+                                                      res->get_header_value("X-Withcache-Status") != "filling") {
+      const std::string sha = res->get_header_value("X-Withcache-Sha256");
+      return sha.empty() ? std::nullopt : std::optional<std::string>(sha);
+    }
+    if (std::chrono::steady_clock::now() + std::chrono::milliseconds(100) >= deadline) {
+      return std::nullopt;
+    }
+    // Polling a fill's end, bounded by `wait`: there is no push channel to the client.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
@@ -80,7 +112,15 @@ Expected<GetResult, GetError> run(const std::string& origin_url, const std::file
   result.sha256 = fetched->sha256;
   result.resumed = fetched->resumed_from > 0;
   std::error_code ec;
-  if (const auto expected = http::find_field(fetched->response_headers, "X-Withcache-Sha256")) {
+  std::optional<std::string> expected_sha;
+  if (const auto sha = http::find_field(fetched->response_headers, "X-Withcache-Sha256")) {
+    expected_sha = std::string(*sha);
+  } else if (result.from_cache && http::find_field(fetched->response_headers, "X-Withcache-Status") == "filling") {
+    // Served while the cache was still filling it: the SHA-256 exists once the fill completes.
+    result.filling = true;
+    expected_sha = completed_sha(source, options.verify_wait, options.probe_timeout);
+  }
+  if (const auto& expected = expected_sha) {
     if (*expected != result.sha256) {
       std::filesystem::remove(part, ec);
       return unexpected(failure(GetErrc::checksum, shown + ": SHA-256 mismatch: the cache says " +

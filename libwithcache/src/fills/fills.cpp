@@ -1,6 +1,9 @@
 #include "withcache/fills.hpp"
 
 #include <algorithm>
+
+#include <fcntl.h>
+#include <unistd.h>
 #include <filesystem>
 
 #include "http/http.hpp"
@@ -111,6 +114,7 @@ struct FillPool::State {
   store::UnixTime finished_at = 0;
   std::atomic<bool> stop{false}; // the fetch's cancel flag: operator cancel or shutdown
   bool cancel_requested = false;
+  std::shared_ptr<FillStream> stream; // readers served while it fills (none for a revalidation)
 };
 
 FillPool::FillPool(store::BlobStore& store, PoolOptions options)
@@ -122,6 +126,7 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
   }
   for (auto& pending : persisted.value_or(std::vector<store::PendingJob>{})) {
     auto job = std::make_shared<State>();
+    job->stream = std::make_shared<FillStream>();
     job->id = pending.id;
     job->key = std::move(pending.key);
     job->url = std::move(pending.url);
@@ -203,6 +208,7 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   job->url = clean_url;
   job->headers = std::move(headers);
   job->created_at = now();
+  job->stream = std::make_shared<FillStream>();
   job->id = m_store.add_pending_job(job->key, job->url, job->headers);
   m_active_by_key[job->key] = job->id;
   m_queue.push_back(job->id);
@@ -386,6 +392,9 @@ void FillPool::worker_loop() {
       job->started_at = now();
       ++m_running;
     }
+    if (job->stream) {
+      job->stream->started();
+    }
     m_changed.notify_all();
     run(job);
     {
@@ -407,6 +416,7 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   request.part_path = m_store.part_path(job->key);
   request.resume_state_path = m_store.resume_state_path(job->key);
   request.cancel = &job->stop;
+  request.observer = job->stream.get();
   if (job->revalidation) {
     origin::remove_partial(request); // a conditional request starts from nothing
     request.conditional = job->validators;
@@ -505,6 +515,9 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     interrupted = result.error().reason == origin::FetchErrc::cancelled && !job->cancel_requested;
   }
   if (interrupted) {
+    if (job->stream) {
+      job->stream->finish(false); // readers are cut; the fill resumes on the next start
+    }
     return; // shutdown: the pending row and the .part bytes stay for the next start
   }
   if (result.error().reason == origin::FetchErrc::cancelled) {
@@ -560,6 +573,10 @@ void FillPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::
     }
     done = snapshot(*job);
   }
+  if (job->stream) {
+    // After the commit: a reader cut now has got only bytes that are in the blob.
+    job->stream->finish(status == JobStatus::completed);
+  }
   m_changed.notify_all();
   if (m_options.on_finished) {
     m_options.on_finished(done);
@@ -580,7 +597,125 @@ Job FillPool::snapshot(const State& job) const {
   j.created_at = job.created_at;
   j.started_at = job.started_at;
   j.finished_at = job.finished_at;
+  j.attached = job.stream ? job.stream->attached() : 0;
   return j;
+}
+
+std::shared_ptr<FillStream> FillPool::stream(const std::string& key, bool* can_start) const {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_active_by_key.find(key);
+  if (it == m_active_by_key.end()) {
+    return nullptr;
+  }
+  const auto& job = m_jobs.at(it->second);
+  if (can_start != nullptr) {
+    *can_start = job->status == JobStatus::running ||
+                 (job->status == JobStatus::queued && m_running + m_queue.size() <= std::max(1U, m_options.workers));
+  }
+  return job->stream;
+}
+
+std::uint64_t FillPool::attached() const {
+  std::lock_guard lock(m_mutex);
+  std::uint64_t n = 0;
+  for (const auto& [key, id] : m_active_by_key) {
+    const auto& job = m_jobs.at(id);
+    n += job->stream ? job->stream->attached() : 0;
+  }
+  return n;
+}
+
+// --- FillStream -------------------------------------------------------------
+
+FillStream::~FillStream() {
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+}
+
+FillStream::View FillStream::view() const {
+  std::lock_guard lock(m_mutex);
+  return m_view;
+}
+
+std::pair<int, FillStream::View> FillStream::open() const {
+  std::lock_guard lock(m_mutex);
+  const int fd = m_fd >= 0 ? ::fcntl(m_fd, F_DUPFD_CLOEXEC, 0) : -1;
+  return {fd, m_view};
+}
+
+void FillStream::wait(std::uint64_t seen, std::function<void()> wake) {
+  std::unique_lock lock(m_mutex);
+  if (m_view.version != seen) {
+    lock.unlock();
+    wake();
+    return;
+  }
+  m_wakers.push_back(std::move(wake));
+}
+
+void FillStream::changed(std::unique_lock<std::mutex>& lock) {
+  ++m_view.version;
+  std::vector<std::function<void()>> wakers;
+  wakers.swap(m_wakers);
+  lock.unlock();
+  for (auto& wake : wakers) {
+    wake();
+  }
+}
+
+void FillStream::started() {
+  std::unique_lock lock(m_mutex);
+  if (m_view.phase == Phase::queued) {
+    m_view.phase = Phase::waiting;
+  }
+  changed(lock);
+}
+
+void FillStream::finish(bool ok) {
+  std::unique_lock lock(m_mutex);
+  m_view.phase = ok ? Phase::done : Phase::failed;
+  if (ok) {
+    m_view.available = m_view.total;
+  }
+  changed(lock);
+}
+
+void FillStream::opened(int fd) {
+  std::unique_lock lock(m_mutex);
+  if (m_fd >= 0) {
+    ::close(m_fd);
+  }
+  m_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+void FillStream::restarting() {
+  std::unique_lock lock(m_mutex);
+  // A new generation: readers of the old one are cut before any byte of it that may differ is sent.
+  ++m_view.generation;
+  m_view.phase = Phase::waiting;
+  m_view.total = 0;
+  m_view.available = 0;
+  m_view.headers.clear();
+  changed(lock);
+}
+
+void FillStream::head(std::uint64_t total, const origin::Headers& kept) {
+  std::unique_lock lock(m_mutex);
+  m_view.total = total;
+  m_view.headers = kept;
+  // A fill that declared no length is not streamed: a reader could not tell its end from a cut.
+  m_view.phase = total > 0 ? Phase::streaming : Phase::unstreamable;
+  changed(lock);
+}
+
+void FillStream::written(std::uint64_t size) {
+  std::unique_lock lock(m_mutex);
+  if (size == m_view.available) {
+    return;
+  }
+  m_view.available = size;
+  changed(lock);
 }
 
 } // namespace withcache::fills

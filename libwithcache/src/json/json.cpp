@@ -179,7 +179,8 @@ void to_json(Json& out, const Job& j) {
              {"rate", j.rate},
              {"error", j.error},
              {"started_at", time_value(j.started_at)},
-             {"finished_at", time_value(j.finished_at)}};
+             {"finished_at", time_value(j.finished_at)},
+             {"attached", j.attached}};
 }
 
 void from_json(const Json& in, Job& j) {
@@ -197,6 +198,7 @@ void from_json(const Json& in, Job& j) {
   read(in, "error", j.error);
   read_time(in, "started_at", j.started_at);
   read_time(in, "finished_at", j.finished_at);
+  read(in, "attached", j.attached);
 }
 
 void to_json(Json& out, const Stats& s) {

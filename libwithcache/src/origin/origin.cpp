@@ -70,7 +70,9 @@ std::string duration_text(std::chrono::milliseconds duration) {
 // The part file: an fd opened for appending, its size and the running SHA-256.
 class PartFile {
  public:
-  explicit PartFile(const std::filesystem::path& path) : m_path(path) { m_buffer.reserve(k_write_buffer); }
+  PartFile(const std::filesystem::path& path, PartObserver* observer) : m_path(path), m_observer(observer) {
+    m_buffer.reserve(k_write_buffer);
+  }
   ~PartFile() {
     if (m_fd >= 0) {
       flush(); // keep what arrived, so a resumed fill need not fetch it again
@@ -98,16 +100,34 @@ class PartFile {
       m_sha.update(buffer.data(), static_cast<std::size_t>(n));
       m_size += static_cast<std::uint64_t>(n);
     }
+    m_written = m_size;
+    if (m_observer != nullptr) {
+      m_observer->opened(m_fd);
+    }
     return std::nullopt;
   }
 
+  // Starts over from zero. The file is replaced, not truncated: whoever reads
+  // the old one (a client served while filling) keeps its bytes unchanged.
   std::optional<std::string> restart() {
     m_buffer.clear();
-    if (::ftruncate(m_fd, 0) != 0) {
-      return "cannot truncate " + m_path.string() + ": " + std::strerror(errno);
+    if (m_observer != nullptr) {
+      m_observer->restarting();
     }
+    if (::unlink(m_path.c_str()) != 0 && errno != ENOENT) {
+      return "cannot remove " + m_path.string() + ": " + std::strerror(errno);
+    }
+    ::close(m_fd);
+    m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     m_size = 0;
+    m_written = 0;
     m_sha.reset();
+    if (m_fd < 0) {
+      return "cannot create " + m_path.string() + ": " + std::strerror(errno);
+    }
+    if (m_observer != nullptr) {
+      m_observer->opened(m_fd);
+    }
     return std::nullopt;
   }
 
@@ -118,15 +138,31 @@ class PartFile {
       return false;
     }
     if (length >= k_write_buffer) {
-      return write_all(data, length);
+      if (!write_all(data, length)) {
+        return false;
+      }
+      m_written += length;
+      notify();
+      return true;
     }
     m_buffer.insert(m_buffer.end(), data, data + length);
+    // Readers of a growing file should not wait for a whole buffer from a slow origin.
+    if (m_observer != nullptr && Clock::now() - m_flushed_at >= std::chrono::milliseconds(50)) {
+      return flush();
+    }
     return true;
   }
 
   bool flush() {
     const bool ok = write_all(m_buffer.data(), m_buffer.size());
+    if (ok) {
+      m_written += m_buffer.size();
+    }
     m_buffer.clear();
+    m_flushed_at = Clock::now();
+    if (ok) {
+      notify();
+    }
     return ok;
   }
 
@@ -136,9 +172,17 @@ class PartFile {
   std::string hex_digest() const { return m_sha.hex(); }
 
   [[nodiscard]] std::uint64_t size() const noexcept { return m_size; }
+  /** Bytes actually in the file (size() less what is still in the write buffer). */
+  [[nodiscard]] std::uint64_t written() const noexcept { return m_written; }
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return m_path; }
 
  private:
+  void notify() {
+    if (m_observer != nullptr) {
+      m_observer->written(m_written);
+    }
+  }
+
   bool write_all(const char* data, std::size_t length) {
     std::size_t written = 0;
     while (written < length) {
@@ -155,10 +199,13 @@ class PartFile {
   }
 
   std::filesystem::path m_path;
+  PartObserver* m_observer = nullptr;
   digest::Sha256 m_sha;
   int m_fd = -1;
-  std::uint64_t m_size = 0;
+  std::uint64_t m_size = 0;    // bytes appended (some may still be in the buffer)
+  std::uint64_t m_written = 0; // bytes in the file
   std::vector<char> m_buffer;
+  Clock::time_point m_flushed_at = Clock::now();
 };
 
 std::string address_text(const sockaddr* address) {
@@ -723,6 +770,12 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     if (declared > 0 && state.request.may_store && !state.request.may_store(declared)) {
       return fail(FetchErrc::cache_full, std::to_string(declared) + " bytes do not fit in the cache");
     }
+    if (state.request.observer != nullptr) {
+      // The bytes in the file (a resume) belong to this representation; more follow.
+      state.request.observer->head(declared, state.rep.headers);
+      // Only what is in the file: bytes of a broken attempt may still wait in the write buffer.
+      state.request.observer->written(state.part.written());
+    }
     if (state.request.on_progress) {
       state.request.on_progress(state.part.size(), state.declared);
     }
@@ -1150,7 +1203,7 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
   if (auto refused = options.policy.check_url(request.url)) {
     return unexpected(make_error(FetchErrc::refused_origin, "", *refused)); // the text names the URL
   }
-  FetchState state{request, options, PartFile(request.part_path), {}, 0, {}, false, {}};
+  FetchState state{request, options, PartFile(request.part_path, request.observer), {}, 0, {}, false, {}};
   if (auto err = state.part.open()) {
     return unexpected(make_error(FetchErrc::io, url::redact(request.url), *err));
   }

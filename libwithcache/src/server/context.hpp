@@ -29,6 +29,8 @@ struct Metrics {
   std::atomic<std::uint64_t> fills_failed{0};
   std::atomic<std::uint64_t> fills_cancelled{0};
   std::atomic<std::uint64_t> fills_queued{0};
+  std::atomic<std::uint64_t> filling_served{0};      ///< responses attached to a running fill
+  std::atomic<std::uint64_t> filling_bytes_served{0}; ///< body bytes sent from running fills
 };
 
 struct Context {

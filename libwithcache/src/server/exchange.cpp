@@ -85,7 +85,8 @@ FileBody::~FileBody() {
   }
 }
 
-FileBody::FileBody(FileBody&& other) noexcept : fd(other.fd), offset(other.offset), length(other.length) {
+FileBody::FileBody(FileBody&& other) noexcept
+    : fd(other.fd), offset(other.offset), length(other.length), growing(std::move(other.growing)) {
   other.fd = -1;
 }
 
@@ -97,6 +98,7 @@ FileBody& FileBody::operator=(FileBody&& other) noexcept {
     fd = other.fd;
     offset = other.offset;
     length = other.length;
+    growing = std::move(other.growing);
     other.fd = -1;
   }
   return *this;

@@ -5,6 +5,7 @@
 // (transport.cpp, Boost.Beast) fills a Request, calls the handler and writes
 // the Response; no route file includes Beast. Internal to withcache::server.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -47,11 +48,31 @@ struct Request {
   mutable std::optional<Fields> m_params;
 };
 
+/**
+ * A file that grows while it is sent (a fill in progress): the transport sends
+ * what is available and waits, costing no thread, for the rest. Implementations
+ * are thread-safe.
+ */
+class GrowingBody {
+ public:
+  virtual ~GrowingBody() = default;
+  struct Now {
+    std::uint64_t available = 0; ///< bytes from the file's start that may be sent
+    bool cut = false;            ///< send nothing more: close the connection (the client sees a short read)
+    std::uint64_t version = 0;   ///< for wait()
+  };
+  [[nodiscard]] virtual Now now() const = 0;
+  /** Calls `wake` once, from any thread, when now() no longer has `version` (at once if it already has not). */
+  virtual void wait(std::uint64_t version, std::function<void()> wake) = 0;
+};
+
 /** A blob file to send as the body: `length` bytes from `offset` of an open descriptor (owned). */
 struct FileBody {
   int fd = -1; ///< -1 for a HEAD, which needs no file
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
+  /** Set when the file is still being written: bytes are sent as they become available. */
+  std::shared_ptr<GrowingBody> growing;
   FileBody() = default;
   FileBody(int fd_, std::uint64_t offset_, std::uint64_t length_) : fd(fd_), offset(offset_), length(length_) {}
   ~FileBody();
@@ -59,6 +80,20 @@ struct FileBody {
   FileBody& operator=(const FileBody&) = delete;
   FileBody(FileBody&& other) noexcept;
   FileBody& operator=(FileBody&& other) noexcept;
+};
+
+struct Response;
+
+/**
+ * An answer that is not ready yet (the miss that waits for the origin's head):
+ * the transport calls `wait` and, when it wakes or `timeout` passes (whichever
+ * is first), `answer(timed_out)` on the connection's thread, then sends that.
+ * The connection holds no thread while it waits.
+ */
+struct Deferred {
+  std::chrono::milliseconds timeout{0};
+  std::function<void(std::function<void()> wake)> wait;
+  std::function<Response(bool timed_out)> answer;
 };
 
 /** A response; the transport adds `Server`, `Date`, `Content-Length` and `Connection`. */
@@ -70,6 +105,8 @@ struct Response {
   bool close = false;            ///< close the connection after this response
   /** What the access log shows for the request target (default: its path); never a token or query. */
   std::string log_target;
+  /** When set, nothing else here is sent: the answer comes later (see Deferred). */
+  std::shared_ptr<Deferred> deferred;
   /** Called with the body bytes actually written (for metrics); may be empty. */
   std::function<void(std::uint64_t)> on_body_bytes;
 

@@ -30,6 +30,17 @@ Response metrics_page(const Context& ctx) {
   out << "withcache_fills_total{outcome=\"completed\"} " << m.fills_completed.load() << '\n';
   out << "withcache_fills_total{outcome=\"failed\"} " << m.fills_failed.load() << '\n';
   out << "withcache_fills_total{outcome=\"cancelled\"} " << m.fills_cancelled.load() << '\n';
+  counter("withcache_filling_responses_total", "Responses served from a fill still running.",
+          m.filling_served.load());
+  counter("withcache_filling_bytes_served_total", "Body bytes sent from fills still running.",
+          m.filling_bytes_served.load());
+  // What clients got from the cache (hits and running fills) beyond what the fills fetched.
+  const std::uint64_t served = m.bytes_served.load() + m.filling_bytes_served.load();
+  const std::uint64_t fetched = m.bytes_fetched.load();
+  counter("withcache_origin_bytes_saved_total",
+          "Origin egress avoided: body bytes served from the cache and from running fills, minus bytes fetched.",
+          served > fetched ? served - fetched : 0);
+  gauge("withcache_filling_streams", "Clients being served a fill that is still running.", ctx.pool->attached());
   gauge("withcache_queue_depth", "Fills waiting for a worker.", ctx.pool->queue_depth());
   gauge("withcache_downloads_running", "Fills running now.", ctx.pool->running());
   gauge("withcache_stored_bytes", "Bytes in cached blobs.", ctx.store->stored_bytes());

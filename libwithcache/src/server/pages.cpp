@@ -175,10 +175,11 @@ std::string dashboard_fragment(const Dashboard& d) {
 std::string downloads_fragment(const std::vector<Job>& jobs) {
   std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
   out +=
-      "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
+      "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th>Clients</th>"
+      "<th></th></tr>"
       "</thead><tbody>";
   if (jobs.empty()) {
-    out += "<tr><td colspan=\"6\">No downloads.</td></tr>";
+    out += "<tr><td colspan=\"7\">No downloads.</td></tr>";
   }
   for (const auto& j : jobs) {
     out += "<tr data-status=\"" + std::string(to_string(j.status)) + "\"><td>" +
@@ -204,7 +205,9 @@ std::string downloads_fragment(const std::vector<Job>& jobs) {
     } else {
       out += "–";
     }
-    out += "</td><td>";
+    // Clients being served this fill's bytes while it runs.
+    out += "</td><td data-attached=\"" + std::to_string(j.attached) + "\">" +
+           (j.status == JobStatus::running ? std::to_string(j.attached) : std::string("–")) + "</td><td>";
     if (!j.ended()) {
       out += action("/admin/cancel", "id", std::to_string(j.id), "Cancel", "downloads");
     }

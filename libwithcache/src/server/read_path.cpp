@@ -123,6 +123,102 @@ Response serve_blob(Context& ctx, const Request& req, const store::Artifact& art
   return res;
 }
 
+// One client's view of a running fill: the bytes of its generation that have landed; cut when the fill
+// restarts from zero (another generation) or ends without a blob.
+class FillReader : public GrowingBody {
+ public:
+  FillReader(std::shared_ptr<fills::FillStream> stream, std::uint64_t generation)
+      : m_stream(std::move(stream)), m_generation(generation) {
+    m_stream->attach();
+  }
+  ~FillReader() override { m_stream->detach(); }
+  FillReader(const FillReader&) = delete;
+  FillReader& operator=(const FillReader&) = delete;
+
+  [[nodiscard]] Now now() const override {
+    const auto view = m_stream->view();
+    using Phase = fills::FillStream::Phase;
+    const bool same = view.generation == m_generation;
+    const bool cut = !same || view.phase == Phase::failed || view.phase == Phase::waiting ||
+                     view.phase == Phase::unstreamable;
+    return Now{same ? view.available : 0, cut, view.version};
+  }
+  void wait(std::uint64_t version, std::function<void()> wake) override {
+    m_stream->wait(version, std::move(wake));
+  }
+
+ private:
+  std::shared_ptr<fills::FillStream> m_stream;
+  std::uint64_t m_generation;
+};
+
+// Serves a fill that is running with a declared length: 200 (or 206) at once, Content-Length the total,
+// X-Withcache-Status: filling and no SHA-256 yet; the body follows the part file as it grows.
+std::optional<Response> serve_filling(Context& ctx, const Request& req, const std::shared_ptr<fills::FillStream>& stream) {
+  using Phase = fills::FillStream::Phase;
+  auto [fd, view] = stream->open();
+  FileBody file(fd, 0, 0);
+  if ((view.phase != Phase::streaming && view.phase != Phase::done) || view.total == 0 || file.fd < 0) {
+    return std::nullopt;
+  }
+  const auto header = [&](std::string_view name) { return std::string(http::find_field(view.headers, name).value_or("")); };
+  Response res;
+  res.set("X-Withcache-Status", "filling");
+  res.set("Accept-Ranges", "bytes");
+  res.set("Cache-Control", "no-store"); // no validator yet: nothing downstream should keep it
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Content-Security-Policy", "sandbox; default-src 'none'");
+  const std::string disposition = header("Content-Disposition");
+  res.set("Content-Disposition",
+          !disposition.empty() && !http::check_field("Content-Disposition", disposition) ? disposition : "attachment");
+  const std::string encoding = header("Content-Encoding");
+  if (!encoding.empty() && !http::check_field("Content-Encoding", encoding)) {
+    res.set("Content-Encoding", encoding);
+  }
+  const std::string type = header("Content-Type");
+  res.set("Content-Type", type.empty() || http::check_field("Content-Type", type) ? "application/octet-stream" : type);
+
+  // No entity-tag to compare yet: a conditional Range (If-Range) gets the whole representation.
+  http::ByteRange range;
+  if (req.has_header("Range") && !req.has_header("If-Range")) {
+    range = http::parse_range(req.header("Range"), view.total);
+  }
+  if (range.kind == http::ByteRange::Kind::unsatisfiable) {
+    Response refused = plain(416, "range not satisfiable\n");
+    refused.headers.insert(refused.headers.begin(), res.headers.begin(), res.headers.end());
+    refused.set("Content-Range", "bytes */" + std::to_string(view.total));
+    return refused;
+  }
+  file.length = view.total;
+  if (range.kind == http::ByteRange::Kind::partial) {
+    file.offset = range.first;
+    file.length = range.last - range.first + 1;
+    res.status = 206;
+    res.set("Content-Range", "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" +
+                                 std::to_string(view.total));
+  }
+  if (req.head) {
+    file = FileBody(-1, file.offset, file.length); // HEAD: the length, no descriptor, no reader
+  } else {
+    ++ctx.metrics.filling_served;
+    file.growing = std::make_shared<FillReader>(stream, view.generation);
+    res.on_body_bytes = [&metrics = ctx.metrics](std::uint64_t n) { metrics.filling_bytes_served += n; };
+  }
+  res.file = std::move(file);
+  return res;
+}
+
+// Calls `wake` once the fill has a head (streamable or not) or has ended — not on its other updates.
+void wait_for_head(const std::shared_ptr<fills::FillStream>& stream, std::function<void()> wake) {
+  using Phase = fills::FillStream::Phase;
+  const auto view = stream->view();
+  if (view.phase != Phase::queued && view.phase != Phase::waiting) {
+    wake();
+    return;
+  }
+  stream->wait(view.version, [stream, wake = std::move(wake)]() mutable { wait_for_head(stream, std::move(wake)); });
+}
+
 // A hit: the artifact (and for a GET an open descriptor on exactly its bytes, so a replacement cannot
 // slip in between the lookup and the open), or nothing for a miss.
 std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const Request& req, const std::string& key) {
@@ -185,7 +281,40 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
     }
     return logged(req, serve_blob(ctx, req, hit->first, std::move(hit->second)), *key);
   }
-  return logged(req, miss(ctx, req, *key, origin), *key);
+  if (ctx.options.curate) {
+    return logged(req, miss(ctx, req, *key, origin), *key); // nothing streams in curated mode
+  }
+  // Not cached yet, but a running fill may already stream it.
+  if (auto stream = ctx.pool->stream(*key)) {
+    if (auto filling = serve_filling(ctx, req, stream)) {
+      return logged(req, std::move(*filling), *key);
+    }
+  }
+  Response missed = miss(ctx, req, *key, origin);
+  // The fill this miss started (or found starting) may answer soon: wait, holding no thread, up to
+  // --miss-wait for its response head, so that even clients that all start together cost the origin
+  // one transfer.
+  bool can_start = false;
+  auto stream = missed.status == 404 ? ctx.pool->stream(*key, &can_start) : nullptr;
+  if (!stream || !can_start || ctx.options.miss_wait.count() <= 0) {
+    return logged(req, std::move(missed), *key);
+  }
+  auto deferred = std::make_shared<Deferred>();
+  deferred->timeout = ctx.options.miss_wait;
+  deferred->wait = [stream](std::function<void()> wake) { wait_for_head(stream, std::move(wake)); };
+  auto fallback = std::make_shared<Response>(std::move(missed));
+  deferred->answer = [&ctx, req, key = *key, stream, fallback](bool) {
+    if (auto hit = lookup(ctx, req, key)) { // a small file may have completed meanwhile
+      return logged(req, serve_blob(ctx, req, hit->first, std::move(hit->second)), key);
+    }
+    if (auto filling = serve_filling(ctx, req, stream)) {
+      return logged(req, std::move(*filling), key);
+    }
+    return logged(req, std::move(*fallback), key);
+  };
+  Response waiting;
+  waiting.deferred = std::move(deferred);
+  return waiting;
 }
 
 } // namespace

@@ -98,14 +98,14 @@ TransportOptions transport_options(const ServerOptions& o) {
   t.tls_cert = o.tls_cert;
   t.tls_key = o.tls_key;
   t.server_header = k_product;
-  t.access_log = [](const Request& req, const Response& res, double ms) {
+  t.access_log = [](const Request& req, const Response& res, double ms, bool complete) {
     if (!spdlog::should_log(spdlog::level::info)) {
       return;
     }
     // Only the path: query strings (and /blob?url=) may carry origin tokens.
-    spdlog::info("{} {} {} {} {:.1f}ms {}", req.remote_address, util::escape_control(req.method),
+    spdlog::info("{} {} {} {} {:.1f}ms {}{}", req.remote_address, util::escape_control(req.method),
                  res.log_target.empty() ? loggable_path(req.path) : util::escape_control(res.log_target), res.status,
-                 ms, res.content_length());
+                 ms, res.content_length(), complete ? "" : " (cut)");
   };
   return t;
 }

@@ -333,11 +333,66 @@ template <class Derived> class Session {
     return plain(500, "internal error\n");
   }
 
+  // A deferred answer: wait (holding no thread) for its wake-up or its timeout, whichever is first,
+  // then compute the answer on this connection's strand and write it.
+  void defer(Request request, std::shared_ptr<Deferred> deferred) {
+    auto self = derived().shared_from_this();
+    auto executor = derived().stream().get_executor();
+    auto done = std::make_shared<bool>(false); // touched on the strand only
+    auto timer = std::make_shared<net::steady_timer>(executor, deferred->timeout);
+    auto shared_request = std::make_shared<Request>(std::move(request));
+    auto answer = [self, deferred, done, timer, shared_request](bool timed_out) {
+      if (*done) {
+        return;
+      }
+      *done = true;
+      timer->cancel();
+      Response response = call([&](const Request&) { return deferred->answer(timed_out); }, *shared_request);
+      if (response.deferred) {
+        response = plain(500, "internal error\n"); // one deferral per request
+      }
+      self->write(std::move(*shared_request), std::move(response));
+    };
+    timer->async_wait([answer](error_code ec) {
+      if (!ec) {
+        answer(true);
+      }
+    });
+    deferred->wait([executor, answer] { net::post(executor, [answer] { answer(false); }); });
+  }
+
+  // How much of a file body may be sent now: all that is left, or for a file still being written
+  // what has landed. 0: a waker is set and sending resumes when more lands; -1: cut (closed).
+  std::int64_t sendable() {
+    auto& file = *m_response.file;
+    if (!file.growing) {
+      return static_cast<std::int64_t>(m_body_left);
+    }
+    const auto now = file.growing->now();
+    if (now.cut) {
+      derived().close(); // a short read: never a byte that will not be in the blob
+      return -1;
+    }
+    const std::uint64_t end = std::min(file.offset + m_body_left, now.available);
+    if (end > file.offset) {
+      return static_cast<std::int64_t>(end - file.offset);
+    }
+    file.growing->wait(now.version, [self = derived().shared_from_this()] {
+      net::post(self->derived().stream().get_executor(), [self] { self->derived().send_file(); });
+    });
+    return 0;
+  }
+
   // Writes the head, then the body: from memory, from a file with sendfile
   // (plain TCP) or pread+write (TLS), or nothing for HEAD and bodiless statuses.
   void write(Request request, Response response) {
+    if (response.deferred) {
+      auto deferred = std::move(response.deferred);
+      return defer(std::move(request), std::move(deferred));
+    }
     m_request = std::move(request);
     m_response = std::move(response);
+    m_in_response = true;
     auto& res = m_head;
     res = {};
     res.version(m_version == 10 ? 10 : 11);
@@ -394,11 +449,16 @@ template <class Derived> class Session {
     if (m_body_left == 0) {
       return finish();
     }
+    const std::int64_t can = sendable();
+    if (can <= 0) {
+      return; // waiting for the fill, or cut
+    }
     if (m_copy.empty()) {
       m_copy.resize(k_tls_chunk);
     }
     auto& file = *m_response.file;
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(m_body_left, m_copy.size()));
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(can), m_copy.size()));
     const ssize_t got = ::pread(file.fd, m_copy.data(), want, static_cast<off_t>(file.offset));
     if (got <= 0) {
       // The file shrank under us: drop the connection rather than send wrong bytes.
@@ -420,11 +480,20 @@ template <class Derived> class Session {
                      });
   }
 
-  void finish() {
+  // One access-log line per response: when its last byte is written, or when the connection closes first.
+  void log_response(bool complete) {
+    if (!m_in_response) {
+      return;
+    }
+    m_in_response = false;
     if (options().access_log) {
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - m_started).count();
-      options().access_log(m_request, m_response, ms);
+      options().access_log(m_request, m_response, ms, complete);
     }
+  }
+
+  void finish() {
+    log_response(true);
     m_response = Response{};
     m_copy.clear();
     m_copy.shrink_to_fit();
@@ -447,6 +516,7 @@ template <class Derived> class Session {
   http::response<http::empty_body> m_head;
   std::optional<http::response_serializer<http::empty_body>> m_serializer;
   std::uint64_t m_body_left = 0;
+  bool m_in_response = false; // a response is being written (for its access-log line)
   std::vector<char> m_copy;
 };
 
@@ -475,8 +545,13 @@ class PlainSession : public Session<PlainSession>, public std::enable_shared_fro
     auto& file = *m_response.file;
     std::uint64_t this_turn = 0;
     while (m_body_left > 0) {
+      const std::int64_t can = sendable();
+      if (can <= 0) {
+        return; // waiting for the fill, or cut
+      }
       off_t offset = static_cast<off_t>(file.offset);
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(m_body_left, k_sendfile_chunk));
+      const auto want = static_cast<std::size_t>(
+          std::min<std::uint64_t>(static_cast<std::uint64_t>(can), k_sendfile_chunk));
       const ssize_t n = ::sendfile(socket.native_handle(), file.fd, &offset, want);
       if (n > 0) {
         const auto sent = static_cast<std::uint64_t>(n);
@@ -503,6 +578,7 @@ class PlainSession : public Session<PlainSession>, public std::enable_shared_fro
   }
 
   void close() {
+    log_response(false);
     error_code ec;
     m_stall.cancel();
     m_stream.socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -565,6 +641,7 @@ class TlsSession : public Session<TlsSession>, public std::enable_shared_from_th
       return;
     }
     m_closing = true;
+    log_response(false);
     beast::get_lowest_layer(m_stream).expires_after(std::chrono::seconds(2));
     m_stream.async_shutdown([self = shared_from_this()](error_code) { beast::get_lowest_layer(self->m_stream).close(); });
   }

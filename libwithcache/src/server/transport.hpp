@@ -33,8 +33,11 @@ struct TransportOptions {
   std::string tls_cert; ///< PEM certificate chain; empty = plain HTTP
   std::string tls_key;  ///< PEM private key
   std::string server_header;
-  /** Writes one access-log line per answered request (may be empty). */
-  std::function<void(const Request&, const Response&, double milliseconds)> access_log;
+  /**
+   * Writes one access-log line per answered request (may be empty); `complete`
+   * is false for a response the connection closed before its last byte.
+   */
+  std::function<void(const Request&, const Response&, double milliseconds, bool complete)> access_log;
 };
 
 /** Counters the transport keeps, for /metrics. */

@@ -43,6 +43,8 @@ struct GetOptions {
   std::chrono::milliseconds probe_timeout{3000};
   std::chrono::seconds connect_timeout{10};
   std::chrono::seconds read_timeout{60};
+  /** After a download served while the cache was filling: how long to wait for the fill to complete and verify. */
+  std::chrono::milliseconds verify_wait{10'000};
   /** Called as bytes arrive: (bytes done, total or 0 when unknown). */
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
 };
@@ -54,6 +56,7 @@ struct GetResult {
   std::string sha256;
   bool from_cache = false;
   bool verified = false; ///< the cache's X-Withcache-Sha256 matched
+  bool filling = false;  ///< served while the cache was still filling it; not verified when the fill is still running
   bool resumed = false;  ///< a `.part` from an earlier attempt was continued
 };
 
@@ -67,7 +70,11 @@ std::string progress_line(std::uint64_t done, std::uint64_t total, double second
 std::string file_name_for(std::string_view origin);
 
 /**
- * Downloads `origin` into `file` (see the file comment).
+ * Downloads `origin` into `file` (see the file comment). From an artifact the
+ * cache was still filling (`X-Withcache-Status: filling`, no SHA-256 yet), the
+ * SHA-256 is checked once the fill has completed — waiting up to
+ * `GetOptions::verify_wait` for it — and the result says "not verified" when it
+ * is still running.
  * @return what happened, or a GetError; on failure `file` is untouched, a
  *         `.part` with bytes is kept for the next attempt, an empty one is removed.
  */
