@@ -60,6 +60,7 @@ bench:
 	python3 bench/fill_rss.py --build $(TEST)
 	python3 bench/serve.py --build $(TEST)
 	python3 bench/connections.py --build $(TEST)
+	python3 bench/herd.py --build $(TEST)
 	python3 bench/shim.py --build $(TEST)
 	python3 bench/ui_listing.py --build $(TEST)
 
