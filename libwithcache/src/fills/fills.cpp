@@ -678,6 +678,11 @@ void FillStream::finish(bool ok) {
   if (ok) {
     m_view.available = m_view.total;
   }
+  // Readers hold their own descriptors; an ended job must not keep the file (or a deleted blob) open.
+  if (m_fd >= 0) {
+    ::close(m_fd);
+    m_fd = -1;
+  }
   changed(lock);
 }
 
