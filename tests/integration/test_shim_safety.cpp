@@ -188,6 +188,26 @@ TEST_CASE("no credential ever reaches the cache", "[shim][safety]") {
   check_no_credentials(f.cache.log());
 }
 
+TEST_CASE("credentials in ~/.curlrc and ~/.wgetrc never reach the cache either", "[shim][safety]") {
+  Fixture f; // HOME is the deployment's directory
+  std::ofstream(f.d.dir / ".curlrc") << "# added to every curl command\nsilent\nuser = \"alice:s3cret\"\n";
+  std::ofstream(f.d.dir / ".wgetrc") << "tries = 2\nheader = Authorization: Bearer s3cret\n";
+  const auto curl = f.d.sh("curl -f -o /dev/null " + f.url(), f.env);
+  CHECK(curl.exit_code == 0);
+  const auto wget = f.d.sh("wget -q -O /dev/null " + f.url(), f.env);
+  CHECK(wget.exit_code == 0);
+  INFO(describe(f.cache.log()));
+  CHECK(f.cache.log().empty());
+  const auto log = f.origin.log();
+  REQUIRE(log.size() == 2);
+  CHECK(log[0].headers.count("Authorization") == 1); // curl did use the .curlrc credential, at the origin
+  CHECK(log[1].headers.count("Authorization") == 1);
+  // curl -q skips ~/.curlrc, and so does the shim: a plain download again.
+  CHECK(f.d.sh("curl -q -fsS -o /dev/null " + f.url(), f.env).exit_code == 0);
+  CHECK(f.cache.log().size() == 2);
+  check_no_credentials(f.cache.log());
+}
+
 TEST_CASE("URLs the shim cannot see or must not probe pass through", "[shim][safety]") {
   Fixture f;
   const std::string token = url::encode_token(f.origin.url("/f.bin"));

@@ -307,7 +307,9 @@ TEST_CASE("plan: a table of argv cases as curl and wget, for hit, miss and unrea
       {Tool::wget, {"HTTPS://DEVELOPER.download.nvidia.com/cuda.run"}, {0}},
   };
   Layout layout;
-  const auto env = env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}});
+  // HOME is the layout's, so no ~/.curlrc or ~/.wgetrc of whoever runs the tests counts.
+  const auto env =
+      env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}, {"HOME", layout.dir.path().string()}});
   for (const std::string outcome : {"hit", "miss"}) {
     for (const auto& c : cases) {
       INFO(shim::name_of(c.tool) << " " << outcome << ": " << joined(c.args));
@@ -339,7 +341,9 @@ TEST_CASE("plan: a table of argv cases as curl and wget, for hit, miss and unrea
 
 TEST_CASE("plan: only the URLs that hit are rewritten", "[shim]") {
   Layout layout;
-  const auto env = env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}});
+  // HOME is the layout's, so no ~/.curlrc or ~/.wgetrc of whoever runs the tests counts.
+  const auto env =
+      env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}, {"HOME", layout.dir.path().string()}});
   const std::vector<std::string> args = {"-O", k_url, "-O", k_url2, "-O", "https://third.example/c"};
   const auto p = shim::plan(
       Tool::curl, args, env,
@@ -357,6 +361,7 @@ TEST_CASE("plan: server variables", "[shim]") {
   Layout layout;
   const auto server_probed = [&](Tool tool, std::map<std::string, std::string> vars) {
     vars["PATH"] = layout.path;
+    vars["HOME"] = layout.dir.path().string();
     FakeProbe fake;
     shim::plan(tool, {k_url}, env_of(vars), fake.probe(), layout.self);
     return fake.calls.empty() ? std::string() : fake.calls[0][0];
@@ -432,8 +437,10 @@ TEST_CASE("the marker makes a re-entered shim exec the next real tool without pa
   const std::string path = (layout.dir / "shim").string() + ":" + (layout.dir / "wrap").string() + ":" +
                            (layout.dir / "real").string();
   FakeProbe fake;
-  const auto first = shim::plan(Tool::curl, {k_url}, env_of({{"PATH", path}, {"WITHCACHE_SERVER", k_server}}),
-                                fake.probe(), layout.self);
+  const auto first = shim::plan(
+      Tool::curl, {k_url},
+      env_of({{"PATH", path}, {"WITHCACHE_SERVER", k_server}, {"HOME", layout.dir.path().string()}}),
+      fake.probe(), layout.self);
   CHECK(first.program == wrapper.string());
   CHECK_FALSE(first.reentered);
   CHECK(first.marker == device_inode(wrapper));
@@ -588,4 +595,90 @@ TEST_CASE("the memo: where it lives, what it trusts, how long it lasts", "[shim]
     CHECK(shim::probe_cache(dead, {dead + "/b/x/y", dead + "/b/z/w"}, std::chrono::seconds(5), memo) ==
           std::vector<bool>{false, false});
   }
+}
+
+TEST_CASE("what ~/.curlrc and wgetrc add is judged like the command line", "[shim][config]") {
+  test::TempDir home;
+  const auto write = [&](const std::string& name, const std::string& text) {
+    fs::create_directories((home / name).parent_path());
+    std::ofstream(home / name, std::ios::trunc) << text;
+  };
+  const auto env = env_of({{"HOME", home.path().string()}, {"WGETRC", (home / "wgetrc").string()}});
+  const auto curl = [&](const std::vector<std::string>& args) {
+    std::string because;
+    const auto reason = shim::config_files_pass_through(Tool::curl, args, env, &because);
+    return std::make_pair(reason, because);
+  };
+  const auto wget = [&](const std::vector<std::string>& args) {
+    return shim::config_files_pass_through(Tool::wget, args, env);
+  };
+
+  CHECK(curl({k_url}).first == PassThrough::none); // no .curlrc
+  struct Case {
+    std::string curlrc;
+    PassThrough expected;
+  };
+  const Case cases[] = {
+      {"# a comment\nsilent\n--show-error\n-L\nconnect-timeout = 10\nretry: 3\n", PassThrough::none},
+      {"user-agent = \"my agent/1.0\"\nheader = \"Accept: */*\"\n", PassThrough::none},
+      {"url = \"https://example.com/x\"\noutput = x\n", PassThrough::none},
+      {"user = \"alice:s3cret\"\n", PassThrough::credentials},
+      {"--user alice:s3cret\n", PassThrough::credentials},
+      {"-u alice:s3cret\n", PassThrough::credentials},
+      {"  header = \"Authorization: Bearer x\"\n", PassThrough::credentials},
+      {"header: \"X-Api-Key: x\"\n", PassThrough::credentials},
+      {"oauth2-bearer x\n", PassThrough::credentials},
+      {"netrc\n", PassThrough::credentials},
+      {"data = \"x=1\"\n", PassThrough::not_a_get},
+      {"request POST\n", PassThrough::not_a_get},
+      {"request = \"GET\"\n", PassThrough::none},
+      {"frobnicate\n", PassThrough::unparsed},
+      {"\r\n\n# nothing\n", PassThrough::none},
+  };
+  for (const auto& c : cases) {
+    INFO(c.curlrc);
+    write(".curlrc", c.curlrc);
+    CHECK(curl({k_url}).first == c.expected);
+  }
+  write(".curlrc", "user = \"alice:s3cret\"\n");
+  CHECK(curl({k_url}).second.ends_with(".curlrc: --user"));
+  CHECK(curl({"-q", k_url}).first == PassThrough::none); // -q first: curl skips .curlrc
+  CHECK(curl({"-qsS", k_url}).first == PassThrough::none);
+  CHECK(curl({"--disable", k_url}).first == PassThrough::none);
+  CHECK(curl({k_url, "-q"}).first == PassThrough::credentials); // only as the first argument
+  // CURL_HOME comes first; XDG_CONFIG_HOME's ~/.config/curlrc only without XDG_CONFIG_HOME.
+  write("curlhome/.curlrc", "silent\n");
+  CHECK(shim::config_files_pass_through(
+            Tool::curl, {k_url},
+            env_of({{"HOME", home.path().string()}, {"CURL_HOME", (home / "curlhome").string()}})) ==
+        PassThrough::none);
+  fs::remove(home / ".curlrc");
+  write(".config/curlrc", "user = a:b\n");
+  CHECK(curl({k_url}).first == PassThrough::credentials);
+  fs::create_directories(home / ".curlrc");
+  CHECK(curl({k_url}).first == PassThrough::unparsed); // there, but a directory
+
+  CHECK(wget({k_url}) == PassThrough::none); // no $WGETRC file (and /etc/wgetrc as Debian ships it)
+  write("wgetrc", "# wgetrc\ntries = 3\ncheck_certificate = off\nrobots = off\nuse_proxy = on\n");
+  CHECK(wget({k_url}) == PassThrough::none);
+  write("wgetrc", "header = Authorization: Bearer s3cret\n");
+  CHECK(wget({k_url}) == PassThrough::credentials);
+  CHECK(wget({"--no-config", k_url}) == PassThrough::none);
+  write("wgetrc", "http_password = s3cret\n");
+  CHECK(wget({k_url}) == PassThrough::credentials);
+  write("wgetrc", "method = POST\n");
+  CHECK(wget({k_url}) == PassThrough::not_a_get);
+}
+
+TEST_CASE("plan: a credential in .curlrc means no probe", "[shim][config]") {
+  Layout layout;
+  std::ofstream(layout.dir / ".curlrc") << "user = \"alice:s3cret\"\n";
+  FakeProbe fake;
+  const auto p = shim::plan(
+      Tool::curl, {k_url},
+      env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}, {"HOME", layout.dir.path().string()}}),
+      fake.probe(), layout.self);
+  CHECK(fake.calls.empty());
+  CHECK(p.decision.pass_through == PassThrough::credentials);
+  CHECK(p.argv == std::vector<std::string>{layout.real_curl.string(), k_url});
 }

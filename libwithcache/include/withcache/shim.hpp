@@ -171,6 +171,20 @@ struct Decision {
  */
 Decision decide(Tool tool, const ParsedArgs& parsed, std::string_view cache_base);
 
+/**
+ * What the tools' own config files add to a command: curl's `.curlrc` (the
+ * first of `$CURL_HOME/.curlrc`, `$XDG_CONFIG_HOME/.curlrc`, `$HOME/.curlrc`,
+ * `~/.config/curlrc`, as curl 7.88 looks; none when the first argument is
+ * `-q...` or `--disable`), wget's `/etc/wgetrc` and `$WGETRC` or
+ * `~/.wgetrc` (none with `--no-config`). Each line is judged as the same
+ * option on the command line would be: a credential, a header or a method
+ * there makes the command pass through. A file that exists but cannot be
+ * read as text (not a regular file, over 256 KiB) passes through too.
+ * @param because set to `file: option` when the result is not PassThrough::none
+ */
+PassThrough config_files_pass_through(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
+                                      std::string* because = nullptr);
+
 // ---------------------------------------------------------------------------------------------
 // Finding the real tool, the server, the plan
 // ---------------------------------------------------------------------------------------------
@@ -223,7 +237,8 @@ struct Plan {
  *    the arguments untouched. No parsing, no probe.
  *  - No server set: the real tool with the arguments untouched. Nothing is
  *    parsed and `probe` is not called.
- *  - Otherwise parse_args() + decide(); a pass-through runs untouched;
+ *  - Otherwise parse_args() + decide(), then (only when there is a URL to
+ *    probe) config_files_pass_through(); a pass-through runs untouched;
  *    else `probe` is called once with every qualifying cache URL, and
  *    exactly the URL arguments that hit are replaced.
  * POSIXLY_CORRECT in `getenv` changes how wget reads argv, so it is passed on to parse_args().

@@ -10,6 +10,7 @@
 #include <map>
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -581,15 +582,27 @@ Decision decide(Tool tool, const ParsedArgs& parsed, std::string_view cache_base
   return decision;
 }
 
-std::string find_real_tool(Tool tool, const Getenv& getenv, const std::filesystem::path& self,
-                           std::string_view skip) {
+namespace {
+
+// find_real_tool(), also giving the device:inode of what it found (for the marker) without another stat().
+std::string find_tool(Tool tool, const Getenv& getenv, const std::filesystem::path& self,
+                      std::string_view skip, std::string* identity) {
   struct stat self_info {};
   const bool know_self = !self.empty() && ::stat(self.c_str(), &self_info) == 0;
   const auto usable = [&](const std::string& candidate) {
     struct stat info {};
-    return is_executable_file(candidate, &info) &&
-           !(know_self && info.st_dev == self_info.st_dev && info.st_ino == self_info.st_ino) &&
-           !listed(skip, device_inode(info));
+    if (!is_executable_file(candidate, &info) ||
+        (know_self && info.st_dev == self_info.st_dev && info.st_ino == self_info.st_ino)) {
+      return false;
+    }
+    std::string id = device_inode(info);
+    if (listed(skip, id)) {
+      return false;
+    }
+    if (identity != nullptr) {
+      *identity = std::move(id);
+    }
+    return true;
   };
   if (const char* explicit_path = getenv(tool == Tool::wget ? "REAL_WGET" : "REAL_CURL");
       explicit_path != nullptr && *explicit_path != '\0' && usable(explicit_path)) {
@@ -615,6 +628,13 @@ std::string find_real_tool(Tool tool, const Getenv& getenv, const std::filesyste
   }
 }
 
+} // namespace
+
+std::string find_real_tool(Tool tool, const Getenv& getenv, const std::filesystem::path& self,
+                           std::string_view skip) {
+  return find_tool(tool, getenv, self, skip, nullptr);
+}
+
 std::optional<std::string> server_variable_for(Tool tool, const Getenv& getenv) {
   for (const char* name :
        {tool == Tool::wget ? "WGETWITHCACHE_SERVER" : "CURLWITHCACHE_SERVER", "WITHCACHE_SERVER"}) {
@@ -631,13 +651,198 @@ std::string server_for(Tool tool, const Getenv& getenv) {
   return variable ? getenv(variable->c_str()) : "";
 }
 
+namespace {
+
+// A config file's text: a regular file of at most 256 KiB (larger ones are not read: pass through).
+std::optional<std::string> read_config(const std::string& path, bool* exists) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    return std::nullopt;
+  }
+  *exists = true;
+  std::string text;
+  struct stat info {};
+  if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && info.st_size <= 256 * 1024) {
+    char buffer[8192];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) {
+      text.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return text;
+  }
+  ::close(fd);
+  return std::nullopt;
+}
+
+std::string home_of(const Getenv& getenv) {
+  const char* home = getenv("HOME");
+  if (home != nullptr && *home != '\0') {
+    return home;
+  }
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : "";
+}
+
+// curl 7.88's findfile(".curlrc"): the first of these that opens.
+std::vector<std::string> curlrc_candidates(const Getenv& getenv) {
+  std::vector<std::string> out;
+  const auto env = [&](const char* name) -> std::string {
+    const char* value = getenv(name);
+    return value != nullptr ? value : "";
+  };
+  for (const char* name : {"CURL_HOME", "XDG_CONFIG_HOME", "HOME"}) {
+    if (!env(name).empty()) {
+      out.push_back(env(name) + "/.curlrc");
+    }
+  }
+  if (getenv("XDG_CONFIG_HOME") == nullptr) {
+    for (const char* name : {"CURL_HOME", "HOME"}) {
+      if (!env(name).empty()) {
+        out.push_back(env(name) + "/.config/curlrc");
+      }
+    }
+  }
+  if (const std::string home = home_of(getenv); !home.empty()) {
+    out.push_back(home + "/.curlrc");
+  }
+  return out;
+}
+
+// One line of a curl config file (tool_parsecfg.c): `name value`, `name = value`, `name: value`,
+// `--name value`, `-n value`, a "quoted value" with \\ \" \t \n \r \v escapes; # comments.
+PassThrough curlrc_line_class(std::string_view line, std::string* because) {
+  line = util::trim(line, util::k_whitespace);
+  if (line.empty() || line.front() == '#' || line.front() == '/' || line.front() == '*') {
+    return PassThrough::none;
+  }
+  const bool dashed = line.front() == '-';
+  const auto separator = [&](char c) {
+    return c == ' ' || c == '\t' || (!dashed && (c == '=' || c == ':'));
+  };
+  std::size_t end = 0;
+  while (end < line.size() && !separator(line[end])) {
+    ++end;
+  }
+  const std::string option(line.substr(0, end));
+  std::size_t at = end;
+  while (at < line.size() && separator(line[at])) {
+    ++at;
+  }
+  std::optional<std::string> value;
+  if (at < line.size() && line[at] == '"') {
+    std::string unquoted;
+    for (++at; at < line.size() && line[at] != '"'; ++at) {
+      if (line[at] == '\\' && at + 1 < line.size()) {
+        const char e = line[++at];
+        unquoted += e == 't' ? '\t' : e == 'n' ? '\n' : e == 'r' ? '\r' : e == 'v' ? '\v' : e;
+      } else {
+        unquoted += line[at];
+      }
+    }
+    value = std::move(unquoted);
+  } else if (at < line.size()) {
+    std::size_t stop = at;
+    while (stop < line.size() && line[stop] != ' ' && line[stop] != '\t') {
+      ++stop;
+    }
+    value = std::string(line.substr(at, stop - at));
+  }
+  // Judged as the same option on the command line would be.
+  std::vector<std::string> args;
+  args.push_back(dashed ? option : "--" + option);
+  if (value) {
+    args.push_back(*value);
+  }
+  const ParsedArgs parsed = parse_args(Tool::curl, args);
+  if (parsed.problem != ParseProblem::none) {
+    *because = option;
+    return PassThrough::unparsed;
+  }
+  for (const ParsedOption& o : parsed.options) {
+    if (const PassThrough reason = curl_class(o); reason != PassThrough::none) {
+      *because = display_name(o);
+      return reason;
+    }
+  }
+  return PassThrough::none;
+}
+
+} // namespace
+
+PassThrough config_files_pass_through(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
+                                      std::string* because) {
+  std::string unused;
+  because = because != nullptr ? because : &unused;
+  // Nothing when `path` does not exist.
+  const auto judge = [&](const std::string& path, const auto& line_class) -> std::optional<PassThrough> {
+    bool exists = false;
+    const auto text = read_config(path, &exists);
+    if (!exists) {
+      return std::nullopt;
+    }
+    if (!text) {
+      *because = path;
+      return PassThrough::unparsed; // there, but not readable as a config file
+    }
+    std::string_view rest = *text;
+    while (!rest.empty()) {
+      const std::size_t newline = rest.find('\n');
+      std::string found;
+      if (const PassThrough reason = line_class(rest.substr(0, newline), &found);
+          reason != PassThrough::none) {
+        *because = path + ": " + found;
+        return reason;
+      }
+      rest.remove_prefix(newline == std::string_view::npos ? rest.size() : newline + 1);
+    }
+    return PassThrough::none;
+  };
+  if (tool == Tool::curl) {
+    // curl skips its .curlrc when the first argument is -q (or a cluster starting with it) or --disable.
+    if (!args.empty() && (args[0].starts_with("-q") || util::iequals(args[0], "--disable"))) {
+      return PassThrough::none;
+    }
+    for (const std::string& path : curlrc_candidates(getenv)) {
+      if (const auto reason = judge(path, curlrc_line_class)) {
+        return *reason; // curl reads the first one it finds
+      }
+    }
+    return PassThrough::none;
+  }
+  // wget reads /etc/wgetrc, then $WGETRC or ~/.wgetrc, unless --no-config; each line is a command
+  // such as -e takes.
+  for (const ParsedOption& o : parse_args(Tool::wget, args).options) {
+    if (o.spec->long_name == "no-config") {
+      return PassThrough::none;
+    }
+  }
+  const auto wgetrc_line = [](std::string_view line, std::string* found) {
+    line = util::trim(line, util::k_whitespace);
+    if (line.empty() || line.front() == '#') {
+      return PassThrough::none;
+    }
+    *found = std::string(line.substr(0, line.find('=')));
+    return wget_execute_class(std::string(line));
+  };
+  const char* user = getenv("WGETRC");
+  const std::string home = home_of(getenv);
+  for (const std::string& path : {std::string("/etc/wgetrc"),
+                                  user != nullptr && *user != '\0' ? std::string(user) : home + "/.wgetrc"}) {
+    if (const auto reason = judge(path, wgetrc_line); reason && *reason != PassThrough::none) {
+      return *reason;
+    }
+  }
+  return PassThrough::none;
+}
+
 Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv, const Probe& probe,
           const std::filesystem::path& self) {
   Plan result;
   const char* marker = getenv(k_marker_variable);
   const std::string_view chain = marker != nullptr ? marker : "";
   result.reentered = !chain.empty();
-  result.program = find_real_tool(tool, getenv, self, chain);
+  std::string identity;
+  result.program = find_tool(tool, getenv, self, chain, &identity);
   if (result.program.empty()) {
     const std::string name(name_of(tool));
     result.error = name + "withcache: no real " + name + " found on PATH (set $REAL_" + util::upper(name) + ")";
@@ -647,8 +852,8 @@ Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
   // wrapper loop ends after at most one pass over the candidates. Bounded, in case the environment
   // is hostile: past 4 KiB nothing is added (what is listed is still skipped).
   result.marker = std::string(chain);
-  if (struct stat info{}; ::stat(result.program.c_str(), &info) == 0 && result.marker.size() < 4096) {
-    result.marker += (result.marker.empty() ? "" : ",") + device_inode(info);
+  if (result.marker.size() < 4096) {
+    result.marker += (result.marker.empty() ? "" : ",") + identity;
   }
   result.argv.reserve(args.size() + 1);
   result.argv.push_back(result.program);
@@ -663,10 +868,19 @@ Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
   }
   const std::string base = url::cache_base(server);
   result.decision = decide(tool, parse_args(tool, args, getenv("POSIXLY_CORRECT") != nullptr), base);
-  const auto probed = result.decision.probed();
-  if (probed.empty()) {
+  if (result.decision.probed().empty()) {
     return result;
   }
+  // The tools' own config files can add what the command line lacks (a user, a header).
+  std::string because;
+  if (const PassThrough reason = config_files_pass_through(tool, args, getenv, &because);
+      reason != PassThrough::none) {
+    result.decision.pass_through = reason;
+    result.decision.because = std::move(because);
+    result.decision.urls.clear();
+    return result;
+  }
+  const auto probed = result.decision.probed();
   for (const auto& u : probed) {
     result.cache_urls.push_back(url::blob_url(base, u.url));
   }
