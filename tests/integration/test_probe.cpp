@@ -80,6 +80,12 @@ TEST_CASE("the probe sends one well-formed HEAD", "[probe]") {
   CHECK(head.find("\r\nX-Extra: 1\r\n") != std::string::npos);
   CHECK(head.find("Bad") == std::string::npos); // a header that would split the request is dropped
   CHECK(head.ends_with("\r\n\r\n"));
+
+  test::RawOrigin utf8("HTTP/1.1 200 OK\r\n\r\n");
+  CHECK(client::head_status(utf8.url("/b/tok/\xC3\xBC.tgz?q=\xC3\xA9"), {std::chrono::seconds(10), {}}) ==
+        200);
+  CHECK(
+      utf8.requests().at(0).starts_with("HEAD /b/tok/%C3%BC.tgz?q=%C3%A9 HTTP/1.1\r\n")); // ASCII on the wire
 }
 
 TEST_CASE("a hung or trickling server is cut at the deadline", "[probe]") {

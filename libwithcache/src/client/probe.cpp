@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -192,8 +193,20 @@ std::string request_for(const url::Target& target, const ProbeOptions& options) 
   if (!default_port) {
     host += ":" + std::to_string(target.port);
   }
-  std::string request = "HEAD " + target.request + " HTTP/1.1\r\nHost: " + host +
-                        "\r\nUser-Agent: " + k_product + "\r\nAccept: */*\r\nConnection: close\r\n";
+  // Bytes outside ASCII are percent-encoded on the wire, as curl and wget send them: a strict
+  // server refuses a raw one in the request line.
+  std::string path;
+  for (const char c : target.request) {
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      char escaped[4];
+      std::snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(c));
+      path += escaped;
+    } else {
+      path += c;
+    }
+  }
+  std::string request = "HEAD " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: " + k_product +
+                        "\r\nAccept: */*\r\nConnection: close\r\n";
   for (const auto& [name, value] : options.headers) {
     if (name.find_first_of("\r\n:") == std::string::npos &&
         value.find_first_of("\r\n") == std::string::npos) {
