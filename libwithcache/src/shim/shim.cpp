@@ -60,16 +60,24 @@ Lookup find_long(std::span<const OptionSpec> table, std::string_view word, bool 
   return result;
 }
 
-const OptionSpec* find_short(std::span<const OptionSpec> table, char letter) {
-  if (letter == '\0') {
-    return nullptr;
-  }
+// Short letters → options, one array per tool, built once (a hostile -ssss...s cluster of a million
+// letters stays linear).
+using ShortIndex = std::array<const OptionSpec*, 256>;
+
+ShortIndex index_shorts(std::span<const OptionSpec> table) {
+  ShortIndex index{};
   for (const OptionSpec& o : table) {
-    if (o.short_name == letter) {
-      return &o;
+    if (o.short_name != '\0') {
+      index[static_cast<unsigned char>(o.short_name)] = &o;
     }
   }
-  return nullptr;
+  return index;
+}
+
+const OptionSpec* find_short(Tool tool, char letter) {
+  static const ShortIndex curl = index_shorts(k_curl_options);
+  static const ShortIndex wget = index_shorts(k_wget_options);
+  return (tool == Tool::wget ? wget : curl)[static_cast<unsigned char>(letter)];
 }
 
 // ----- parsing --------------------------------------------------------------------------------
@@ -192,7 +200,7 @@ class Parser {
   void short_cluster(const std::string& arg) {
     const std::size_t start = m_i;
     for (std::size_t p = 1; p < arg.size(); ++p) {
-      const OptionSpec* spec = find_short(m_table, arg[p]);
+      const OptionSpec* spec = find_short(m_tool, arg[p]);
       if (spec == nullptr) {
         fail(ParseProblem::unknown_option);
         return;
