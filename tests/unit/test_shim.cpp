@@ -357,6 +357,23 @@ TEST_CASE("plan: only the URLs that hit are rewritten", "[shim]") {
   CHECK(p.hits == 1);
 }
 
+TEST_CASE("plan: the same URL twice is probed once and rewritten twice", "[shim]") {
+  Layout layout;
+  const auto env =
+      env_of({{"PATH", layout.path}, {"WITHCACHE_SERVER", k_server}, {"HOME", layout.dir.path().string()}});
+  FakeProbe fake;
+  fake.hit = true;
+  const auto p =
+      shim::plan(Tool::curl, {"-O", k_url, "-o", "copy", k_url, k_url2}, env, fake.probe(), layout.self);
+  REQUIRE(fake.calls.size() == 1);
+  CHECK(fake.calls[0] ==
+        std::vector<std::string>{url::blob_url(k_server, k_url), url::blob_url(k_server, k_url2)});
+  CHECK(p.argv == std::vector<std::string>{layout.real_curl.string(), "-O", url::blob_url(k_server, k_url),
+                                           "-o", "copy", url::blob_url(k_server, k_url),
+                                           url::blob_url(k_server, k_url2)});
+  CHECK(p.hits == 3);
+}
+
 TEST_CASE("plan: server variables", "[shim]") {
   Layout layout;
   const auto server_probed = [&](Tool tool, std::map<std::string, std::string> vars) {

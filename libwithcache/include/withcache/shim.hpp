@@ -225,7 +225,7 @@ struct Plan {
   std::string marker;                  ///< the value of k_marker_variable to set before the exec
   bool reentered = false;              ///< a shim earlier in this chain already ran: no parsing, no probe
   Decision decision;                   ///< what parse_args/decide said (empty when nothing was parsed)
-  std::vector<std::string> cache_urls; ///< the cache URLs probed, in the order of decision.probed()
+  std::vector<std::string> cache_urls; ///< the distinct cache URLs probed, in the order of decision.probed()
   std::size_t hits = 0;                ///< how many were rewritten
 };
 

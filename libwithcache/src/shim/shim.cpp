@@ -888,14 +888,21 @@ Plan plan(Tool tool, const std::vector<std::string>& args, const Getenv& getenv,
     result.decision.urls.clear();
     return result;
   }
+  // One probe per distinct URL (curl -O x -O x asks once), all in one round.
   const auto probed = result.decision.probed();
-  for (const auto& u : probed) {
-    result.cache_urls.push_back(url::blob_url(base, u.url));
+  std::vector<std::size_t> slot(probed.size());
+  for (std::size_t k = 0; k < probed.size(); ++k) {
+    const std::string cache_url = url::blob_url(base, probed[k].url);
+    const auto it = std::find(result.cache_urls.begin(), result.cache_urls.end(), cache_url);
+    slot[k] = static_cast<std::size_t>(it - result.cache_urls.begin());
+    if (it == result.cache_urls.end()) {
+      result.cache_urls.push_back(cache_url);
+    }
   }
   const std::vector<bool> hits = probe(result.cache_urls);
-  for (std::size_t k = 0; k < probed.size() && k < hits.size(); ++k) {
-    if (hits[k]) {
-      result.argv[probed[k].index + 1] = result.cache_urls[k];
+  for (std::size_t k = 0; k < probed.size(); ++k) {
+    if (slot[k] < hits.size() && hits[slot[k]]) {
+      result.argv[probed[k].index + 1] = result.cache_urls[slot[k]];
       ++result.hits;
     }
   }
