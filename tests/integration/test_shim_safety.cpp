@@ -325,6 +325,14 @@ TEST_CASE("a hung cache costs one timeout, then is remembered for 30 s", "[shim]
   // the true cost and cannot hide a probe: waiting for this cache costs the full timeout, 200 times
   // the bound, on every round. That no second probe happened is also asserted directly: the hung
   // cache saw exactly one connection.
+  //
+  // Under AddressSanitizer every instrumented start costs more (a shadow-memory set-up in the shim
+  // on top of curl's own start), so those builds allow 50 ms: still 20 times less than one probe.
+#ifdef WITHCACHE_SANITIZED_BUILD
+  constexpr double k_bound_ms = 50.0;
+#else
+  constexpr double k_bound_ms = 5.0;
+#endif
   test::HungServer hung;
   Origin origin;
   origin.add("/f.bin", Route("origin bytes\n"));
@@ -362,7 +370,7 @@ TEST_CASE("a hung cache costs one timeout, then is remembered for 30 s", "[shim]
     double best_direct = 1e9;
     double best_shim = 1e9;
     std::string rounds;
-    for (int round = 0; round < 10 && best_shim - best_direct >= 5.0; ++round) {
+    for (int round = 0; round < 10 && best_shim - best_direct >= k_bound_ms; ++round) {
       const double a = round % 2 == 0 ? timed(direct) : timed(shimmed);
       const double b = round % 2 == 0 ? timed(shimmed) : timed(direct);
       const double direct_ms = round % 2 == 0 ? a : b;
@@ -372,7 +380,7 @@ TEST_CASE("a hung cache costs one timeout, then is remembered for 30 s", "[shim]
       rounds += std::to_string(direct_ms) + "/" + std::to_string(shim_ms) + " ";
     }
     INFO("command " << i + 2 << (curl ? " (curl)" : " (wget)") << ", direct/shim ms per round: " << rounds);
-    CHECK(best_shim - best_direct < 5.0);
+    CHECK(best_shim - best_direct < k_bound_ms);
   }
   REQUIRE(std::chrono::steady_clock::now() - first_start < std::chrono::seconds(25)); // all inside the memo
   CHECK(hung.connections() == 1);
