@@ -14,7 +14,8 @@
  *
  * This module links only withcache::url, withcache::probe and OpenSSL (for
  * HTTPS cache servers): no SQLite, no spdlog, no cpp-httplib, so the shim
- * starts fast. Everything here is thread-safe; only the memo touches files.
+ * starts fast. Everything here is thread-safe; only the memo, find_real_tool() and
+ * config_files_pass_through() touch the file system.
  */
 
 #include <chrono>
