@@ -1,18 +1,37 @@
 #!/usr/bin/env python3
-"""What the shim adds to a curl call, with hyperfine, in one run.
+"""What the shim adds to a curl call, measured in interleaved pairs, in one run.
 
-    bench/shim.py [--build build/test] [--runs 300]
+    bench/shim.py [--build build/test] [--pairs 300] [--baseline-shim PATH] [--hyperfine]
 
 A small artifact is served by python3 -m http.server (the origin) and cached
 in a withcache-server; both on 127.0.0.1, both stopped by PID. Each case runs
 the shim as `curl` (a curl -> withcache-shim symlink first on PATH) beside the
-plain curl command it stands for, and reports the added milliseconds.
+plain curl command it stands for:
+
+  unset                  no server set: the shim execs curl at once
+  hit                    probe (200), then curl from the cache; plain = curl of the cache URL
+  miss                   probe (404), then curl from the origin
+  pass-through POST      curl -d: parsed, not probed
+  dead cache, remembered a cache that never answers, already in the memo: no probe
+  exec floor             a C program that only execs curl (this machine's exec cost)
+
+The two commands of a case run alternately, one pair at a time, and what is
+reported is the median of the pairs' differences: wall time from spawn to
+reap, and CPU time (user + system, from wait4). On a shared 2-core machine the
+load drifts by more than the effect within the seconds one hyperfine block
+takes, and pairing cancels that drift. --hyperfine adds hyperfine's means
+(200 runs, alternating order) for comparison with older reports.
+
+--baseline-shim adds the same unset and hit rows for another withcache-shim
+binary (e.g. the previous commit's), measured in the same run.
 """
 import argparse
 import base64
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,15 +40,52 @@ import time
 from benchlib import free_port, stop_all, wait_status
 
 
+def run_once(argv, env):
+    """Spawn to reap: (wall ms, CPU ms) of one run, its output discarded."""
+    # As a shell would: argv[0] looked up on the command's own PATH (posix_spawnp would use ours).
+    program = shutil.which(argv[0], path=env["PATH"])
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        start = time.perf_counter_ns()
+        pid = os.posix_spawn(program, argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)])
+        _, status, usage = os.wait4(pid, 0)
+        wall = (time.perf_counter_ns() - start) / 1e6
+    finally:
+        os.close(devnull)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {os.waitstatus_to_exitcode(status)}")
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def paired(plain, shim, env, pairs, prepare=None):
+    """Medians over interleaved pairs: plain wall, shim wall, added wall, added CPU."""
+    for _ in range(10):  # warm up caches and the servers
+        run_once(plain, env)
+        run_once(shim, env)
+    prepared = 0.0
+    plain_wall, shim_wall, added_wall, added_cpu = [], [], [], []
+    for i in range(pairs):
+        if prepare and time.monotonic() - prepared > 20:  # the memo lasts 30 s
+            run_once(prepare, env)
+            prepared = time.monotonic()
+        if i % 2 == 0:
+            p, s = run_once(plain, env), run_once(shim, env)
+        else:
+            s, p = run_once(shim, env), run_once(plain, env)
+        plain_wall.append(p[0])
+        shim_wall.append(s[0])
+        added_wall.append(s[0] - p[0])
+        added_cpu.append(s[1] - p[1])
+    m = statistics.median
+    return m(plain_wall), m(shim_wall), m(added_wall), m(added_cpu)
 
 
 def hyperfine(commands, runs, env):
     out = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
     out.close()
     subprocess.run(["hyperfine", "-N", "--warmup", "20", "--runs", str(runs), "--export-json", out.name, *commands],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(out.name) as f:
         results = json.load(f)["results"]
     os.unlink(out.name)
@@ -39,24 +95,29 @@ def hyperfine(commands, runs, env):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", default="build/test")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="hyperfine rounds per case, alternating order; the median is reported")
+    parser.add_argument("--pairs", type=int, default=300)
+    parser.add_argument("--baseline-shim", help="another withcache-shim to measure beside this one (unset, hit)")
+    parser.add_argument("--hyperfine", action="store_true", help="also report hyperfine's means (200 runs)")
     args = parser.parse_args()
     shim = os.path.abspath(os.path.join(args.build, "apps", "shim", "withcache-shim"))
     floor = os.path.abspath(os.path.join(args.build, "bench", "withcache-bench-exec-floor"))
     server_bin = os.path.join(args.build, "apps", "server", "withcache-server")
-    if shutil.which("hyperfine") is None:
+    if args.hyperfine and shutil.which("hyperfine") is None:
         raise SystemExit("hyperfine not found (apt-get install hyperfine)")
 
     work = tempfile.mkdtemp(prefix="withcache-shim-bench-")
     children = []
+    hung = socket.socket()
     try:
         os.makedirs(os.path.join(work, "www"))
         os.makedirs(os.path.join(work, "bin"))
+        os.makedirs(os.path.join(work, "run"), mode=0o700)  # the shim's memo lives here, not in the user's
         with open(os.path.join(work, "www", "small.tgz"), "wb") as f:
             f.write(os.urandom(64 * 1024))
         os.symlink(shim, os.path.join(work, "bin", "curl"))
+        if args.baseline_shim:
+            os.makedirs(os.path.join(work, "baseline"))
+            os.symlink(os.path.abspath(args.baseline_shim), os.path.join(work, "baseline", "curl"))
         origin_port, cache_port = free_port(), free_port()
         children.append(subprocess.Popen(
             [sys.executable, "-m", "http.server", str(origin_port), "--bind", "127.0.0.1", "--directory",
@@ -65,6 +126,10 @@ def main():
             [server_bin, "--host", "127.0.0.1", "--port", str(cache_port), "--data-dir", os.path.join(work, "data"),
              "--allow-origin", "127.0.0.1", "--log-level", "warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # A cache that accepts connections (the kernel completes them from the backlog) and never answers.
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(1024)
+        dead = f"http://127.0.0.1:{hung.getsockname()[1]}"
         cache = f"http://127.0.0.1:{cache_port}"
         origin = f"http://127.0.0.1:{origin_port}/small.tgz"
         # The miss case asks through `localhost`, which --allow-origin does not name: the miss is
@@ -77,38 +142,49 @@ def main():
         subprocess.run(["curl", "-s", "-o", "/dev/null", blob])
         wait_status(blob, 200, method="HEAD")
 
-        base_env = {k: v for k, v in os.environ.items() if "WITHCACHE" not in k}
+        base_env = {k: v for k, v in os.environ.items() if "WITHCACHE" not in k and k not in ("REAL_CURL",)}
+        base_env["XDG_RUNTIME_DIR"] = os.path.join(work, "run")
         shim_path = os.path.join(work, "bin") + ":" + base_env.get("PATH", "/usr/bin:/bin")
-        closed = f"http://127.0.0.1:{free_port()}"
+        baseline_path = os.path.join(work, "baseline") + ":" + base_env.get("PATH", "/usr/bin:/bin")
+        get = f"curl -s {origin} -o /dev/null".split()
+        plain_get = f"/usr/bin/curl -s {origin} -o /dev/null".split()
+        plain_blob = f"/usr/bin/curl -s {blob} -o /dev/null".split()
+        # (name, extra env, PATH, shim command, plain command, prepare)
         cases = [
-            ("unset (no server)", {}, f"curl -s {origin} -o /dev/null", f"/usr/bin/curl -s {origin} -o /dev/null"),
-            ("hit", {"WITHCACHE_SERVER": cache}, f"curl -s {origin} -o /dev/null",
-             f"/usr/bin/curl -s {blob} -o /dev/null"),
-            ("miss", {"WITHCACHE_SERVER": cache}, f"curl -s {missing} -o /dev/null",
-             f"/usr/bin/curl -s {missing} -o /dev/null"),
-            ("unreachable (closed port)", {"WITHCACHE_SERVER": closed}, f"curl -s {origin} -o /dev/null",
-             f"/usr/bin/curl -s {origin} -o /dev/null"),
+            ("unset (no server)", {}, shim_path, get, plain_get, None),
+            ("hit", {"WITHCACHE_SERVER": cache}, shim_path, get, plain_blob, None),
+            ("miss", {"WITHCACHE_SERVER": cache}, shim_path, f"curl -s {missing} -o /dev/null".split(),
+             f"/usr/bin/curl -s {missing} -o /dev/null".split(), None),
+            ("pass-through POST (curl -d)", {"WITHCACHE_SERVER": cache}, shim_path,
+             f"curl -s -d x=1 {origin} -o /dev/null".split(), f"/usr/bin/curl -s -d x=1 {origin} -o /dev/null".split(),
+             None),
+            # The memo lasts 30 s: every 20 s one command times out (0.2 s here) and sets it again.
+            ("dead cache, already remembered", {"WITHCACHE_SERVER": dead, "WITHCACHE_PROBE_TIMEOUT": "0.2"},
+             shim_path, get, plain_get, get),
+            ("reference: a C program that only execs curl", {}, shim_path, [floor] + plain_get[1:], plain_get, None),
         ]
-        cases.append(("reference: a C program that only execs curl", {}, f"{floor} -s {origin} -o /dev/null",
-                      f"/usr/bin/curl -s {origin} -o /dev/null"))
+        if args.baseline_shim:
+            cases.insert(1, ("unset, baseline shim", {}, baseline_path, get, plain_get, None))
+            cases.insert(3, ("hit, baseline shim", {"WITHCACHE_SERVER": cache}, baseline_path, get, plain_blob, None))
 
-        def compare(plain_cmd, shim_cmd, env):
-            rounds = []
-            for i in range(args.rounds):  # alternate the order: process start-up here drifts by milliseconds
-                if i % 2 == 0:
-                    plain_ms, shim_ms = hyperfine([plain_cmd, shim_cmd], args.runs, env)
-                else:
-                    shim_ms, plain_ms = hyperfine([shim_cmd, plain_cmd], args.runs, env)
-                rounds.append((shim_ms - plain_ms, plain_ms, shim_ms))
-            return sorted(rounds)[len(rounds) // 2]
-
-        print(f"| case (hyperfine -N, {args.runs} runs x {args.rounds} rounds, median) | plain curl ms | "
-              f"shim ms | added ms |")
-        print("|---|---|---|---|")
-        for name, extra, shim_cmd, plain_cmd in cases:
-            added, plain_ms, shim_ms = compare(plain_cmd, shim_cmd, dict(base_env, PATH=shim_path, **extra))
-            print(f"| {name} | {plain_ms:.2f} | {shim_ms:.2f} | {added:+.2f} |")
+        header = (f"| case ({args.pairs} interleaved pairs, medians) | plain curl ms | shim ms | added ms | "
+                  f"added CPU ms |")
+        if args.hyperfine:
+            header += " hyperfine: added ms |"
+        print(header)
+        print("|---" * (header.count("|") - 1) + "|")
+        for name, extra, path, shim_cmd, plain_cmd, prepare in cases:
+            env = dict(base_env, PATH=path, **extra)
+            plain_ms, shim_ms, added, cpu = paired(plain_cmd, shim_cmd, env, args.pairs, prepare)
+            row = f"| {name} | {plain_ms:.2f} | {shim_ms:.2f} | {added:+.2f} | {cpu:+.2f} |"
+            if args.hyperfine:
+                if prepare:
+                    run_once(prepare, env)
+                plain_mean, shim_mean = hyperfine([" ".join(plain_cmd), " ".join(shim_cmd)], 200, env)
+                row += f" {shim_mean - plain_mean:+.2f} |"
+            print(row, flush=True)
     finally:
+        hung.close()
         stop_all(children)
         shutil.rmtree(work, ignore_errors=True)
 

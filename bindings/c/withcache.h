@@ -68,7 +68,8 @@ WITHCACHE_EXTERN void withcache_string_free(char* string);
 WITHCACHE_EXTERN int withcache_normalize_key(char** out, const char* url, int keep_query);
 
 /**
- * The cache URL of origin at server: <server>/b/<token>/<name>.
+ * The cache URL of origin at server: <server>/b/<token>/<name>[?<query>], where <name> is the
+ * origin's last path segment byte for byte and <query> the origin's query (SPEC section 2).
  * *out: caller frees with withcache_string_free(). Errors: WITHCACHE_EINVAL.
  */
 WITHCACHE_EXTERN int withcache_blob_url(char** out, const char* server, const char* origin);

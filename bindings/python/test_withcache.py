@@ -22,6 +22,8 @@ class Binding(unittest.TestCase):
         self.assertEqual(withcache.normalize_key("https://h/b?token=1", keep_query=True), "https://h/b?token=1")
         self.assertEqual(withcache.blob_url("cache:3000", "https://h/x.tgz"),
                          "http://cache:3000/b/aHR0cHM6Ly9oL3gudGd6/x.tgz")
+        self.assertEqual(withcache.blob_url("cache:3000", "https://h/a+b(1),v=2.tar?sig=abc"),
+                         "http://cache:3000/b/aHR0cHM6Ly9oL2ErYigxKSx2PTIudGFyP3NpZz1hYmM/a+b(1),v=2.tar?sig=abc")
         with self.assertRaises(withcache.WithcacheError) as raised:
             withcache.normalize_key("not a url")
         self.assertEqual(raised.exception.code, withcache.EURL)

@@ -63,6 +63,13 @@ int main(void) {
   CHECK(withcache_blob_url(&text, "cache:3000", "https://h/x.tgz") == WITHCACHE_OK);
   CHECK(text != NULL && strcmp(text, "http://cache:3000/b/aHR0cHM6Ly9oL3gudGd6/x.tgz") == 0);
   withcache_string_free(text);
+  /* The name is the origin's own, byte for byte, and its query follows (SPEC section 2). */
+  CHECK(withcache_blob_url(&text, "cache:3000", "https://h/a+b(1),v=2.tar?sig=abc") == WITHCACHE_OK);
+  CHECK(text != NULL &&
+        strcmp(text,
+               "http://cache:3000/b/aHR0cHM6Ly9oL2ErYigxKSx2PTIudGFyP3NpZz1hYmM/a+b(1),v=2.tar?sig=abc") ==
+            0);
+  withcache_string_free(text);
   CHECK(withcache_last_error()[0] == '\0');
   CHECK(withcache_blob_url(NULL, "s", "o") == WITHCACHE_EINVAL);
   CHECK(withcache_blob_url(&text, NULL, "o") == WITHCACHE_EINVAL);

@@ -112,6 +112,40 @@ TEST_CASE("the query string is dropped from the key unless keep-query", "[server
   CHECK(curl(keep.blob(origin.url("/q.bin?a=2"))).status == 404);
 }
 
+TEST_CASE("the server reads only the token: the name and a query on the cache URL change nothing",
+          "[server]") {
+  // SPEC §2: blob_url() repeats the origin's name byte for byte and its query, so curl and wget name
+  // files as from the origin; withcache 0.3's clients send a percent-quoted name and no query.
+  Origin origin;
+  const std::string body = test::make_bytes(5000, 23);
+  origin.add("/dir/a+b(1),v=2.tar", Route(body));
+  ServerProcess server;
+  const std::string origin_url = origin.url("/dir/a+b(1),v=2.tar?sig=abc&url=http://elsewhere.example/x");
+  const std::string cache_url = server.blob(origin_url);
+  CHECK(cache_url.ends_with("/a+b(1),v=2.tar?sig=abc&url=http://elsewhere.example/x"));
+
+  CHECK(curl(cache_url).status == 404);
+  REQUIRE(server.fills_completed(1));
+  const auto hit = curl(cache_url);
+  CHECK(hit.status == 200);
+  CHECK(hit.body == body);
+  CHECK(curl(cache_url, {"-I"}).status == 200);
+
+  const std::string token = url::encode_token(origin_url);
+  const std::string base = server.base() + "/b/" + token;
+  // withcache 0.3's form: the quoted name, no query.
+  const auto old_form = curl(base + "/a%2Bb%281%29%2Cv%3D2.tar");
+  CHECK(old_form.status == 200);
+  CHECK(old_form.body == body);
+  // No name at all, another name, another query: the same artifact.
+  CHECK(curl(base).body == body);
+  CHECK(curl(base + "/other.bin?url=" + origin.url("/missing")).body == body);
+  CHECK(curl(base + "/x?" + std::string(4000, 'q')).status == 200);
+  CHECK(server.metric("withcache_misses_total") == 1);
+  // The query a cache URL carries is never logged (it may hold a signature).
+  CHECK(server.log().find("sig=abc") == std::string::npos);
+}
+
 TEST_CASE("curate mode records misses but does not fill", "[server]") {
   Origin origin;
   origin.add("/c.bin", Route("curated"));

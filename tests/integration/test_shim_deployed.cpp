@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "support/deployment.hpp"
 #include "support/origin.hpp"
 #include "support/process.hpp"
 #include "support/server_process.hpp"
@@ -19,34 +20,8 @@ using namespace withcache;
 using test::Origin;
 using test::Route;
 
-namespace {
-
-struct Deployment {
-  test::TempDir dir;
-  std::string path;
-  Deployment() {
-    fs::create_directories(dir / "bin");
-    fs::create_symlink(WITHCACHE_SHIM, dir / "bin" / "curl");
-    fs::create_symlink(WITHCACHE_SHIM, dir / "bin" / "wget");
-    const char* inherited = std::getenv("PATH");
-    path = (dir / "bin").string() + ":" + (inherited != nullptr ? inherited : "/usr/bin:/bin");
-  }
-  /** Runs `command` with sh in the deployment's work dir, with the shim first on PATH. */
-  test::CommandResult sh(const std::string& command, std::vector<std::string> env = {}) const {
-    fs::create_directories(dir / "work");
-    env.push_back("PATH=" + path);
-    return test::run({"/bin/sh", "-c", "cd '" + (dir / "work").string() + "' && " + command}, env);
-  }
-  [[nodiscard]] std::string work_file(const std::string& name) const {
-    return test::slurp(dir / "work" / name);
-  }
-};
-
-std::string quoted(const std::string& s) {
-  return "'" + s + "'";
-}
-
-} // namespace
+using test::Deployment;
+using test::quoted;
 
 TEST_CASE("a cached URL is served by the cache even with the origin gone", "[shim]") {
   auto origin = std::make_unique<Origin>();
@@ -130,11 +105,19 @@ TEST_CASE("a hit rewrites exactly the URL argument and a miss leaves every byte"
   const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base(),
                                         "REAL_CURL=" + echo_args.string()};
 
-  auto miss = d.sh("curl -fsSL --url=" + quoted(url) + " -o out", env);
-  CHECK(miss.out == "-fsSL\n--url=" + url + "\n-o\nout\n");
+  auto miss = d.sh("curl -fsSL --url " + quoted(url) + " -o out", env);
+  CHECK(miss.out == "-fsSL\n--url\n" + url + "\n-o\nout\n");
   REQUIRE(server.fills_completed(1));
-  auto hit = d.sh("curl -fsSL --url=" + quoted(url) + " -o out", env);
-  CHECK(hit.out == "-fsSL\n--url=" + url::blob_url(server.base(), url) + "\n-o\nout\n");
+  auto hit = d.sh("curl -fsSL --url " + quoted(url) + " -o out", env);
+  CHECK(hit.out == "-fsSL\n--url\n" + url::blob_url(server.base(), url) + "\n-o\nout\n");
+  // curl 7.88 has no --url=VALUE (it exits 2, "option --url=...: is unknown"): passed through as written.
+  auto equals = d.sh("curl -fsSL --url=" + quoted(url) + " -o out", env);
+  CHECK(equals.out == "-fsSL\n--url=" + url + "\n-o\nout\n");
+  // An option's value is never rewritten, even when it is a URL the cache holds.
+  auto referer =
+      d.sh("curl -e " + quoted(url) + " -x http://127.0.0.1:9 -o " + quoted(url) + " " + quoted(url), env);
+  CHECK(referer.out == "-e\n" + url + "\n-x\nhttp://127.0.0.1:9\n-o\n" + url + "\n" +
+                           url::blob_url(server.base(), url) + "\n");
   // CURLWITHCACHE_SERVER wins over WITHCACHE_SERVER.
   auto specific = d.sh("curl " + quoted(url),
                        {"WITHCACHE_SERVER=http://127.0.0.1:1", "CURLWITHCACHE_SERVER=" + server.base(),
@@ -158,4 +141,28 @@ TEST_CASE("exit codes pass through, and a missing real tool is exit 127", "[shim
                                    {"PATH=" + (d.dir / "bin").string(), "REAL_WGET="});
   CHECK(none_wget.exit_code == 127);
   CHECK(none_wget.err == "wgetwithcache: no real wget found on PATH (set $REAL_WGET)\n");
+}
+
+TEST_CASE("several URLs are probed in one round and each hit is rewritten", "[shim]") {
+  Origin origin;
+  const std::string cached_body = test::make_bytes(70000, 42);
+  origin.add("/cached.bin", Route(cached_body));
+  origin.add("/cold.bin", Route("cold bytes"));
+  test::ServerProcess server;
+  Deployment d;
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
+  REQUIRE(d.sh("curl -fsS -o warm.bin " + quoted(origin.url("/cached.bin")), env).exit_code == 0);
+  REQUIRE(server.fills_completed(1));
+  const int gets_before = origin.gets("/cached.bin");
+
+  const auto both = d.sh("curl -fsS -o a.bin " + quoted(origin.url("/cached.bin")) + " -o b.bin " +
+                             quoted(origin.url("/cold.bin")) + " -O " + quoted("ftp://127.0.0.1:1/x"),
+                         env);
+  CHECK(both.exit_code != 0); // the ftp:// URL fails, after the others ran
+  CHECK(d.work_file("a.bin") == cached_body);
+  CHECK(d.work_file("b.bin") == "cold bytes");
+  CHECK(origin.gets("/cached.bin") == gets_before); // served by the cache
+  CHECK(server.metric("withcache_hits_total") == 1);
+  // The ftp:// URL was not probed; the two http ones were, once each (a miss records one).
+  CHECK(server.metric("withcache_misses_total") == 2); // warm's first miss and cold.bin's
 }

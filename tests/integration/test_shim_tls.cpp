@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include "support/process.hpp"
+#include "support/stub_servers.hpp"
 #include "support/temp_dir.hpp"
 #include "withcache/shim.hpp"
 
@@ -60,4 +61,19 @@ TEST_CASE("the probe speaks TLS and verifies the certificate and host", "[shim][
   // The certificate names localhost and 127.0.0.1, not this name (which also resolves to loopback).
   CHECK_FALSE(shim::head_is_200("https://127.0.0.2:" + std::to_string(server.port()) + "/b/hit/x", timeout));
   ::unsetenv("SSL_CERT_FILE");
+}
+
+TEST_CASE("an https cache that trickles its TLS handshake is cut at the deadline", "[shim][tls]") {
+  // A TLS record header announcing 16 KiB, then one byte every 50 ms: OpenSSL keeps waiting for the
+  // rest of the record. With blocking reads and SO_RCVTIMEO each byte restarted the timeout and the
+  // probe took 30 s; poll() against one deadline ends it at the timeout (plus scheduling slack, the
+  // issue's 0.2 s: poll() wakes at the deadline and nothing after it blocks).
+  const std::string record = std::string("\x16\x03\x03\x40\x00", 5) + std::string(16384, '\0');
+  test::TrickleServer trickle(record, std::chrono::milliseconds(50));
+  const auto timeout = std::chrono::seconds(1);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(shim::head_is_200("https://" + trickle.authority() + "/b/x/y", timeout));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(elapsed <= timeout + std::chrono::milliseconds(200));
+  CHECK(trickle.connections() == 1);
 }

@@ -4,7 +4,8 @@
 // misbehave on purpose (require Authorization, cut a body short, redirect,
 // ignore Range or If-Range, stream slowly, trickle, stall before the head,
 // change the body between requests). It answers conditional requests with
-// 304 and counts and logs the GETs it answers.
+// 304, counts the GETs it answers, logs every request (method, path,
+// headers) and answers any other method with 200.
 
 #include <algorithm>
 #include <cctype>
@@ -89,10 +90,30 @@ struct Received {
   }
 };
 
+/** One request an origin received. */
+struct LoggedRequest {
+  std::string method;
+  std::string path;                                ///< decoded, without the query
+  std::string query;                               ///< the raw query, without '?'
+  std::multimap<std::string, std::string> headers; ///< names as sent
+  std::string body;
+};
+
 class Origin {
  public:
   Origin() {
     m_server.Get(".*", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
+    // POST, PUT, DELETE, PATCH, OPTIONS: logged and answered "ok", so a test can count them.
+    const auto other = [this](const httplib::Request& req, httplib::Response& res) {
+      ++m_requests;
+      log_request(req);
+      res.set_content("ok\n", "text/plain");
+    };
+    m_server.Post(".*", other);
+    m_server.Put(".*", other);
+    m_server.Delete(".*", other);
+    m_server.Patch(".*", other);
+    m_server.Options(".*", other);
     m_port = m_server.bind_to_any_port("127.0.0.1");
     if (m_port <= 0) {
       throw std::runtime_error("origin: cannot bind 127.0.0.1");
@@ -143,10 +164,31 @@ class Origin {
     std::lock_guard lock(m_mutex);
     return m_received;
   }
+  /** Every request received so far, in order. */
+  std::vector<LoggedRequest> log() const {
+    std::lock_guard lock(m_mutex);
+    return m_log;
+  }
+  /** Requests received with `method` (any path). */
+  int count(const std::string& method) const {
+    std::lock_guard lock(m_mutex);
+    return static_cast<int>(std::count_if(m_log.begin(), m_log.end(),
+                                          [&](const LoggedRequest& r) { return r.method == method; }));
+  }
 
  private:
+  void log_request(const httplib::Request& req) {
+    LoggedRequest entry{req.method, req.path, {}, {req.headers.begin(), req.headers.end()}, req.body};
+    if (const auto q = req.target.find('?'); q != std::string::npos) {
+      entry.query = req.target.substr(q + 1);
+    }
+    std::lock_guard lock(m_mutex);
+    m_log.push_back(std::move(entry));
+  }
+
   void handle(const httplib::Request& req, httplib::Response& res) {
     ++m_requests;
+    log_request(req);
     Route route;
     bool cut = false;
     {
@@ -295,6 +337,7 @@ class Origin {
   std::map<std::string, int> m_gets;
   std::map<std::string, std::vector<std::string>> m_ranges;
   std::vector<Received> m_received;
+  std::vector<LoggedRequest> m_log;
   std::atomic<int> m_requests{0};
   std::atomic<bool> m_stopping{false};
 };

@@ -289,47 +289,87 @@ TEST_CASE("cache_base accepts host, host:port and full URLs", "[url]") {
   }
 }
 
-TEST_CASE("tokens and names are byte-identical to withcache 0.3", "[url][compat]") {
-  // Expected values computed with Python: urlsafe_b64encode(origin).rstrip(b'=')
-  // and quote(urlsplit(origin).path.rsplit('/', 1)[-1]) or 'download'.
+TEST_CASE("tokens are byte-identical to withcache 0.3; names and queries are the origin's own",
+          "[url][compat]") {
+  // Tokens computed with Python: urlsafe_b64encode(origin).rstrip(b'='), as 0.3 does. The name is the
+  // origin's last path segment byte for byte (0.3 percent-quoted it, which made `curl -O` save
+  // `a%2Bb...`), and the origin's query follows it (SPEC §2), so curl and wget name files the same
+  // from the cache as from the origin.
   struct Vector {
     const char* origin;
     const char* token;
     const char* name;
+    const char* query; // what blob_url puts after the name
   };
   const Vector vectors[] = {
       {"https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/"
        "cuda_12.4.0_550.54.14_linux.run",
        "aHR0cHM6Ly9kZXZlbG9wZXIuZG93bmxvYWQubnZpZGlhLmNvbS9jb21wdXRlL2N1ZGEvMTIuNC4wL2xvY2FsX2luc3RhbGxl"
        "cnMvY3VkYV8xMi40LjBfNTUwLjU0LjE0X2xpbnV4LnJ1bg",
-       "cuda_12.4.0_550.54.14_linux.run"},
-      {"https://h", "aHR0cHM6Ly9o", "download"},
-      {"https://h/", "aHR0cHM6Ly9oLw", "download"},
-      {"https://h/my file.tgz", "aHR0cHM6Ly9oL215IGZpbGUudGd6", "my%20file.tgz"},
-      {"https://h/dir/\xC3\xBC.tgz", "aHR0cHM6Ly9oL2Rpci_DvC50Z3o", "%C3%BC.tgz"},
+       "cuda_12.4.0_550.54.14_linux.run", ""},
+      {"https://h", "aHR0cHM6Ly9o", "download", ""},
+      {"https://h/", "aHR0cHM6Ly9oLw", "download", ""},
+      {"https://h/my file.tgz", "aHR0cHM6Ly9oL215IGZpbGUudGd6", "my%20file.tgz", ""},
+      {"https://h/dir/\xC3\xBC.tgz", "aHR0cHM6Ly9oL2Rpci_DvC50Z3o", "\xC3\xBC.tgz", ""},
       {"https://repo.radeon.com/rocm/apt/6.0/pool/main/r/rocm/rocm_6.0.60000-91~22.04_amd64.deb",
        "aHR0cHM6Ly9yZXBvLnJhZGVvbi5jb20vcm9jbS9hcHQvNi4wL3Bvb2wvbWFpbi9yL3JvY20vcm9jbV82LjAuNjAwMDAtOTF-"
        "MjIuMDRfYW1kNjQuZGVi",
-       "rocm_6.0.60000-91~22.04_amd64.deb"},
-      {"https://h/a.tgz?token=abc&x=1#frag", "aHR0cHM6Ly9oL2EudGd6P3Rva2VuPWFiYyZ4PTEjZnJhZw", "a.tgz"},
-      {"https://h/a%20b.tgz", "aHR0cHM6Ly9oL2ElMjBiLnRneg", "a%2520b.tgz"},
-      {"http://127.0.0.1:8080/f.bin", "aHR0cDovLzEyNy4wLjAuMTo4MDgwL2YuYmlu", "f.bin"},
-      {"https://h/a;b=c(1)", "aHR0cHM6Ly9oL2E7Yj1jKDEp", "a%3Bb%3Dc%281%29"},
-      {"https://h/~user/x+y.tar.gz", "aHR0cHM6Ly9oL351c2VyL3greS50YXIuZ3o", "x%2By.tar.gz"},
-      {"https://u:p@h/secret.iso", "aHR0cHM6Ly91OnBAaC9zZWNyZXQuaXNv", "secret.iso"},
-      {"a", "YQ", "a"},
-      {"ab", "YWI", "ab"},
-      {"abc", "YWJj", "abc"},
+       "rocm_6.0.60000-91~22.04_amd64.deb", ""},
+      {"https://h/a.tgz?token=abc&x=1#frag", "aHR0cHM6Ly9oL2EudGd6P3Rva2VuPWFiYyZ4PTEjZnJhZw", "a.tgz",
+       "?token=abc&x=1"},
+      {"https://h/a%20b.tgz", "aHR0cHM6Ly9oL2ElMjBiLnRneg", "a%20b.tgz", ""},
+      {"http://127.0.0.1:8080/f.bin", "aHR0cDovLzEyNy4wLjAuMTo4MDgwL2YuYmlu", "f.bin", ""},
+      {"https://h/a;b=c(1)", "aHR0cHM6Ly9oL2E7Yj1jKDEp", "a;b=c(1)", ""},
+      {"https://h/~user/x+y.tar.gz", "aHR0cHM6Ly9oL351c2VyL3greS50YXIuZ3o", "x+y.tar.gz", ""},
+      {"https://u:p@h/secret.iso", "aHR0cHM6Ly91OnBAaC9zZWNyZXQuaXNv", "secret.iso", ""},
+      {"a", "YQ", "a", ""},
+      {"ab", "YWI", "ab", ""},
+      {"abc", "YWJj", "abc", ""},
   };
   for (const auto& v : vectors) {
     INFO(v.origin);
     CHECK(url::encode_token(v.origin) == v.token);
     CHECK(url::basename_of(v.origin) == v.name);
     CHECK(url::blob_url("cache:3000/", v.origin) ==
-          std::string("http://cache:3000/b/") + v.token + "/" + v.name);
+          std::string("http://cache:3000/b/") + v.token + "/" + v.name + v.query);
     const auto decoded = url::decode_token(v.token);
     REQUIRE(decoded.has_value());
     CHECK(*decoded == v.origin);
+  }
+}
+
+TEST_CASE("the cache URL keeps the origin's file name and query byte for byte", "[url]") {
+  struct Case {
+    std::string origin;
+    std::string tail; // the cache URL after its token
+  };
+  const Case cases[] = {
+      {"https://h/d/a+b(1),v=2.tar", "/a+b(1),v=2.tar"},
+      {"https://h/d/a%20b.tgz", "/a%20b.tgz"},
+      {"https://h/d/a%2Bb.tgz", "/a%2Bb.tgz"},
+      {"https://h/d/\xE6\x97\xA5\xE6\x9C\xAC.iso", "/\xE6\x97\xA5\xE6\x9C\xAC.iso"},
+      {"https://h/small.bin?sig=abc", "/small.bin?sig=abc"},
+      {"https://h/small.bin?", "/small.bin?"},
+      {"https://h/f.bin?a=1&b=%2F#frag", "/f.bin?a=1&b=%2F"},
+      {"https://h/dir/", "/download"},
+      {"https://h/dir/?x=1", "/download?x=1"},
+      {"https://h?x=1", "/download?x=1"},
+      {"https://h/a/b/../c.tgz", "/c.tgz"},  // dot-segments resolved, as curl and wget do
+      {"https://h/a/c.tgz/..", "/download"}, // ... which can leave no name at all
+      {"https://h/a/c.tgz/.", "/download"},
+      {"https://h/x\\y.bin", "/x\\y.bin"}, // curl names this y.bin either way
+      {"https://h/t\tab", "/t%09ab"},      // bytes no request line may carry are escaped
+      {"https://h/s p?q r", "/s%20p?q%20r"},
+      {"https://h/%zz", "/%zz"},
+      {"https://h/a;b", "/a;b"},
+      {"https://h/[1].bin", "/[1].bin"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.origin);
+    const std::string cache = url::blob_url("http://c:1", c.origin);
+    const std::string prefix = "http://c:1/b/" + url::encode_token(c.origin);
+    REQUIRE(cache.starts_with(prefix));
+    CHECK(cache.substr(prefix.size()) == c.tail);
   }
 }
 

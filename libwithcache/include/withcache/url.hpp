@@ -120,14 +120,24 @@ std::string encode_token(std::string_view origin);
 Expected<std::string, UrlError> decode_token(std::string_view token);
 
 /**
- * The file name a downloader should save an origin under: the last segment
- * of its path (query and fragment excluded), percent-quoted exactly like
- * Python's `urllib.parse.quote` (UTF-8; `A-Za-z0-9_.-~` and `/` kept), or
- * `download` when that segment is empty.
+ * The `<name>` of an origin's cache URL: the last segment of its path (query
+ * and fragment excluded, dot-segments resolved first, as curl and wget do
+ * before they name a file), byte for byte — `a+b(1),v=2.tar`, `a%20b.tgz` and
+ * UTF-8 stay as written — except bytes that cannot appear in a request line
+ * (controls, space, DEL), which are percent-encoded; `download` when that
+ * segment is empty. So `curl -O` and wget save the same name from the cache
+ * as from the origin.
  */
 std::string basename_of(std::string_view origin);
 
-/** The cache URL of an origin: `cache_base(server)/b/<encode_token(origin)>/<basename_of(origin)>`. */
+/**
+ * The cache URL of an origin (SPEC §2):
+ * `cache_base(server)/b/<encode_token(origin)>/<basename_of(origin)>`, then
+ * `?<query>` when the origin has a query (repeated byte for byte, controls and
+ * spaces percent-encoded), so wget's default name (`small.bin?sig=abc`) is the
+ * same from the cache as from the origin. The server ignores the name and the
+ * query; the token alone names the origin.
+ */
 std::string blob_url(std::string_view server, std::string_view origin);
 
 /**

@@ -484,8 +484,17 @@ Expected<std::string, UrlError> decode_token(std::string_view token) {
   return out;
 }
 
-std::string basename_of(std::string_view origin) {
-  // Mirrors Python's urlsplit(origin).path.rsplit('/', 1)[-1].
+namespace {
+
+// Path and query of a URL as written (after `scheme://authority`, fragment cut); `has_query` says
+// whether a `?` was there.
+struct PathAndQuery {
+  std::string_view path;
+  std::string_view query;
+  bool has_query = false;
+};
+
+PathAndQuery path_and_query(std::string_view origin) {
   std::string_view rest = origin;
   if (const std::size_t colon = scheme_end(rest); colon != std::string_view::npos) {
     rest.remove_prefix(colon + 1);
@@ -496,17 +505,51 @@ std::string basename_of(std::string_view origin) {
     rest = authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
   }
   rest = rest.substr(0, rest.find('#'));
-  rest = rest.substr(0, rest.find('?'));
-  const std::size_t slash = rest.rfind('/');
-  const std::string_view name = slash == std::string_view::npos ? rest : rest.substr(slash + 1);
+  PathAndQuery out;
+  const std::size_t question = rest.find('?');
+  out.path = rest.substr(0, question);
+  if (question != std::string_view::npos) {
+    out.has_query = true;
+    out.query = rest.substr(question + 1);
+  }
+  return out;
+}
+
+// Bytes kept as written, except those no request line may carry.
+std::string escape_unsendable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte == 0x7F || c == '#') {
+      append_percent(out, byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+std::string basename_of(std::string_view origin) {
+  const std::string path = remove_dot_segments(path_and_query(origin).path);
+  const std::size_t slash = path.rfind('/');
+  const std::string_view name =
+      slash == std::string::npos ? std::string_view(path) : std::string_view(path).substr(slash + 1);
   if (name.empty()) {
     return "download";
   }
-  return util::percent_encode(name, "/");
+  return escape_unsendable(name);
 }
 
 std::string blob_url(std::string_view server, std::string_view origin) {
-  return cache_base(server) + "/b/" + encode_token(origin) + "/" + basename_of(origin);
+  std::string out = cache_base(server) + "/b/" + encode_token(origin) + "/" + basename_of(origin);
+  if (const auto parts = path_and_query(origin); parts.has_query) {
+    out += '?';
+    out += escape_unsendable(parts.query);
+  }
+  return out;
 }
 
 std::string redact(std::string_view url) {
