@@ -38,9 +38,14 @@ std::string read_file(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// `--allow-private 127.0.0.1`: the test origins listen there.
+std::vector<origin::Network> loopback() {
+  return origin::parse_allow_private("127.0.0.1").value();
+}
+
 origin::FetchOptions local_options() {
   origin::FetchOptions options;
-  options.policy = origin::OriginPolicy({"127.0.0.1"});
+  options.policy = origin::OriginPolicy({}, loopback());
   options.backoff = 10ms;
   options.read_timeout = 10s;
   options.getenv = [](const char*) -> const char* {
@@ -159,8 +164,9 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   Route secret{"secret bytes"};
   secret.require_authorization = "Bearer lab-token";
   origin.add("/secret", secret);
-  origin.add("/to-localhost",
-             Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/secret"));
+  // Loopback, but not the 127.0.0.1 that --allow-private opened.
+  origin.add("/to-loopback",
+             Route::redirect("http://127.0.0.2:" + std::to_string(origin.port()) + "/secret"));
   origin.add("/to-metadata", Route::redirect("http://169.254.169.254/latest/meta-data/"));
   origin.add("/to-file", Route::redirect("file:///etc/passwd"));
   origin.add("/hop", Route::redirect("/secret"));
@@ -205,10 +211,11 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   r = run(origin.url("/secret"), {}, closed);
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().reason == origin::FetchErrc::refused_origin);
-  CHECK(r.error().message.find("--allow-origin 127.0.0.1") != std::string::npos);
+  CHECK(r.error().message.find("--allow-private 127.0.0.1") != std::string::npos);
+  CHECK(r.error().message.find(": loopback, not a public address") != std::string::npos);
   CHECK(origin.requests() == before); // refused before any I/O
 
-  for (const char* path : {"/to-localhost", "/to-metadata", "/to-file"}) {
+  for (const char* path : {"/to-loopback", "/to-metadata", "/to-file"}) {
     INFO(path);
     r = run(origin.url(path));
     REQUIRE_FALSE(r.has_value());
@@ -431,7 +438,7 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
     CHECK(r.error().code == c.code);
     CHECK(r.error().message.find("Injected") == std::string::npos);
   }
-  // Loopback without --allow-origin is refused by the worker after resolving.
+  // Loopback without --allow-private is refused by the worker after resolving.
   const auto loopback = pool.enqueue(origin.url("/x"));
   REQUIRE(loopback.has_value());
   const auto job = pool.wait(loopback->job.id, k_deadline);
@@ -842,7 +849,7 @@ TEST_CASE("case 8: never fill from ourselves: the server's own sockets are refus
   other.add("/hop", Route::redirect(origin.url("/a.bin")));
   TempDir dir;
   origin::FetchOptions options = local_options();
-  options.policy = origin::OriginPolicy({"127.0.0.1", "localhost"});
+  options.policy = origin::OriginPolicy({"127.0.0.1", "localhost"}, loopback());
 
   for (const char* listening : {"127.0.0.1", "0.0.0.0", "::", "[::]"}) {
     INFO(listening);
