@@ -447,16 +447,36 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
   CHECK(origin.requests() == 0);
 }
 
-TEST_CASE("pool: userinfo becomes a Basic Authorization header", "[fills][pool]") {
+TEST_CASE("pool: userinfo becomes a Basic Authorization header, for the operator or with --forward-auth",
+          "[fills][pool]") {
   Origin origin;
   Route secret{"vendor bytes"};
   secret.require_authorization = "Basic dXNlcjpwQHNz"; // user:p@ss
   origin.add("/vendor.bin", secret);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  fills::FillPool pool(s, pool_options());
-  const auto r =
-      pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
+  const std::string url = "http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin";
+  {
+    // Credentials are credentials: an automatic fill without --forward-auth uses neither userinfo nor a
+    // reader's Authorization, and does not fetch at all.
+    fills::FillPool plain(s, pool_options());
+    for (const auto& [target, headers] : std::vector<std::pair<std::string, origin::Headers>>{
+             {url, {}}, {origin.url("/vendor.bin"), {{"Authorization", "Basic dXNlcjpwQHNz"}}}}) {
+      const auto refused = plain.enqueue(target, headers);
+      REQUIRE_FALSE(refused.has_value());
+      CHECK(refused.error().code == fills::EnqueueErrc::carries_credentials);
+      CHECK(refused.error().message == "carries credentials");
+    }
+    CHECK(origin.requests() == 0);
+    const auto by_operator = plain.enqueue(url, {}, /*by_operator=*/true);
+    REQUIRE(by_operator.has_value());
+    CHECK(plain.wait(by_operator->job.id, k_deadline)->status == JobStatus::completed);
+    REQUIRE(s.remove(by_operator->job.key).value());
+  }
+  fills::PoolOptions forwarding = pool_options();
+  forwarding.forward_auth = true;
+  fills::FillPool pool(s, forwarding);
+  const auto r = pool.enqueue(url);
   REQUIRE(r.has_value());
   CHECK(r->job.url.find("user") == std::string::npos);
   CHECK(pool.wait(r->job.id, k_deadline)->status == JobStatus::completed);
@@ -1429,7 +1449,9 @@ TEST_CASE("case 7: a bad signature asked first does not hold back a valid presig
   origin.add("/vendor.run", secret);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  fills::FillPool pool(s, pool_options());
+  fills::PoolOptions options = pool_options();
+  options.forward_auth = true; // a reader's credentials go into its fill
+  fills::FillPool pool(s, options);
 
   auto job = pool.enqueue(origin.url("/k.iso?X-Amz-Signature=bogus"));
   CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
