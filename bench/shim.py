@@ -63,11 +63,11 @@ def main():
              os.path.join(work, "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         children.append(subprocess.Popen(
             [server_bin, "--host", "127.0.0.1", "--port", str(cache_port), "--data-dir", os.path.join(work, "data"),
-             "--allow-origin", "127.0.0.1", "--log-level", "warn"],
+             "--allow-private", "127.0.0.1", "--allow-origin", "127.0.0.1", "--log-level", "warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         cache = f"http://127.0.0.1:{cache_port}"
         origin = f"http://127.0.0.1:{origin_port}/small.tgz"
-        # The miss case asks through `localhost`, which --allow-origin does not name: the miss is
+        # The miss case asks through `localhost`, a host name --allow-origin does not match: the miss is
         # recorded on every probe but never filled, so it stays a miss for the whole run.
         missing = f"http://localhost:{origin_port}/small.tgz"
         wait_status(f"{cache}/healthz", 200)

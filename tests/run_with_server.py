@@ -58,7 +58,7 @@ def main():
         origin, origin_port = procs.start_origin(www, os.path.join(work, "origin.log"))
         children.append(origin)
         server, port = procs.start_server(args.server_bin, os.path.join(work, "data"), os.path.join(work, "server.log"),
-                                          ["--allow-origin", "127.0.0.1"])
+                                          ["--allow-private", "127.0.0.1"])
         children.append(server)
         base = f"http://127.0.0.1:{port}"
         cached = f"http://127.0.0.1:{origin_port}/driver.run"

@@ -89,7 +89,7 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     const hostileBase = `http://127.0.0.1:${hostile.address().port}`;
 
     const serverRun = await startLogged(binary, ['--host', '127.0.0.1', '--port', '0', '--data-dir',
-      join(work, 'data'), '--allow-origin', '127.0.0.1', '--curate', '--cache-html'], join(work, 'server.log'),
+      join(work, 'data'), '--allow-private', '127.0.0.1', '--curate', '--cache-html'], join(work, 'server.log'),
     /listening on http:\/\/127\.0\.0\.1:(\d+)/, {
       env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '',
         WITHCACHE_API_TOKEN: 'browser-test-token' },

@@ -59,7 +59,7 @@ class ServerProcess {
   void start() {
     std::vector<std::string> argv = {WITHCACHE_SERVER,   "--host", "127.0.0.1", "--port", "0",
                                      "--data-dir",       (m_dir / "data").string(),
-                                     "--allow-origin",   "127.0.0.1"};
+                                     "--allow-private",   "127.0.0.1"};
     argv.insert(argv.end(), m_args.begin(), m_args.end());
     const std::size_t offset = slurp(m_dir / "server.log").size();
     m_process = std::make_unique<Process>(argv, m_env, m_dir / "server.log");

@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
 
 #include "auth/auth.hpp"
 #include "server/exchange.hpp"
@@ -29,6 +32,31 @@ struct Metrics {
   std::atomic<std::uint64_t> fills_failed{0};
   std::atomic<std::uint64_t> fills_cancelled{0};
   std::atomic<std::uint64_t> fills_queued{0};
+  // Misses whose fill was not queued, by why (SPEC §3: a miss over a cap is counted, not queued).
+  std::atomic<std::uint64_t> not_queued_policy{0};      ///< the origin policy (scheme, --allow-origin)
+  std::atomic<std::uint64_t> not_queued_credentials{0}; ///< carries credentials without --forward-auth
+  std::atomic<std::uint64_t> not_queued_cap{0};         ///< over --queue-max or --queue-max-per-client
+  std::atomic<std::uint64_t> not_queued_disk{0};        ///< under --min-free
+};
+
+/**
+ * Which keys' refusals were logged, so that a refused URL is logged once, not on every miss.
+ * Bounded: after 10 000 keys it starts over. Thread-safe.
+ */
+class OncePerKey {
+ public:
+  /** True the first time `key` is seen (since the last start-over). */
+  bool first(const std::string& key) {
+    std::lock_guard lock(m_mutex);
+    if (m_seen.size() >= 10'000) {
+      m_seen.clear();
+    }
+    return m_seen.insert(key).second;
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::unordered_set<std::string> m_seen;
 };
 
 struct Context {
@@ -38,6 +66,8 @@ struct Context {
   Metrics metrics;
   std::unique_ptr<auth::Sessions> sessions;
   auth::LoginThrottle throttle;
+  /** Refusals by the origin policy already logged. */
+  OncePerKey logged_refusals;
   /** The server's own listening sockets, which fills must never fetch from. */
   std::shared_ptr<origin::OwnListeners> own_listeners;
   /** The transport's connection counters (set once serving starts). */
