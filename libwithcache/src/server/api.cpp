@@ -188,7 +188,16 @@ void add_api_routes(Router& router, Context& ctx) {
         return json_error(409, "download " + std::to_string(id) + " has already ended");
       }
       ctx.store->record_event("cancel", actor(ctx, req), req.remote_address, "download " + std::to_string(id));
-      return json_text(200, json::dump(json::Json(ctx.pool->get(id).value_or(*job))));
+      return json_text(200, json::dump(json::Json(shown(ctx.pool->get(id).value_or(*job)))));
+    });
+  });
+  // Every operator session ends (a cookie was copied, a laptop lost): works with the API token too.
+  router.add("DELETE", "/api/v1/sessions", Runs::worker, [&ctx](const Request& req) {
+    return guarded(ctx, req, true, [&] {
+      const std::string who = actor(ctx, req);
+      const std::size_t ended = end_every_session(ctx);
+      ctx.store->record_event("logout_everywhere", who, req.remote_address, std::to_string(ended) + " sessions ended");
+      return json_text(200, json::dump(json::Json{{"ended", ended}}));
     });
   });
   router.add("GET", "/api/v1/stats", Runs::worker, [&ctx](const Request& req) {

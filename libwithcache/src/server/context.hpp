@@ -65,6 +65,8 @@ struct Context {
   std::unique_ptr<fills::FillPool> pool;
   Metrics metrics;
   std::unique_ptr<auth::Sessions> sessions;
+  /** The live operator sessions (memory; the store's `sessions` table persists them). */
+  auth::SessionTable session_table;
   auth::LoginThrottle throttle;
   /** Refusals by the origin policy already logged. */
   OncePerKey logged_refusals;
@@ -78,8 +80,17 @@ struct Context {
 
 /** True when no WITHCACHE_ADMIN_PASSWORD is set: the UI and its actions are open. */
 bool ui_open(const Context& ctx);
-/** A valid session cookie. */
+/** A valid session cookie whose session is live (not logged out, revoked or expired). Memory only. */
 bool has_session(const Context& ctx, const Request& req);
+/**
+ * At start: loads the live sessions from the store, purging expired ones,
+ * and revokes them all when the operator password is not the one they were
+ * opened under (its fingerprint is kept, never the password).
+ * @throws StartupError when cache.db refuses.
+ */
+void load_sessions(Context& ctx);
+/** Ends every operator session, in memory and in the store; returns how many were live. */
+std::size_t end_every_session(Context& ctx);
 /** `Authorization: Bearer <WITHCACHE_API_TOKEN>`. */
 bool has_bearer(const Context& ctx, const Request& req);
 /** Pages and form actions: open UI or a session. */

@@ -39,7 +39,7 @@ struct Listing {
   std::uint64_t total = 0;
 };
 
-/** The whole page around `body`. `auth` shows the log-out button. */
+/** The whole page around `body`. `auth` shows the "Log out" and "Log out everywhere" buttons. */
 std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body);
 /** The login form; `failed` says the password was wrong, `notice` is shown when not empty. */
 std::string login(bool failed, std::string_view notice);

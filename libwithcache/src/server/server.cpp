@@ -184,6 +184,7 @@ struct Server::Impl {
     } catch (const std::exception& e) {
       throw StartupError(e.what());
     }
+    load_sessions(ctx);
 
     add_read_path(router, ctx);
     add_health_and_metrics(router, ctx);
