@@ -11,6 +11,25 @@
 namespace withcache::server {
 namespace {
 
+// What the API shows of a record: every URL redacted (SPEC §3: signing and credential parameters never
+// leave the server; the stored URL still fetches).
+Artifact shown(Artifact a) {
+  a.url = url::redact(a.url);
+  a.raw_url = url::redact(a.raw_url);
+  return a;
+}
+Miss shown(Miss m) {
+  m.url = url::redact(m.url);
+  return m;
+}
+Job shown(Job j) {
+  j.url = url::redact(j.url);
+  return j;
+}
+Event shown(Event e) {
+  return e; // details are written redacted
+}
+
 Response json_error(int status, const std::string& message) {
   return json_text(status, json::dump(json::Json{{"error", message}}));
 }
@@ -25,7 +44,12 @@ template <class T> Response json_page(const Expected<store::Page<T>, std::string
   if (!page) {
     return unavailable(page.error());
   }
-  return json_text(200, json::dump(json::Json{{"items", page->items}, {"total", page->total}}));
+  std::vector<T> items;
+  items.reserve(page->items.size());
+  for (const auto& item : page->items) {
+    items.push_back(shown(item));
+  }
+  return json_text(200, json::dump(json::Json{{"items", items}, {"total", page->total}}));
 }
 
 Expected<store::ListQuery, std::string> list_query(const Request& req) {
@@ -108,7 +132,7 @@ Response post_download(Context& ctx, const Request& req) {
     return json_error(conflict ? 409 : 400, queued.error().message);
   }
   ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::redact(queued->job.url));
-  return json_text(202, json::dump(json::Json(queued->job)));
+  return json_text(202, json::dump(json::Json(shown(queued->job))));
 }
 
 } // namespace
@@ -121,18 +145,7 @@ void add_api_routes(Router& router, Context& ctx) {
   add_listing(router, ctx, "/api/v1/events",
               [](Context& c, const store::ListQuery& q) { return c.store->list_events(q); });
   add_listing(router, ctx, "/api/v1/downloads", [](Context& c, const store::ListQuery& q) {
-    // Case-insensitive, like the other listings.
-    const std::string filter = util::lower(q.filter);
-    store::Page<Job> page;
-    for (auto& j : c.pool->list()) {
-      if (filter.empty() || util::lower(j.url).find(filter) != std::string::npos) {
-        if (page.total >= q.offset && page.items.size() < q.limit) {
-          page.items.push_back(std::move(j));
-        }
-        ++page.total;
-      }
-    }
-    return Expected<store::Page<Job>, std::string>(std::move(page));
+    return Expected<store::Page<Job>, std::string>(c.pool->list_page(q));
   });
 
   router.add_prefix("DELETE", "/api/v1/artifacts/", Runs::worker, [&ctx](const Request& req) {
@@ -149,7 +162,7 @@ void add_api_routes(Router& router, Context& ctx) {
       if (!*removed) {
         return json_error(404, "no artifact with key " + *key);
       }
-      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, artifact->url);
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, url::redact(artifact->url));
       return json_text(200, json::dump(json::Json{{"deleted", *key}}));
     });
   });

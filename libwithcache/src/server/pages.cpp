@@ -175,8 +175,10 @@ std::string dashboard_fragment(const Dashboard& d) {
   return out;
 }
 
-std::string downloads_fragment(const std::vector<Job>& jobs) {
+std::string downloads_fragment(const store::Page<Job>& page, const Listing& listing) {
+  const std::vector<Job>& jobs = page.items;
   std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
+  out += pages_line(listing);
   out +=
       "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th></th></tr>"
       "</thead><tbody>";
@@ -235,7 +237,8 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
     }
     out += "<tr><td>" + escape(url::redact(m.url)) + "</td><td>" + std::to_string(m.count) + "</td><td>" +
            format_display_time(m.last_seen) + "</td><td>" + why + "</td><td>" +
-           action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
+           // The key, not the URL: a hidden input would carry the URL's signature into the page.
+           action("/admin/fetch", "key", m.key, "Download", "misses") + " " +
            action("/admin/dismiss", "key", m.key, "Dismiss", "misses") + "</td></tr>";
   }
   out += "</tbody></table>";
@@ -251,12 +254,12 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
     out += "<tr><td colspan=\"7\">Nothing cached yet.</td></tr>";
   }
   for (const auto& a : page.items) {
-    out += "<tr><td>" + escape(a.url) + "</td><td>" + format_size(a.size) + "</td><td>" +
+    out += "<tr><td>" + escape(url::redact(a.url)) + "</td><td>" + format_size(a.size) + "</td><td>" +
            std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) +
            "</td><td><code class=\"sha\" title=\"" + escape(a.sha256) + "\">" + escape(a.sha256.substr(0, 12)) +
            "…</code> <button type=\"button\" class=\"secondary outline "
            "small\" data-copy=\"" + escape(a.sha256) + "\">Copy</button></td><td>" + format_display_time(a.fetched_at) + "</td><td>" +
-           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") +
+           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + url::redact(a.url) + "?") +
            "</td></tr>";
   }
   out += "</tbody></table>";
