@@ -3,9 +3,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "support/origin.hpp"
@@ -215,4 +219,103 @@ TEST_CASE("withcache-client get: a malformed Content-Length is one line on stder
     CHECK_FALSE(fs::exists(tmp / "evil.bin"));
     CHECK_FALSE(fs::exists(tmp / "evil.bin.part")); // a failure leaves no empty part file
   }
+}
+
+TEST_CASE("withcache-client get -o - streams to stdout as the bytes arrive", "[client][stream]") {
+  Origin origin;
+  const std::string body = test::make_bytes(1024 * 1024, 63);
+  Route slow(body);
+  slow.chunk_size = 64 * 1024;
+  slow.chunk_delay = 150ms; // 16 chunks: about 2.4 s from the first byte to the last
+  origin.add("/stream.iso", slow);
+  origin.add("/fast.iso", Route(body));
+  test::TempDir tmp;
+  const fs::path fifo = tmp / "stdout";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+
+  // The reader end first (non-blocking), so the child's open of the writer end does not wait.
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(reader >= 0);
+  const pid_t pid = test::spawn({WITHCACHE_CLIENT, "get", origin.url("/stream.iso"), "-o", "-"},
+                                {"WITHCACHE_SERVER"}, fifo, tmp / "stderr");
+  REQUIRE(pid > 0);
+  std::string received;
+  std::optional<std::chrono::steady_clock::time_point> first;
+  const auto started = std::chrono::steady_clock::now();
+  bool writer_seen = false;
+  const bool ended = test::eventually(
+      [&] {
+        char buffer[65536];
+        const ssize_t n = ::read(reader, buffer, sizeof buffer);
+        if (n > 0) {
+          writer_seen = true;
+          first = first.value_or(std::chrono::steady_clock::now());
+          received.append(buffer, static_cast<std::size_t>(n));
+        }
+        return n == 0 && writer_seen; // EOF once the writer has been there
+      },
+      60s);
+  const auto last = std::chrono::steady_clock::now();
+  ::close(reader);
+  int status = 0;
+  REQUIRE(test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s));
+  CHECK(ended);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(received == body);
+  REQUIRE(first.has_value());
+  // Streamed: the first bytes came long before the last, not all at once at the end.
+  CHECK(last - *first > 1s);
+  CHECK(*first - started < last - *first);
+  const std::string err = test::slurp(tmp / "stderr");
+  CHECK(err.find("withcache-client: sha256 " + digest::sha256_hex(body)) != std::string::npos);
+  CHECK_FALSE(fs::exists("-"));
+  CHECK_FALSE(fs::exists("-.part"));
+
+  // Through a pipe, from a warm cache, SHA-256 verified; and a reader that goes away ends it (exit 3).
+  test::ServerProcess server;
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
+  CHECK(cli({"probe", origin.url("/fast.iso")}, env).exit_code == 1);
+  REQUIRE(server.fills_completed(1));
+  const auto piped = test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | sha256sum", WITHCACHE_CLIENT,
+                                origin.url("/fast.iso")},
+                               env);
+  CHECK(piped.out == digest::sha256_hex(body) + "  -\n");
+  CHECK(piped.err.find("from the cache, SHA-256 verified") != std::string::npos);
+  const auto cut = test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | head -c 100 | wc -c; echo \"${PIPESTATUS[0]}\"",
+                              WITHCACHE_CLIENT, origin.url("/stream.iso")},
+                             {"WITHCACHE_SERVER"}, 30s);
+  CHECK(cut.out == "100\n3\n");
+}
+
+TEST_CASE("withcache-client: every command honours --timeout against a server that never answers",
+          "[client][timeout]") {
+  SilentServer silent;
+  test::TempDir tmp;
+  const std::string key(64, 'a');
+  const std::vector<std::pair<std::vector<std::string>, int>> commands = {
+      {{"probe", "http://h/x"}, 2},
+      {{"health"}, 2},
+      {{"ls"}, 2},
+      {{"misses"}, 2},
+      {{"stats"}, 2},
+      {{"fetch", "http://h/x"}, 2},
+      {{"rm", key}, 2},
+      // get: the probe times out, then the origin (the same silent socket) never sends a head.
+      {{"get", silent.base() + "/x.iso", "-o", (tmp / "x.iso").string()}, 3},
+      {{"get", silent.base() + "/x.iso", "-o", "-"}, 3},
+  };
+  for (const auto& [args, expected] : commands) {
+    std::vector<std::string> argv = {"--server", silent.base(), "--timeout", "1"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    INFO(args.front() << " " << (args.size() > 1 ? args[1] : ""));
+    const auto started = std::chrono::steady_clock::now();
+    const auto r = cli(argv);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(r.exit_code == expected);
+    CHECK(took < 5s); // one second for the probe, one for the origin's head, and slack
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+  CHECK_FALSE(fs::exists(tmp / "x.iso"));
+  CHECK_FALSE(fs::exists(tmp / "x.iso.part"));
 }

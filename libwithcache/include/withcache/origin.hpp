@@ -226,8 +226,9 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
 /** Options shared by every fetch of a process. */
 struct FetchOptions {
   OriginPolicy policy;
-  std::chrono::seconds connect_timeout{10};
-  std::chrono::seconds read_timeout{60};
+  std::chrono::milliseconds connect_timeout{10'000};
+  /** A read that waits this long for a byte fails (the inactivity timeout). */
+  std::chrono::milliseconds read_timeout{60'000};
   int max_redirects = 10;
   /** Attempts per fetch, counting the first; a short body is resumed with Range between them. */
   int max_attempts = 5;
@@ -273,6 +274,17 @@ struct FetchRequest {
   Headers headers;
   /** Where the bytes go. Bytes already there are kept and resumed with Range (see `resume_state_path`). */
   std::filesystem::path part_path;
+  /**
+   * Stream mode: when set, body bytes are handed to `sink` as they arrive
+   * (in order, each byte once) instead of being written to `part_path`,
+   * which is then not touched; the SHA-256 and size are computed all the
+   * same. A short body is still resumed with Range (the stream continues
+   * where it stopped), but a response that would restart from byte zero
+   * after bytes were handed over fails (FetchErrc::truncated): a stream
+   * cannot be taken back. `sink` returning false stops the fetch
+   * (FetchErrc::io), e.g. when the reader of a pipe went away.
+   */
+  std::function<bool(const char*, std::size_t)> sink;
   /**
    * Where the first response's validators and caching headers are kept
    * (written before its first body byte, removed on success), so that a

@@ -67,10 +67,16 @@ std::string duration_text(std::chrono::milliseconds duration) {
   return std::to_string(ms) + " ms";
 }
 
-// The part file: an fd opened for appending, its size and the running SHA-256.
+// The part file: an fd opened for appending, its size and the running SHA-256. In stream mode
+// (FetchRequest::sink) the bytes go to the sink instead and no file is touched.
 class PartFile {
  public:
-  explicit PartFile(const std::filesystem::path& path) : m_path(path) { m_buffer.reserve(k_write_buffer); }
+  using Sink = std::function<bool(const char*, std::size_t)>;
+  explicit PartFile(const std::filesystem::path& path, Sink sink = {}) : m_path(path), m_sink(std::move(sink)) {
+    if (!m_sink) {
+      m_buffer.reserve(k_write_buffer);
+    }
+  }
   ~PartFile() {
     if (m_fd >= 0) {
       flush(); // keep what arrived, so a resumed fill need not fetch it again
@@ -82,6 +88,9 @@ class PartFile {
 
   // Opens (creating) the file and hashes the bytes already in it.
   std::optional<std::string> open() {
+    if (m_sink) {
+      return std::nullopt;
+    }
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (m_fd < 0) {
       return "cannot open " + m_path.string() + ": " + std::strerror(errno);
@@ -102,6 +111,12 @@ class PartFile {
   }
 
   std::optional<std::string> restart() {
+    if (m_sink) {
+      if (m_size > 0) {
+        return std::string("bytes already streamed cannot be taken back");
+      }
+      return std::nullopt;
+    }
     m_buffer.clear();
     if (::ftruncate(m_fd, 0) != 0) {
       return "cannot truncate " + m_path.string() + ": " + std::strerror(errno);
@@ -114,6 +129,9 @@ class PartFile {
   bool append(const char* data, std::size_t length) {
     m_sha.update(data, length);
     m_size += length;
+    if (m_sink) {
+      return m_sink(data, length);
+    }
     if (m_buffer.size() + length > k_write_buffer && !flush()) {
       return false;
     }
@@ -130,7 +148,8 @@ class PartFile {
     return ok;
   }
 
-  bool sync() { return flush() && ::fsync(m_fd) == 0; }
+  bool sync() { return m_sink ? true : flush() && ::fsync(m_fd) == 0; }
+  [[nodiscard]] bool streaming() const noexcept { return static_cast<bool>(m_sink); }
 
   // The hex digest of everything appended so far (the context stays usable).
   std::string hex_digest() const { return m_sha.hex(); }
@@ -155,6 +174,7 @@ class PartFile {
   }
 
   std::filesystem::path m_path;
+  Sink m_sink;
   digest::Sha256 m_sha;
   int m_fd = -1;
   std::uint64_t m_size = 0;
@@ -564,7 +584,10 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   // Part bytes that no validator and no declared length can vouch for are not resumed.
   if (state.part.size() > 0 && state.rep.known && state.rep.if_range().empty() && state.rep.total == 0) {
     if (auto err = restart(state)) {
-      return {Step::fail, make_error(FetchErrc::io, shown, *err), {}};
+      return {Step::fail,
+              make_error(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, shown,
+                         "the body broke off and nothing vouches for resuming it; " + *err),
+              {}};
     }
   }
 
@@ -607,7 +630,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   // Not the continuation of the bytes we hold: start over from zero on the next attempt.
   auto start_over = [&](const std::string& why) {
     if (auto err = restart(state)) {
-      return fail(FetchErrc::io, *err);
+      return fail(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, why + "; " + *err);
     }
     return decide(Step::retry, make_error(FetchErrc::truncated, shown, why + "; restarting from zero"));
   };
@@ -645,7 +668,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       // If-Range found the representation changed. Its bytes start at zero.
       if (state.part.size() > 0) {
         if (auto err = state.part.restart()) {
-          return fail(FetchErrc::io, *err);
+          return fail(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, *err);
         }
       }
       state.rep.known = true;
@@ -744,6 +767,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       return fail(FetchErrc::cache_full, "the cache is full");
     }
     if (!state.part.append(data, length)) {
+      if (state.part.streaming()) {
+        return fail(FetchErrc::io, "cannot write the output (closed?)");
+      }
       return fail(FetchErrc::io, "cannot write " + state.part.path().string() + ": " + std::strerror(errno));
     }
     if (state.request.on_progress) {
@@ -1377,7 +1403,7 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
   if (auto refused = options.policy.check_url(request.url)) {
     return unexpected(make_error(FetchErrc::refused_origin, "", *refused)); // the text names the URL
   }
-  FetchState state{request, options, PartFile(request.part_path), {}, 0, {}, false, {}};
+  FetchState state{request, options, PartFile(request.part_path, request.sink), {}, 0, {}, false, {}};
   if (auto err = state.part.open()) {
     return unexpected(make_error(FetchErrc::io, url::redact(request.url), *err));
   }
