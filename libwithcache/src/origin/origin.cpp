@@ -1431,6 +1431,11 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
       break;
     }
     if (result.step == Step::fail) {
+      if (result.error.reason == FetchErrc::refused_origin && redirects > 0) {
+        // Say it was a hop: the URL asked for is public, the one it redirected to is not.
+        const std::string hop = "redirected to " + url::redact(current) + ", refused: ";
+        return unexpected(make_error(FetchErrc::refused_origin, url::redact(request.url), hop + result.error.detail));
+      }
       return unexpected(std::move(result.error));
     }
     if (result.step == Step::redirect) {
