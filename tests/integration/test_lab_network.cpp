@@ -347,6 +347,17 @@ TEST_CASE("item 6: a presigned URL's signature never appears in the API, the UI,
   REQUIRE(fetched);
   CHECK(fetched->status == 303);
   REQUIRE(curated.fills_completed(1)); // the stored URL, signature and all, fetched
+  // Scripts do the same through the API, which shows them only redacted URLs.
+  const std::string third = origin.url("/signed/driver.run" + query);
+  CHECK(test::curl(curated.blob(third)).status == 404);
+  const auto by_key =
+      cc.Post("/api/v1/downloads", R"({"key": ")" + *url::key_id(third) + R"("})", "application/json");
+  REQUIRE(by_key);
+  CHECK(by_key->status == 202);
+  REQUIRE(curated.fills_completed(2));
+  CHECK(cc.Post("/api/v1/downloads", R"({"key": ")" + std::string(64, 'f') + R"("})", "application/json")->status ==
+        404);
+  CHECK(cc.Post("/api/v1/downloads", R"({"key": "k", "url": "http://h/x"})", "application/json")->status == 400);
 
   std::string shown;
   for (auto* s : {&server, &curated}) {

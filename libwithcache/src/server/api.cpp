@@ -104,13 +104,27 @@ Response post_download(Context& ctx, const Request& req) {
     return json_error(400, body ? "the body must be a JSON object" : body.error());
   }
   for (const auto& [name, value] : body->items()) {
-    if (name != "url" && name != "headers") {
-      return json_error(400, "unknown field '" + name + "' (expected url and headers)");
+    if (name != "url" && name != "key" && name != "headers") {
+      return json_error(400, "unknown field '" + name + "' (expected url or key, and headers)");
     }
   }
+  // `url`, or `key`: a recorded miss, fetched from its stored URL (which the API shows redacted).
   const auto url_field = body->find("url");
-  if (url_field == body->end() || !url_field->is_string()) {
-    return json_error(400, "'url' (a string) is required");
+  const auto key_field = body->find("key");
+  std::string target;
+  if (url_field != body->end() && url_field->is_string() && key_field == body->end()) {
+    target = url_field->get<std::string>();
+  } else if (key_field != body->end() && key_field->is_string() && url_field == body->end()) {
+    const auto miss = ctx.store->find_miss(key_field->get<std::string>());
+    if (!miss) {
+      return unavailable(miss.error());
+    }
+    if (!*miss) {
+      return json_error(404, "no miss with key " + key_field->get<std::string>());
+    }
+    target = (*miss)->url;
+  } else {
+    return json_error(400, "'url' or 'key' (a string, not both) is required");
   }
   origin::Headers headers;
   if (const auto h = body->find("headers"); h != body->end()) {
@@ -124,7 +138,7 @@ Response post_download(Context& ctx, const Request& req) {
       headers.emplace_back(name, value.get<std::string>());
     }
   }
-  auto queued = ctx.pool->enqueue(url_field->get<std::string>(), headers, /*by_operator=*/true);
+  auto queued = ctx.pool->enqueue(target, headers, /*by_operator=*/true);
   if (!queued) {
     const auto code = queued.error().code;
     const bool conflict = code == fills::EnqueueErrc::already_cached || code == fills::EnqueueErrc::cache_full ||
