@@ -47,7 +47,8 @@ void parse_min_free(const std::string& text, withcache::server::ServerOptions& c
     if (part.ends_with('%')) {
       char* end = nullptr;
       const double percent = std::strtod(part.c_str(), &end);
-      if (end != part.c_str() + part.size() - 1 || !(percent >= 0) || percent > 100 || config.min_free_percent) {
+      if (end != part.c_str() + part.size() - 1 || !(percent >= 0) || percent > 100 ||
+          config.min_free_percent) {
         throw std::invalid_argument("--min-free: '" + part + "' is not a percentage between 0% and 100%");
       }
       config.min_free_percent = percent;
@@ -55,8 +56,8 @@ void parse_min_free(const std::string& text, withcache::server::ServerOptions& c
     }
     const auto bytes = withcache::util::parse_size(part);
     if (!bytes || config.min_free_bytes) {
-      throw std::invalid_argument("--min-free: " + (bytes ? "give one size and one percentage at most"
-                                                         : bytes.error()));
+      throw std::invalid_argument("--min-free: " +
+                                  (bytes ? "give one size and one percentage at most" : bytes.error()));
     }
     config.min_free_bytes = *bytes;
   }
@@ -305,13 +306,13 @@ int main(int argc, char** argv) {
     spdlog::info("fills reach {}", server.origin_policy());
     spdlog::info("open files: up to {} (RLIMIT_NOFILE)", static_cast<unsigned long long>(files.rlim_cur));
     if (config.max_bytes == 0 && !config.curate) {
-      const std::string guard =
-          !config.min_free_bytes && !config.min_free_percent
-              ? std::string("with --min-free 0 nothing stops them short of a full disk")
-              : "only --min-free " + args_min_free + " stops them";
-      spdlog::warn("--max-bytes is unlimited and misses are fetched automatically: anonymous readers can fill "
-                   "the disk ({}; set --max-bytes or --curate)",
-                   guard);
+      const std::string guard = !config.min_free_bytes && !config.min_free_percent
+                                    ? std::string("with --min-free 0 nothing stops them short of a full disk")
+                                    : "only --min-free " + args_min_free + " stops them";
+      spdlog::warn(
+          "--max-bytes is unlimited and misses are fetched automatically: anonymous readers can fill "
+          "the disk ({}; set --max-bytes or --curate)",
+          guard);
     }
     if (config.admin_password.empty()) {
       spdlog::warn("WITHCACHE_ADMIN_PASSWORD is not set: the operator UI and its actions (fetch, delete, "

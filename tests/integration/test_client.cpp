@@ -277,14 +277,14 @@ TEST_CASE("withcache-client get -o - streams to stdout as the bytes arrive", "[c
   const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
   CHECK(cli({"probe", origin.url("/fast.iso")}, env).exit_code == 1);
   REQUIRE(server.fills_completed(1));
-  const auto piped = test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | sha256sum", WITHCACHE_CLIENT,
-                                origin.url("/fast.iso")},
-                               env);
+  const auto piped = test::run(
+      {"bash", "-c", "\"$0\" get \"$1\" -o - | sha256sum", WITHCACHE_CLIENT, origin.url("/fast.iso")}, env);
   CHECK(piped.out == digest::sha256_hex(body) + "  -\n");
   CHECK(piped.err.find("from the cache, SHA-256 verified") != std::string::npos);
-  const auto cut = test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | head -c 100 | wc -c; echo \"${PIPESTATUS[0]}\"",
-                              WITHCACHE_CLIENT, origin.url("/stream.iso")},
-                             {"WITHCACHE_SERVER"}, 30s);
+  const auto cut =
+      test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | head -c 100 | wc -c; echo \"${PIPESTATUS[0]}\"",
+                 WITHCACHE_CLIENT, origin.url("/stream.iso")},
+                {"WITHCACHE_SERVER"}, 30s);
   CHECK(cut.out == "100\n3\n");
 }
 

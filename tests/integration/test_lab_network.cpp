@@ -63,15 +63,17 @@ Reply exchange(int port, const std::string& from, const std::string& request) {
 }
 
 Reply get(int port, const std::string& from, const std::string& target, const std::string& extra = {}) {
-  return exchange(port, from, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + "Connection: close\r\n\r\n");
+  return exchange(port, from,
+                  "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + "Connection: close\r\n\r\n");
 }
 
 Reply login(int port, const std::string& from, const std::string& password) {
   const std::string body = "password=" + password;
-  return exchange(port, from,
-                  "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                  "Content-Length: " +
-                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  return exchange(
+      port, from,
+      "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+      "Content-Length: " +
+          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
 }
 
 // The /b/ target of an origin URL.
@@ -170,9 +172,11 @@ TEST_CASE("item 5: a flood of 5 000 anonymous misses does not delay an operator'
   // One client alone is capped at 50 queued fills.
   int capped = 0;
   for (int i = 0; i < 60; ++i) {
-    const Reply r = get(port, "127.0.3.1", blob_target(origin.url("/flood/" + std::to_string(5'000 + i) + ".bin")));
+    const Reply r =
+        get(port, "127.0.3.1", blob_target(origin.url("/flood/" + std::to_string(5'000 + i) + ".bin")));
     REQUIRE(r.status == 404);
-    if (r.body.find("not fetched: this client has 50 fills queued (--queue-max-per-client 50)") != std::string::npos) {
+    if (r.body.find("not fetched: this client has 50 fills queued (--queue-max-per-client 50)") !=
+        std::string::npos) {
       ++capped;
     }
   }
@@ -186,7 +190,8 @@ TEST_CASE("item 5: a flood of 5 000 anonymous misses does not delay an operator'
   for (int t = 0; t < 4; ++t) {
     readers.emplace_back([&] {
       for (int n = next++; n < 5'000; n = next++) {
-        const Reply r = get(port, address(2, n % 125), blob_target(origin.url("/flood/" + std::to_string(n) + ".bin")));
+        const Reply r =
+            get(port, address(2, n % 125), blob_target(origin.url("/flood/" + std::to_string(n) + ".bin")));
         misses += r.status == 404 ? 1 : 0;
         if (r.body.find("not fetched: the fill queue is full") != std::string::npos) {
           ++queue_full;
@@ -206,15 +211,16 @@ TEST_CASE("item 5: a flood of 5 000 anonymous misses does not delay an operator'
   // The operator adds a fill: it runs ahead of every automatic one and completes within 10 s.
   auto api = client_for(server);
   const auto started = std::chrono::steady_clock::now();
-  const auto posted =
-      api.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/operator.iso") + R"("})", "application/json");
+  const auto posted = api.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/operator.iso") + R"("})",
+                               "application/json");
   REQUIRE(posted);
   REQUIRE(posted->status == 202);
   const bool done = test::eventually(
       [&] { return test::curl(server.blob(origin.url("/operator.iso")), {"-I"}).status == 200; }, 10s);
   const auto took = std::chrono::steady_clock::now() - started;
   CHECK(done);
-  INFO("the operator's fill took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  INFO("the operator's fill took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                                   << " ms");
   CHECK(took < 10s);
   CHECK(test::curl(server.blob(origin.url("/operator.iso"))).body == wanted);
 
@@ -235,14 +241,16 @@ TEST_CASE("item 5: a flood of 5 000 anonymous misses does not delay an operator'
 }
 
 TEST_CASE("item 3: sessions end on logout, log out everywhere and a password change", "[lab][sessions]") {
-  const std::vector<std::string> env = {"WITHCACHE_ADMIN_PASSWORD=" + k_password, "WITHCACHE_API_TOKEN=api-token"};
+  const std::vector<std::string> env = {"WITHCACHE_ADMIN_PASSWORD=" + k_password,
+                                        "WITHCACHE_API_TOKEN=api-token"};
   ServerProcess server({}, env);
   auto c = client_for(server);
 
   // Logout revokes the session on the server: a copy of the cookie stops working too.
   const std::string copied = login_cookie(server);
   CHECK(page_status(server, copied) == 200);
-  const auto out = c.Post("/ui/logout", httplib::Headers{{"Cookie", copied}}, "", "application/x-www-form-urlencoded");
+  const auto out =
+      c.Post("/ui/logout", httplib::Headers{{"Cookie", copied}}, "", "application/x-www-form-urlencoded");
   REQUIRE(out);
   CHECK(out->status == 303);
   CHECK(page_status(server, copied) == 303);
@@ -255,14 +263,15 @@ TEST_CASE("item 3: sessions end on logout, log out everywhere and a password cha
   CHECK(page->body.find("action=\"/ui/logout-everywhere\"") != std::string::npos);
   CHECK(page->body.find("Log out everywhere") != std::string::npos);
   CHECK(c.Post("/ui/logout-everywhere", "", "application/x-www-form-urlencoded")->status == 401);
-  const auto everywhere =
-      c.Post("/ui/logout-everywhere", httplib::Headers{{"Cookie", laptop}}, "", "application/x-www-form-urlencoded");
+  const auto everywhere = c.Post("/ui/logout-everywhere", httplib::Headers{{"Cookie", laptop}}, "",
+                                 "application/x-www-form-urlencoded");
   REQUIRE(everywhere);
   CHECK(everywhere->status == 303);
   CHECK(everywhere->get_header_value("Set-Cookie").find("Max-Age=0") != std::string::npos);
   CHECK(page_status(server, laptop) == 303);
   CHECK(page_status(server, desktop) == 303);
-  const auto events = c.Get("/api/v1/events?q=logout_everywhere", httplib::Headers{{"Authorization", "Bearer api-token"}});
+  const auto events =
+      c.Get("/api/v1/events?q=logout_everywhere", httplib::Headers{{"Authorization", "Bearer api-token"}});
   CHECK(events->body.find("2 sessions ended") != std::string::npos);
 
   // The API token can end them too (a cookie copied off a lost laptop).
@@ -289,7 +298,8 @@ TEST_CASE("item 3: sessions end on logout, log out everywhere and a password cha
   const fs::path db = server.dir() / "data" / "cache.db";
   {
     SQLite::Database sql(db.string(), SQLite::OPEN_READWRITE);
-    sql.exec("INSERT INTO sessions (id_hash, user, created_at, expires_at, address) VALUES ('stale', 'admin', 1, 2, '')");
+    sql.exec("INSERT INTO sessions (id_hash, user, created_at, expires_at, address) VALUES ('stale', "
+             "'admin', 1, 2, '')");
     SQLite::Statement rows(sql, "SELECT id_hash FROM sessions");
     int n = 0;
     while (rows.executeStep()) {
@@ -326,13 +336,15 @@ TEST_CASE("item 6: a presigned URL's signature never appears in the API, the UI,
   ServerProcess server({"--log-level", "debug"});
   auto c = client_for(server);
   const std::string signed_url = origin.url("/signed/driver.run" + query);
-  const std::string pw_url = "http://alice:PASSW0RDSECRET@127.0.0.1:" + std::to_string(origin.port()) + "/signed/x.bin";
+  const std::string pw_url =
+      "http://alice:PASSW0RDSECRET@127.0.0.1:" + std::to_string(origin.port()) + "/signed/x.bin";
 
   CHECK(test::curl(server.blob(signed_url)).status == 404); // the miss fills it
   REQUIRE(server.fills_completed(1));
   CHECK(test::curl(server.blob(signed_url)).body == body);
   CHECK(test::curl(server.blob(pw_url)).status == 404);
-  CHECK(test::curl(server.base() + "/blob?url=" + httplib::detail::encode_query_param(signed_url)).status == 200);
+  CHECK(test::curl(server.base() + "/blob?url=" + httplib::detail::encode_query_param(signed_url)).status ==
+        200);
 
   // A curated server keeps the miss for the operator: its Download names the key, not the URL.
   ServerProcess curated({"--curate", "--log-level", "debug"});
@@ -355,9 +367,10 @@ TEST_CASE("item 6: a presigned URL's signature never appears in the API, the UI,
   REQUIRE(by_key);
   CHECK(by_key->status == 202);
   REQUIRE(curated.fills_completed(2));
-  CHECK(cc.Post("/api/v1/downloads", R"({"key": ")" + std::string(64, 'f') + R"("})", "application/json")->status ==
-        404);
-  CHECK(cc.Post("/api/v1/downloads", R"({"key": "k", "url": "http://h/x"})", "application/json")->status == 400);
+  CHECK(cc.Post("/api/v1/downloads", R"({"key": ")" + std::string(64, 'f') + R"("})", "application/json")
+            ->status == 404);
+  CHECK(cc.Post("/api/v1/downloads", R"({"key": "k", "url": "http://h/x"})", "application/json")->status ==
+        400);
 
   std::string shown;
   for (auto* s : {&server, &curated}) {
@@ -373,7 +386,8 @@ TEST_CASE("item 6: a presigned URL's signature never appears in the API, the UI,
   CHECK(shown.find("X-Amz-Signature=\xE2\x80\xA6") != std::string::npos);
   CHECK(shown.find("X-Amz-Credential=\xE2\x80\xA6") != std::string::npos);
   CHECK(shown.find("file=linux.run") != std::string::npos); // other parameters stay readable
-  for (const char* secret : {"5ec12e7519a7u12e", "AKIASECRETCRED", "T0KENSECRET", "PASSW0RDSECRET", "alice"}) {
+  for (const char* secret :
+       {"5ec12e7519a7u12e", "AKIASECRETCRED", "T0KENSECRET", "PASSW0RDSECRET", "alice"}) {
     INFO(secret);
     CHECK(shown.find(secret) == std::string::npos);
   }
@@ -387,13 +401,15 @@ TEST_CASE("item 2: credentials in a miss are used only with --forward-auth", "[l
   Route bearer("vendor bytes");
   bearer.require_authorization = "Bearer vendor-token";
   origin.add("/vendor.bin", bearer);
-  const std::string with_userinfo = "http://alice:pw@127.0.0.1:" + std::to_string(origin.port()) + "/private.bin";
+  const std::string with_userinfo =
+      "http://alice:pw@127.0.0.1:" + std::to_string(origin.port()) + "/private.bin";
 
   ServerProcess server;
   auto miss = test::curl(server.blob(with_userinfo));
   CHECK(miss.status == 404);
   CHECK(miss.body == "cache miss (recorded; not fetched: carries credentials)\n");
-  auto header = test::curl(server.blob(origin.url("/vendor.bin")), {"-H", "Authorization: Bearer vendor-token"});
+  auto header =
+      test::curl(server.blob(origin.url("/vendor.bin")), {"-H", "Authorization: Bearer vendor-token"});
   CHECK(header.status == 404);
   CHECK(header.body == "cache miss (recorded; not fetched: carries credentials)\n");
   CHECK(origin.requests() == 0); // nothing was fetched
@@ -416,7 +432,8 @@ TEST_CASE("item 2: credentials in a miss are used only with --forward-auth", "[l
 
   // With --forward-auth the reader's credentials go into the fill.
   ServerProcess forwarding({"--forward-auth"});
-  CHECK(forwarding.log().find("--forward-auth: bytes fetched with a client's credentials are served to everyone") !=
+  CHECK(forwarding.log().find(
+            "--forward-auth: bytes fetched with a client's credentials are served to everyone") !=
         std::string::npos);
   CHECK(test::curl(forwarding.blob(with_userinfo)).body == "cache miss (recorded)\n");
   test::curl(forwarding.blob(origin.url("/vendor.bin")), {"-H", "Authorization: Bearer vendor-token"});
@@ -435,29 +452,32 @@ TEST_CASE("item 5: --min-free refuses fills that would leave too little free spa
   CHECK(server.metric("withcache_misses_not_queued_total{reason=\"min_free\"}") == 1);
   // The operator's fill is checked against the declared size and refused with the same reason.
   auto c = client_for(server);
-  CHECK(c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/big.iso") + R"("})", "application/json")->status ==
-        202);
-  REQUIRE(test::eventually([&] {
-    return c.Get("/api/v1/downloads")->body.find("not enough free space") != std::string::npos;
-  }));
+  CHECK(c.Post("/api/v1/downloads", R"({"url": ")" + origin.url("/big.iso") + R"("})", "application/json")
+            ->status == 202);
+  REQUIRE(test::eventually(
+      [&] { return c.Get("/api/v1/downloads")->body.find("not enough free space") != std::string::npos; }));
 }
 
 TEST_CASE("the start-up lines state the origin policy and warn about an unlimited disk", "[lab][startup]") {
   ServerProcess open;
   const std::string log = open.log();
-  CHECK(log.find("fills reach public unicast addresses only (private, special-purpose and own addresses refused); "
-                 "--allow-private 127.0.0.1/32; any host name") != std::string::npos);
+  CHECK(log.find(
+            "fills reach public unicast addresses only (private, special-purpose and own addresses refused); "
+            "--allow-private 127.0.0.1/32; any host name") != std::string::npos);
   CHECK(log.find("anonymous readers can fill the disk") != std::string::npos);
   ServerProcess narrowed({"--allow-origin", "*.nvidia.com", "--max-bytes", "1G"});
   CHECK(narrowed.log().find("; host names matching *.nvidia.com") != std::string::npos);
   CHECK(narrowed.log().find("anonymous readers can fill the disk") == std::string::npos);
 
   test::TempDir dir;
-  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--allow-private", "10.0.0.0/33"}, {"--allow-private", "no-such-host.invalid"}, {"--min-free", "200%"},
-           {"--min-free", "lots"}}) {
+  for (const auto& [option, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--allow-private", "10.0.0.0/33"},
+                                                        {"--allow-private", "no-such-host.invalid"},
+                                                        {"--min-free", "200%"},
+                                                        {"--min-free", "lots"}}) {
     INFO(option << " " << value);
-    const auto r = test::run({WITHCACHE_SERVER, "--port", "0", "--data-dir", (dir / "d").string(), option, value});
+    const auto r =
+        test::run({WITHCACHE_SERVER, "--port", "0", "--data-dir", (dir / "d").string(), option, value});
     CHECK(r.exit_code == 2);
     CHECK(r.err.find(option) != std::string::npos);
   }

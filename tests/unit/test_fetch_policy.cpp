@@ -197,7 +197,9 @@ TEST_CASE("parse_allow_private reads CIDRs, addresses and names", "[fetch]") {
 }
 
 TEST_CASE("OriginPolicy: --allow-origin narrows names, only --allow-private opens addresses", "[fetch]") {
-  const auto at = [](const char* text) { return address(text); };
+  const auto at = [](const char* text) {
+    return address(text);
+  };
   const auto check = [](const OriginPolicy& policy, const char* host, const sockaddr_storage& storage) {
     return policy.check_address(host, reinterpret_cast<const sockaddr*>(&storage));
   };
@@ -221,7 +223,8 @@ TEST_CASE("OriginPolicy: --allow-origin narrows names, only --allow-private open
   CHECK_FALSE(check(open, "dns.google", at("8.8.8.8")).has_value());
 
   // A glob never exempts an address: not '*', not a pattern naming the host, not an IP literal.
-  for (const auto& patterns : std::vector<std::vector<std::string>>{{"*"}, {"127.0.0.1"}, {"*.lab", "localhost"}}) {
+  for (const auto& patterns :
+       std::vector<std::vector<std::string>>{{"*"}, {"127.0.0.1"}, {"*.lab", "localhost"}}) {
     const OriginPolicy named(patterns);
     CHECK(check(named, "127.0.0.1", loopback).has_value());
     CHECK(check(named, "localhost", loopback).has_value());
@@ -241,7 +244,8 @@ TEST_CASE("OriginPolicy: --allow-origin narrows names, only --allow-private open
   CHECK(check(mirror, "localhost", loopback).has_value());
   CHECK(check(mirror, "x", at("172.16.0.5")).has_value());
   CHECK(mirror.describe().find("--allow-private 10.1.2.3/32; any host name") != std::string::npos);
-  CHECK(OriginPolicy({"*.nvidia.com"}).describe().find("host names matching *.nvidia.com") != std::string::npos);
+  CHECK(OriginPolicy({"*.nvidia.com"}).describe().find("host names matching *.nvidia.com") !=
+        std::string::npos);
 
   // A client downloading for itself may go anywhere.
   CHECK_FALSE(check(OriginPolicy::any(), "localhost", loopback).has_value());

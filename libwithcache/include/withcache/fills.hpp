@@ -58,7 +58,8 @@ enum class EnqueueErrc {
   bad_url,        ///< not a URL (message says why)
   bad_header,     ///< a header name or value that cannot be sent (CR/LF, empty name, …)
   refused_origin, ///< not http/https, or refused by --allow-origin
-  carries_credentials, ///< an automatic fill of a URL with userinfo, or with the reader's Authorization, without --forward-auth
+  /** An automatic fill of a URL with userinfo, or with the reader's Authorization, without --forward-auth. */
+  carries_credentials,
   queue_full,     ///< an automatic fill over the global or the per-client queue cap (counted, not queued)
   low_disk_space, ///< the data dir's filesystem already has less free space than --min-free
   already_cached, ///< the key is cached; delete it to re-fetch
@@ -148,7 +149,8 @@ constexpr bool is_stale(const Artifact& artifact, UnixTime now) noexcept {
 }
 
 /** The free space the guard keeps at `total` bytes of filesystem: see PoolOptions::min_free_bytes. */
-std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes, std::optional<double> percent);
+std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes,
+                           std::optional<double> percent);
 
 /**
  * The client a queue cap counts a miss against: an IPv4 address as is (an
@@ -275,8 +277,8 @@ class FillPool {
   std::condition_variable m_work;
   std::map<std::int64_t, std::shared_ptr<State>> m_jobs;
   std::unordered_map<std::string, std::int64_t> m_active_by_key;
-  std::deque<std::int64_t> m_queue;          // automatic fills, oldest first
-  std::deque<std::int64_t> m_operator_queue; // operator-added fills: taken first
+  std::deque<std::int64_t> m_queue;                                // automatic fills, oldest first
+  std::deque<std::int64_t> m_operator_queue;                       // operator-added fills: taken first
   std::unordered_map<std::string, std::size_t> m_queued_by_client; // automatic queued fills per client_group
   std::string m_attempt_salt; // the policy in effect: a back-off recorded under another policy does not hold
   struct Retry {

@@ -88,9 +88,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 /** An IP network (`10.0.0.0/8`, `10.1.2.3/32`, `fd00::/8`): what `--allow-private` opens. */
 struct Network {
-  int family = 0;                       ///< AF_INET or AF_INET6
+  int family = 0;                        ///< AF_INET or AF_INET6
   std::array<unsigned char, 16> bytes{}; ///< the network address, host bits zero (4 bytes used for IPv4)
-  unsigned prefix = 0;                  ///< prefix length: 0..32 or 0..128
+  unsigned prefix = 0;                   ///< prefix length: 0..32 or 0..128
   /** True when `address` lies in this network; an IPv4-mapped IPv6 address counts as its IPv4 address. */
   [[nodiscard]] bool contains(const sockaddr* address) const;
   /** `10.0.0.0/8`, `fd00::5/128`. */

@@ -42,12 +42,12 @@ struct ServerOptions {
   std::uint64_t min_rate = 1024;          ///< `--min-rate`: a fill slower than this (bytes/s over 60 s) fails
   std::chrono::milliseconds fetch_head_timeout{30'000}; ///< a fill with no response head after this fails
   std::uint64_t max_bytes = 0;            ///< 0 = unlimited
-  std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched (never exempts an address)
-  /** `--allow-private CIDR|HOST`: the only non-public networks fills may reach (see origin::parse_allow_private). */
+  std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched (names only)
+  /** `--allow-private CIDR|HOST`: the non-public networks fills may reach (origin::parse_allow_private). */
   std::vector<std::string> allow_private;
-  bool forward_auth = false;              ///< a missed read's Authorization or URL userinfo goes into its auto-fill
-  std::size_t queue_max = 1000;           ///< `--queue-max`: queued automatic fills at most (0 = no cap)
-  std::size_t queue_max_per_client = 50;  ///< `--queue-max-per-client`: queued automatic fills per client (0 = no cap)
+  bool forward_auth = false;              ///< a missed read's Authorization or userinfo goes into its fill
+  std::size_t queue_max = 1000;           ///< `--queue-max`: queued fills at most (0 = no cap)
+  std::size_t queue_max_per_client = 50;  ///< `--queue-max-per-client`: per client address (0 = no cap)
   /**
    * `--min-free`: fills are refused when they would leave less free space on
    * the data dir's filesystem than this many bytes and/or this percentage of

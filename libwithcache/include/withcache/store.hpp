@@ -323,7 +323,8 @@ class BlobStore {
 
   // --- what the operator surface keeps (operator_records.cpp); each call waits for SQLite: workers only ---
 
-  /** The recorded miss of `key` (its last raw URL, userinfo removed), nothing when none; or a database error. */
+  /** The recorded miss of `key` (its last raw URL, userinfo removed), nothing when none; or a database error.
+   */
   Expected<std::optional<Miss>, std::string> find_miss(const std::string& key);
   /** Deletes expired sessions and returns the others; or a database error. */
   Expected<std::vector<SessionRow>, std::string> load_sessions(UnixTime now);

@@ -100,7 +100,8 @@ std::string Sessions::password_fingerprint(std::string_view password) const {
   return sign("withcache operator password v1\n" + std::string(password));
 }
 
-std::optional<Claims> Sessions::claims(std::string_view token, std::chrono::system_clock::time_point now) const {
+std::optional<Claims> Sessions::claims(std::string_view token,
+                                       std::chrono::system_clock::time_point now) const {
   const std::size_t dot = token.rfind('.');
   if (dot == std::string_view::npos) {
     return std::nullopt;

@@ -10,9 +10,9 @@
  * throws except session_secret(), at start-up.
  */
 
+#include <array>
 #include <chrono>
 #include <cstdint>
-#include <array>
 #include <filesystem>
 #include <list>
 #include <mutex>
@@ -39,7 +39,7 @@ std::string session_secret(const std::filesystem::path& data_dir, const char* en
 /** What a valid token says: its user, its session's random id and when it expires. */
 struct Claims {
   std::string user;
-  std::string id;          ///< the session's random id (32 hex digits); the server keeps only id_hash()
+  std::string id;           ///< the session's random id (32 hex digits); the server keeps only id_hash()
   std::int64_t expires = 0; ///< Unix seconds
 };
 
@@ -63,7 +63,8 @@ class Sessions {
          std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
   /** What a valid, unexpired token signed with this secret says; nothing otherwise. */
   [[nodiscard]] std::optional<Claims>
-  claims(std::string_view token, std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
+  claims(std::string_view token,
+         std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
   [[nodiscard]] std::chrono::seconds lifetime() const noexcept { return m_lifetime; }
   /**
    * A fingerprint of the operator password under this secret (HMAC-SHA256),

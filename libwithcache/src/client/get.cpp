@@ -59,7 +59,8 @@ Expected<GetResult, GetError> run(const std::string& origin_url, const std::file
     return unexpected(failure(GetErrc::network, shown + ": not an http or https URL"));
   }
 
-  const std::filesystem::path part = sink ? std::filesystem::path() : std::filesystem::path(file.string() + ".part");
+  const std::filesystem::path part =
+      sink ? std::filesystem::path() : std::filesystem::path(file.string() + ".part");
   origin::FetchRequest request;
   request.url = source;
   request.part_path = part;

@@ -53,7 +53,8 @@ bool is_refusal(origin::FetchErrc reason) {
 std::string attempt_id(std::string_view clean_url, const origin::Headers& headers, std::string_view salt) {
   const std::string fetched = url::fetch_url(clean_url).value_or(std::string(clean_url));
   const auto authorization = http::find_field(headers, "Authorization");
-  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")) + "\n" + std::string(salt));
+  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")) + "\n" +
+                            std::string(salt));
 }
 
 std::optional<DiskSpace> statvfs_space(const std::filesystem::path& dir) {
@@ -62,7 +63,8 @@ std::optional<DiskSpace> statvfs_space(const std::filesystem::path& dir) {
     return std::nullopt;
   }
   const auto unit = static_cast<std::uint64_t>(info.f_frsize != 0 ? info.f_frsize : info.f_bsize);
-  return DiskSpace{static_cast<std::uint64_t>(info.f_bavail) * unit, static_cast<std::uint64_t>(info.f_blocks) * unit};
+  return DiskSpace{static_cast<std::uint64_t>(info.f_bavail) * unit,
+                   static_cast<std::uint64_t>(info.f_blocks) * unit};
 }
 
 // Undeclared sizes are checked against free space each time they grow by this much.
@@ -106,10 +108,12 @@ UnixTime fresh_until(std::string_view cache_control, std::string_view expires, s
   return 0;
 }
 
-std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes, std::optional<double> percent) {
+std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes,
+                           std::optional<double> percent) {
   std::optional<std::uint64_t> floor = bytes;
   if (percent) {
-    const auto share = static_cast<std::uint64_t>(std::llround(static_cast<double>(total) * *percent / 100.0));
+    const auto share =
+        static_cast<std::uint64_t>(std::llround(static_cast<double>(total) * *percent / 100.0));
     floor = floor ? std::min(*floor, share) : share;
   }
   return floor.value_or(0);
@@ -156,7 +160,7 @@ struct FillPool::State {
   std::atomic<bool> stop{false}; // the fetch's cancel flag: operator cancel or shutdown
   bool cancel_requested = false;
   bool by_operator = false;
-  std::string client;                   // client_group() of an automatic fill's reader; empty otherwise
+  std::string client;                    // client_group() of an automatic fill's reader; empty otherwise
   std::atomic<std::uint64_t> claimed{0}; // bytes the free-space guard counted this fill for
 };
 
@@ -194,7 +198,9 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
   m_options.fetch.only_storable = true;
   m_attempt_salt = m_options.fetch.policy.describe();
   if (!m_options.disk_space && (m_options.min_free_bytes || m_options.min_free_percent)) {
-    m_options.disk_space = [dir = m_store.data_dir()] { return statvfs_space(dir); };
+    m_options.disk_space = [dir = m_store.data_dir()] {
+      return statvfs_space(dir);
+    };
   }
   const unsigned workers = std::max(1U, m_options.workers);
   for (unsigned i = 0; i < workers; ++i) {
@@ -208,7 +214,7 @@ FillPool::~FillPool() {
 }
 
 Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers,
-                                                 bool by_operator, std::string_view client) {
+                                                   bool by_operator, std::string_view client) {
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     const std::string scheme = url::scheme_of(origin_url);
     const bool web = scheme.empty() || scheme == "http" || scheme == "https";
@@ -265,7 +271,8 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   if (by_operator) {
     m_store.clear_backoff(*key);
   } else if (auto backoff = m_store.backoff(*key, now());
-             backoff && (backoff->attempt.empty() || backoff->attempt == attempt_id(clean_url, headers, m_attempt_salt))) {
+             backoff && (backoff->attempt.empty() ||
+                         backoff->attempt == attempt_id(clean_url, headers, m_attempt_salt))) {
     return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
   }
   if (m_store.is_full()) {
@@ -276,17 +283,17 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   if (!by_operator) {
     const std::size_t queued = m_queue.size() + m_operator_queue.size();
     if (m_options.queue_max != 0 && queued >= m_options.queue_max) {
-      return unexpected(EnqueueError{EnqueueErrc::queue_full, "the fill queue is full (" + std::to_string(queued) +
-                                                                  " queued; --queue-max " +
-                                                                  std::to_string(m_options.queue_max) + ")"});
+      return unexpected(EnqueueError{
+          EnqueueErrc::queue_full, "the fill queue is full (" + std::to_string(queued) +
+                                       " queued; --queue-max " + std::to_string(m_options.queue_max) + ")"});
     }
     const auto mine = group.empty() ? m_queued_by_client.end() : m_queued_by_client.find(group);
     if (m_options.queue_max_per_client != 0 && mine != m_queued_by_client.end() &&
         mine->second >= m_options.queue_max_per_client) {
-      return unexpected(EnqueueError{EnqueueErrc::queue_full,
-                                     "this client has " + std::to_string(mine->second) +
-                                         " fills queued (--queue-max-per-client " +
-                                         std::to_string(m_options.queue_max_per_client) + ")"});
+      return unexpected(
+          EnqueueError{EnqueueErrc::queue_full, "this client has " + std::to_string(mine->second) +
+                                                    " fills queued (--queue-max-per-client " +
+                                                    std::to_string(m_options.queue_max_per_client) + ")"});
     }
     if (auto low = disk_refusal(0, nullptr)) {
       return unexpected(EnqueueError{EnqueueErrc::low_disk_space, *low});
@@ -507,7 +514,8 @@ void FillPool::left_queue(const State& job) {
   if (job.by_operator || job.client.empty()) {
     return;
   }
-  if (const auto it = m_queued_by_client.find(job.client); it != m_queued_by_client.end() && --it->second == 0) {
+  if (const auto it = m_queued_by_client.find(job.client);
+      it != m_queued_by_client.end() && --it->second == 0) {
     m_queued_by_client.erase(it);
   }
 }
@@ -520,7 +528,8 @@ std::optional<std::string> FillPool::disk_refusal(std::uint64_t more, const Stat
   if (!space) {
     return std::nullopt; // cannot tell: the write itself will say when the disk is full
   }
-  const std::uint64_t floor = min_free_for(space->total, m_options.min_free_bytes, m_options.min_free_percent);
+  const std::uint64_t floor =
+      min_free_for(space->total, m_options.min_free_bytes, m_options.min_free_percent);
   // Bytes other running fills were counted for and have not written yet are as good as gone.
   std::uint64_t promised = 0;
   for (const auto& [id, job] : m_jobs) {

@@ -72,7 +72,8 @@ std::string duration_text(std::chrono::milliseconds duration) {
 class PartFile {
  public:
   using Sink = std::function<bool(const char*, std::size_t)>;
-  explicit PartFile(const std::filesystem::path& path, Sink sink = {}) : m_path(path), m_sink(std::move(sink)) {
+  explicit PartFile(const std::filesystem::path& path, Sink sink = {})
+      : m_path(path), m_sink(std::move(sink)) {
     if (!m_sink) {
       m_buffer.reserve(k_write_buffer);
     }
@@ -1064,12 +1065,14 @@ bool is_v4_mapped(const unsigned char* v6) {
 
 std::optional<std::string> special_purpose_range(const sockaddr* address) {
   if (address->sa_family == AF_INET) {
-    return v4_special(reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(address)->sin_addr));
+    return v4_special(
+        reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(address)->sin_addr));
   }
   if (address->sa_family != AF_INET6) {
     return std::string("not an IP address");
   }
-  const auto* v6 = reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr);
+  const auto* v6 =
+      reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr);
   if (const auto v4 = embedded_v4(v6)) {
     if (auto why = v4_special(v4->data())) {
       return *why + " (as an IPv6 form of an IPv4 address)";
@@ -1136,7 +1139,8 @@ Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view
       std::memcpy(network.bytes.data(), v4->data(), 4);
       if (prefix) {
         if (*prefix < 96) {
-          return unexpected("--allow-private " + std::string(text) + ": an IPv4-mapped prefix must be at least 96");
+          return unexpected("--allow-private " + std::string(text) +
+                            ": an IPv4-mapped prefix must be at least 96");
         }
         prefix = *prefix - 96;
       }
@@ -1147,7 +1151,8 @@ Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view
     network.prefix = prefix.value_or(max);
     if (network.prefix > max) {
       return unexpected("--allow-private " + std::string(text) + ": an IPv" +
-                        (network.family == AF_INET ? "4" : "6") + " prefix is at most " + std::to_string(max));
+                        (network.family == AF_INET ? "4" : "6") + " prefix is at most " +
+                        std::to_string(max));
     }
     // Clear the host bits: 192.168.1.1/24 means 192.168.1.0/24.
     for (unsigned bit = network.prefix; bit < max; ++bit) {
@@ -1156,7 +1161,8 @@ Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view
     return std::vector<Network>{network};
   }
   if (prefix) {
-    return unexpected("--allow-private " + std::string(text) + ": a prefix length needs an address, not a name");
+    return unexpected("--allow-private " + std::string(text) +
+                      ": a prefix length needs an address, not a name");
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -1176,9 +1182,8 @@ Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view
     one.family = ip->family;
     one.bytes = ip->bytes;
     one.prefix = ip->family == AF_INET ? 32 : 128;
-    if (std::none_of(networks.begin(), networks.end(), [&](const Network& n) {
-          return n.family == one.family && n.bytes == one.bytes;
-        })) {
+    if (std::none_of(networks.begin(), networks.end(),
+                     [&](const Network& n) { return n.family == one.family && n.bytes == one.bytes; })) {
       networks.push_back(one);
     }
   }
@@ -1230,7 +1235,8 @@ std::optional<std::string> OriginPolicy::check_address(std::string_view host, co
     return std::nullopt;
   }
   const std::string shown = address_text(address);
-  const std::string subject = host == shown ? "address " + shown : "host " + std::string(host) + " resolves to " + shown;
+  const std::string subject =
+      host == shown ? "address " + shown : "host " + std::string(host) + " resolves to " + shown;
   return subject + ": " + *why + ", not a public address; allow it with --allow-private " + shown;
 }
 
@@ -1434,7 +1440,8 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
       if (result.error.reason == FetchErrc::refused_origin && redirects > 0) {
         // Say it was a hop: the URL asked for is public, the one it redirected to is not.
         const std::string hop = "redirected to " + url::redact(current) + ", refused: ";
-        return unexpected(make_error(FetchErrc::refused_origin, url::redact(request.url), hop + result.error.detail));
+        return unexpected(
+            make_error(FetchErrc::refused_origin, url::redact(request.url), hop + result.error.detail));
       }
       return unexpected(std::move(result.error));
     }

@@ -223,7 +223,8 @@ void add_api_routes(Router& router, Context& ctx) {
     return guarded(ctx, req, true, [&] {
       const std::string who = actor(ctx, req);
       const std::size_t ended = end_every_session(ctx);
-      ctx.store->record_event("logout_everywhere", who, req.remote_address, std::to_string(ended) + " sessions ended");
+      ctx.store->record_event("logout_everywhere", who, req.remote_address,
+                              std::to_string(ended) + " sessions ended");
       return json_text(200, json::dump(json::Json{{"ended", ended}}));
     });
   });

@@ -33,7 +33,8 @@ Response metrics_page(const Context& ctx) {
   out << "# HELP withcache_misses_not_queued_total Misses whose fill was not queued, by why.\n"
          "# TYPE withcache_misses_not_queued_total counter\n";
   out << "withcache_misses_not_queued_total{reason=\"policy\"} " << m.not_queued_policy.load() << '\n';
-  out << "withcache_misses_not_queued_total{reason=\"credentials\"} " << m.not_queued_credentials.load() << '\n';
+  out << "withcache_misses_not_queued_total{reason=\"credentials\"} " << m.not_queued_credentials.load()
+      << '\n';
   out << "withcache_misses_not_queued_total{reason=\"queue_cap\"} " << m.not_queued_cap.load() << '\n';
   out << "withcache_misses_not_queued_total{reason=\"min_free\"} " << m.not_queued_disk.load() << '\n';
   gauge("withcache_queue_depth", "Fills waiting for a worker.", ctx.pool->queue_depth());

@@ -106,11 +106,12 @@ std::string layout(std::string_view title, std::string_view active, bool auth, s
            ">" + label + "</a></li>";
   }
   if (auth) {
-    out += "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
-           "class=\"secondary outline small\">Log out</button></form></li>"
-           "<li><form method=\"post\" action=\"/ui/logout-everywhere\" class=\"inline\"><button type=\"submit\" "
-           "class=\"secondary outline small\" title=\"End every operator session, on every browser\">"
-           "Log out everywhere</button></form></li>";
+    out +=
+        "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
+        "class=\"secondary outline small\">Log out</button></form></li>"
+        "<li><form method=\"post\" action=\"/ui/logout-everywhere\" class=\"inline\"><button type=\"submit\" "
+        "class=\"secondary outline small\" title=\"End every operator session, on every browser\">"
+        "Log out everywhere</button></form></li>";
   }
   out += "</ul></nav></header><main class=\"container\"><h2>" + escape(title) + "</h2>" + std::string(body) +
          "</main></body></html>";

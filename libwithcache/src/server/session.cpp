@@ -153,8 +153,8 @@ void add_session_routes(Router& router, Context& ctx) {
     const auto now = util::now();
     auth::SessionRecord record{auth::id_hash(claims->id), claims->user, now, claims->expires, address};
     // Written through before the cookie is handed out: a restart never loses a session it gave.
-    if (auto saved = ctx.store->save_session({record.id_hash, record.user, record.created_at, record.expires_at,
-                                              record.address});
+    if (auto saved = ctx.store->save_session(
+            {record.id_hash, record.user, record.created_at, record.expires_at, record.address});
         !saved) {
       spdlog::error("{}", saved.error());
       return plain(503, "the cache database is unavailable: " + saved.error() + "\n");
@@ -165,7 +165,8 @@ void add_session_routes(Router& router, Context& ctx) {
     }
     ctx.store->record_event("login", "admin", address, "");
     Response res = redirect("/");
-    res.set("Set-Cookie", std::string(auth::k_cookie) + "=" + token + "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" +
+    res.set("Set-Cookie", std::string(auth::k_cookie) + "=" + token +
+                              "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" +
                               std::to_string(ctx.sessions->lifetime().count()));
     return res;
   });
@@ -199,7 +200,8 @@ void add_session_routes(Router& router, Context& ctx) {
     const std::string who = actor(ctx, req);
     const std::size_t ended = end_every_session(ctx);
     spdlog::info("operator logged out everywhere from {}: {} sessions ended", req.remote_address, ended);
-    ctx.store->record_event("logout_everywhere", who, req.remote_address, std::to_string(ended) + " sessions ended");
+    ctx.store->record_event("logout_everywhere", who, req.remote_address,
+                            std::to_string(ended) + " sessions ended");
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
     res.set("Set-Cookie", clear_cookie());
     return res;
