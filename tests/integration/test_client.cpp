@@ -1,11 +1,14 @@
 // withcache::client and withcache-client against a real server and origin on 127.0.0.1.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <optional>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -168,6 +171,11 @@ TEST_CASE("withcache-client get refuses bytes that do not match the cache's SHA-
   CHECK(r.err.find("SHA-256 mismatch") != std::string::npos);
   CHECK_FALSE(fs::exists(tmp / "x.bin"));
   CHECK_FALSE(fs::exists(tmp / "x.bin.part"));
+  // Streamed, the bytes are out before the check: the exit status is what says they are wrong.
+  auto streamed = cli({"--server", liar.url(""), "get", origin_url, "-o", "-"});
+  CHECK(streamed.exit_code == 3);
+  CHECK(streamed.out == "these are not the bytes");
+  CHECK(streamed.err.find("SHA-256 mismatch") != std::string::npos);
 }
 
 TEST_CASE("withcache-client operator commands over the JSON API", "[client]") {
@@ -288,9 +296,53 @@ TEST_CASE("withcache-client get -o - streams to stdout as the bytes arrive", "[c
   CHECK(cut.out == "100\n3\n");
 }
 
+// A server that accepts every connection (a thread calls accept(2)) and never sends a byte.
+class HungServer {
+ public:
+  HungServer() : m_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(m_fd, 128) == 0);
+    socklen_t length = sizeof address;
+    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length);
+    m_port = ntohs(address.sin_port);
+    m_thread = std::thread([this] {
+      while (!m_stop) {
+        pollfd p{m_fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) == 1) {
+          const int fd = ::accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (fd >= 0) {
+            m_accepted.push_back(fd); // held open, never answered
+          }
+        }
+      }
+    });
+  }
+  ~HungServer() {
+    m_stop = true;
+    m_thread.join();
+    for (const int fd : m_accepted) {
+      ::close(fd);
+    }
+    ::close(m_fd);
+  }
+  HungServer(const HungServer&) = delete;
+  HungServer& operator=(const HungServer&) = delete;
+  [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+
+ private:
+  int m_fd;
+  int m_port = 0;
+  std::atomic<bool> m_stop{false};
+  std::vector<int> m_accepted; // only the accepting thread touches it until the join
+  std::thread m_thread;
+};
+
 TEST_CASE("withcache-client: every command honours --timeout against a server that never answers",
           "[client][timeout]") {
-  SilentServer silent;
+  HungServer silent;
   test::TempDir tmp;
   const std::string key(64, 'a');
   const std::vector<std::pair<std::vector<std::string>, int>> commands = {
@@ -314,6 +366,7 @@ TEST_CASE("withcache-client: every command honours --timeout against a server th
     const auto took = std::chrono::steady_clock::now() - started;
     CHECK(r.exit_code == expected);
     CHECK(took < 5s); // one second for the probe, one for the origin's head, and slack
+    INFO("took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
   CHECK_FALSE(fs::exists(tmp / "x.iso"));

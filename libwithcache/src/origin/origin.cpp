@@ -447,6 +447,10 @@ class Watchdog {
     m_samples.push_back({Clock::now(), m_bytes.load()});
   }
   void add_bytes(std::size_t n) { m_bytes += n; }
+  [[nodiscard]] bool head_seen() const {
+    std::lock_guard lock(m_mutex);
+    return m_head;
+  }
   // Ends the watch; afterwards why() is stable.
   void finish() {
     {
@@ -809,6 +813,14 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       break;
     }
     if (Clock::now() - last_byte >= state.options.read_timeout) {
+      if (!watchdog->head_seen()) {
+        // No head at all, like the watchdog's head deadline (which a read timeout as short can beat):
+        // the next attempt would wait the same, so it is not retried.
+        return {Step::fail,
+                make_error(FetchErrc::timeout, shown,
+                           "no response head within " + duration_text(state.options.read_timeout)),
+                {}};
+      }
       return {Step::retry, make_error(FetchErrc::timeout, shown, "read timed out"), {}};
     }
   }
