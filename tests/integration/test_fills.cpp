@@ -1509,3 +1509,32 @@ TEST_CASE("pool: the next attempt of a broken transfer resumes its part, under I
   REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
   CHECK(s.find(job->job.key)->sha256 == digest::sha256_hex(changed.body));
 }
+
+TEST_CASE("queue caps count clients by address, IPv6 by /64; the free-space floor is the smaller of both",
+          "[fills][queue]") {
+  struct Case {
+    const char* address;
+    const char* group;
+  };
+  const Case cases[] = {
+      {"127.0.0.1", "127.0.0.1"},
+      {"10.1.2.3", "10.1.2.3"},
+      {"::ffff:10.1.2.3", "10.1.2.3"},
+      {"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+      {"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+      {"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+      {"::1", "::/64"},
+      {"", ""},
+      {"not-an-address", "not-an-address"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.address);
+    CHECK(fills::client_group(c.address) == c.group);
+  }
+  constexpr std::uint64_t gib = 1ULL << 30;
+  CHECK(fills::min_free_for(100 * gib, 10 * gib, 5.0) == 5 * gib);    // 5 % of a small disk
+  CHECK(fills::min_free_for(1000 * gib, 10 * gib, 5.0) == 10 * gib);  // 10 GiB of a big one
+  CHECK(fills::min_free_for(1000 * gib, std::nullopt, 1.0) == 10 * gib);
+  CHECK(fills::min_free_for(1000 * gib, 3 * gib, std::nullopt) == 3 * gib);
+  CHECK(fills::min_free_for(1000 * gib, std::nullopt, std::nullopt) == 0);
+}
