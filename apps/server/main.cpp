@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
       ("port", "Port to listen on (0 picks a free one)", cxxopts::value<int>()->default_value("3000"))
       ("data-dir", "Where blobs/, tmp/ and cache.db live (created if missing)",
        cxxopts::value<std::string>()->default_value("./data"))
-      ("workers", "Downloads that run at once", cxxopts::value<unsigned>()->default_value("2"))
+      ("workers", "Fills that run at once (one more thread runs only operator-added fills)",
+       cxxopts::value<unsigned>()->default_value("2"))
       ("curate", "Do not fetch misses automatically; an operator approves each fill")
       ("keep-query", "Keep the whole query string in the cache key, signing parameters included (by "
                      "default the key keeps the query except signing and credential parameters: X-Amz-*, "
