@@ -140,7 +140,7 @@ http {{ sendfile on; tcp_nopush on; access_log off; keepalive_requests 100000;
 
         wc_port = free_port()
         withcache = start([server_bin, "--host", "127.0.0.1", "--port", str(wc_port), "--data-dir",
-                           os.path.join(work, "data"), "--allow-origin", "127.0.0.1", "--log-level", "warn"])
+                           os.path.join(work, "data"), "--allow-private", "127.0.0.1", "--min-free", "0", "--log-level", "warn"])
         wait_status(f"http://127.0.0.1:{wc_port}/healthz")
 
         def blob(name):

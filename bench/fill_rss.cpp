@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   store::BlobStore store({argv[2]});
   fills::PoolOptions options;
   options.workers = 1;
-  options.fetch.policy = origin::OriginPolicy({"127.0.0.1"});
+  options.fetch.policy = origin::OriginPolicy({}, origin::parse_allow_private("127.0.0.1").value());
   fills::FillPool pool(store, options);
   const auto start = std::chrono::steady_clock::now();
   const auto enqueued = pool.enqueue(argv[1]);

@@ -118,7 +118,7 @@ http {{ sendfile on; tcp_nopush on; keepalive_requests 100000;
         wait_status(f"http://127.0.0.1:{origin_port}/{sizes[0]}.bin", method="HEAD")
         children.append(subprocess.Popen(
             [server_bin, "--host", "127.0.0.1", "--port", str(wc_port), "--data-dir", os.path.join(work, "data"),
-             "--allow-origin", "127.0.0.1", "--workers", "4", "--log-level", "warn"],
+             "--allow-private", "127.0.0.1", "--workers", "4", "--min-free", "0", "--log-level", "warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_status(f"http://127.0.0.1:{wc_port}/healthz")
 

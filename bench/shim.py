@@ -124,7 +124,7 @@ def main():
              os.path.join(work, "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         children.append(subprocess.Popen(
             [server_bin, "--host", "127.0.0.1", "--port", str(cache_port), "--data-dir", os.path.join(work, "data"),
-             "--allow-origin", "127.0.0.1", "--log-level", "warn"],
+             "--allow-private", "127.0.0.1", "--allow-origin", "127.0.0.1", "--min-free", "0", "--log-level", "warn"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         # A cache that accepts connections (the kernel completes them from the backlog) and never answers.
         hung.bind(("127.0.0.1", 0))
@@ -132,7 +132,7 @@ def main():
         dead = f"http://127.0.0.1:{hung.getsockname()[1]}"
         cache = f"http://127.0.0.1:{cache_port}"
         origin = f"http://127.0.0.1:{origin_port}/small.tgz"
-        # The miss case asks through `localhost`, which --allow-origin does not name: the miss is
+        # The miss case asks through `localhost`, a host name --allow-origin does not match: the miss is
         # recorded on every probe but never filled, so it stays a miss for the whole run.
         missing = f"http://localhost:{origin_port}/small.tgz"
         wait_status(f"{cache}/healthz", 200)

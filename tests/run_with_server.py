@@ -4,7 +4,7 @@
     run_with_server.py --server-bin PATH -- COMMAND [ARGS...]
 
 Starts python3 -m http.server (the origin) and withcache-server (allowing
-127.0.0.1), fills one artifact, then runs COMMAND with:
+127.0.0.1 by address, not `localhost` by name), fills one artifact, then runs COMMAND with:
   WITHCACHE_TEST_SERVER   the cache's base URL
   WITHCACHE_TEST_CACHED   an origin URL the cache holds
   WITHCACHE_TEST_COLD     an origin URL it does not (its host is not allowed, so it stays cold)
@@ -58,7 +58,8 @@ def main():
         origin, origin_port = procs.start_origin(www, os.path.join(work, "origin.log"))
         children.append(origin)
         server, port = procs.start_server(args.server_bin, os.path.join(work, "data"), os.path.join(work, "server.log"),
-                                          ["--allow-origin", "127.0.0.1"])
+                                          ["--allow-private", "127.0.0.1", "--allow-origin", "127.0.0.1",
+                                           "--miss-wait", "0", "--min-free", "0"])
         children.append(server)
         base = f"http://127.0.0.1:{port}"
         cached = f"http://127.0.0.1:{origin_port}/driver.run"

@@ -1,6 +1,8 @@
 // withcache-client: parses options, calls withcache::client (probe, get, Api),
 // maps outcomes to the documented exit codes.
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -34,7 +36,11 @@ Commands:
   serve-url ORIGIN      print the cache URL when cached, else ORIGIN (for scripts: curl "$(...)")
   health                exit 0 when the server answers /healthz
   get ORIGIN [-o FILE]  download from the cache when warm, else from ORIGIN; verifies the cache's
-                        SHA-256, writes FILE.part and renames it, resumes an interrupted FILE.part
+                        SHA-256, writes FILE.part and renames it, resumes an interrupted FILE.part.
+                        -o - streams the bytes to stdout as they arrive (the SHA-256 is checked at
+                        the end: on a mismatch the exit status is 3). With --timeout, it bounds the
+                        connect, the wait for the response head and every silence in the body
+                        (default: 10 s, 30 s and 60 s)
   ls [-q FILTER]        cached artifacts            (operator API: --token or WITHCACHE_API_TOKEN)
   misses [-q FILTER]    URLs asked for and not cached
   fetch URL [-H 'Name: Value']...   queue a fill
@@ -71,9 +77,11 @@ int main(int argc, char** argv) {
   options.add_options()
       ("server", "The cache server (default: $WITHCACHE_SERVER)", cxxopts::value<std::string>())
       ("token", "API token for operator commands (default: $WITHCACHE_API_TOKEN)", cxxopts::value<std::string>())
-      ("timeout", "Seconds to wait for the server: probes, health and operator commands "
-                  "(get uses it for the probe)", cxxopts::value<double>()->default_value("3"))
-      ("o,output", "get: the file to write (default: the artifact's name)", cxxopts::value<std::string>())
+      ("timeout", "Seconds to wait: probes, health and operator commands; get uses it for the probe and, when "
+                  "given, for the connect, the response head and each silence in the body",
+       cxxopts::value<double>()->default_value("3"))
+      ("o,output", "get: the file to write (default: the artifact's name); '-' streams to stdout",
+       cxxopts::value<std::string>())
       ("H,header", "fetch: a request header 'Name: Value' for the origin (repeatable)",
        cxxopts::value<std::vector<std::string>>())
       ("q,filter", "ls/misses: only URLs containing this", cxxopts::value<std::string>()->default_value(""))
@@ -171,9 +179,15 @@ int main(int argc, char** argv) {
     }
     const std::string file = args.count("output") != 0 ? args["output"].as<std::string>()
                                                        : withcache::client::file_name_for(*origin);
+    const bool to_stdout = file == "-";
     withcache::client::GetOptions download;
     download.server = server;
     download.probe_timeout = probe.timeout;
+    if (args.count("timeout") != 0) {
+      download.connect_timeout = probe.timeout;
+      download.head_timeout = probe.timeout;
+      download.read_timeout = probe.timeout;
+    }
     const bool tty = ::isatty(STDERR_FILENO) == 1;
     const auto start = std::chrono::steady_clock::now();
     auto last = start - std::chrono::seconds(1);
@@ -188,7 +202,26 @@ int main(int argc, char** argv) {
         }
       };
     }
-    const auto result = withcache::client::get(*origin, file, download);
+    const auto write_out = [](const char* data, std::size_t length) {
+      // Straight to the descriptor, unbuffered: the reader sees bytes as they arrive.
+      while (length > 0) {
+        const ssize_t n = ::write(STDOUT_FILENO, data, length);
+        if (n < 0 && errno == EINTR) {
+          continue;
+        }
+        if (n <= 0) {
+          return false; // EPIPE: the reader went away
+        }
+        data += n;
+        length -= static_cast<std::size_t>(n);
+      }
+      return true;
+    };
+    if (to_stdout) {
+      std::signal(SIGPIPE, SIG_IGN);
+    }
+    const auto result = to_stdout ? withcache::client::stream(*origin, write_out, download)
+                                  : withcache::client::get(*origin, file, download);
     if (tty) {
       std::fputs("\n", stderr);
     }
@@ -203,7 +236,11 @@ int main(int argc, char** argv) {
                                     : "")
               << (result->resumed ? ", resumed" : "")
               << '\n';
-    std::cout << result->sha256 << "  " << file << '\n';
+    if (to_stdout) {
+      std::cerr << "withcache-client: sha256 " << result->sha256 << '\n';
+    } else {
+      std::cout << result->sha256 << "  " << file << '\n';
+    }
     return k_ok;
   }
 

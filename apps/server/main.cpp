@@ -3,6 +3,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
+#include <string_view>
 #include <thread>
 
 #include <pthread.h>
@@ -14,6 +16,7 @@
 
 #include "withcache/server.hpp"
 #include "withcache/util/size.hpp"
+#include "withcache/util/strings.hpp"
 #include "withcache/util/time.hpp"
 #include "withcache/version.hpp"
 
@@ -32,6 +35,37 @@ int fail(const std::string& message) {
   return k_exit_usage;
 }
 
+// `--min-free`: `10G`, `5%`, or both comma-separated (the smaller applies); `0` turns the guard off.
+void parse_min_free(const std::string& text, withcache::server::ServerOptions& config) {
+  config.min_free_bytes.reset();
+  config.min_free_percent.reset();
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    const std::string part(withcache::util::trim(rest.substr(0, comma)));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (part.ends_with('%')) {
+      char* end = nullptr;
+      const double percent = std::strtod(part.c_str(), &end);
+      if (end != part.c_str() + part.size() - 1 || !(percent >= 0) || percent > 100 ||
+          config.min_free_percent) {
+        throw std::invalid_argument("--min-free: '" + part + "' is not a percentage between 0% and 100%");
+      }
+      config.min_free_percent = percent;
+      continue;
+    }
+    const auto bytes = withcache::util::parse_size(part);
+    if (!bytes || config.min_free_bytes) {
+      throw std::invalid_argument("--min-free: " +
+                                  (bytes ? "give one size and one percentage at most" : bytes.error()));
+    }
+    config.min_free_bytes = *bytes;
+  }
+  if (config.min_free_bytes == 0ULL && !config.min_free_percent) {
+    config.min_free_bytes.reset(); // `0`: no guard
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -44,7 +78,8 @@ int main(int argc, char** argv) {
       ("port", "Port to listen on (0 picks a free one)", cxxopts::value<int>()->default_value("3000"))
       ("data-dir", "Where blobs/, tmp/ and cache.db live (created if missing)",
        cxxopts::value<std::string>()->default_value("./data"))
-      ("workers", "Downloads that run at once", cxxopts::value<unsigned>()->default_value("2"))
+      ("workers", "Fills that run at once (one more thread runs only operator-added fills)",
+       cxxopts::value<unsigned>()->default_value("2"))
       ("curate", "Do not fetch misses automatically; an operator approves each fill")
       ("keep-query", "Keep the whole query string in the cache key, signing parameters included (by "
                      "default the key keeps the query except signing and credential parameters: X-Amz-*, "
@@ -64,10 +99,26 @@ int main(int argc, char** argv) {
       ("max-bytes", "Capacity, e.g. 50M, 20G, 1.5T (1024-based); 0 = unlimited. Fills that would not fit are "
                     "refused; nothing is evicted", cxxopts::value<std::string>()->default_value("0"))
       ("allow-origin", "Host glob that may be fetched, e.g. '*.nvidia.com' (repeatable). When given, only "
-                       "matching hosts are fetched; it also allows loopback/link-local hosts it names",
-       cxxopts::value<std::vector<std::string>>())
-      ("forward-auth", "Forward a missed read's Authorization header into its automatic fill. The bytes "
-                       "fetched with those credentials are then served to everyone who asks")
+                       "matching host names are fetched. It never opens a private address: see --allow-private",
+       cxxopts::value<std::vector<std::string>>(), "GLOB")
+      ("allow-private", "A non-public network fills may reach: a CIDR (10.0.0.0/8), an address (10.1.2.3, "
+                        "fd00::5) or a host name resolved at start (repeatable). By default fills reach public "
+                        "unicast addresses only: loopback, 0/8, RFC 1918, CGNAT 100.64/10, link-local, ULA "
+                        "fc00::/7, multicast, documentation and reserved ranges and this host's own addresses "
+                        "are refused after DNS and at every redirect", cxxopts::value<std::vector<std::string>>(),
+       "CIDR|HOST")
+      ("forward-auth", "Let an automatic fill use a missed read's Authorization header and user:password@ in "
+                       "its URL. The bytes fetched with those credentials are then served to EVERYONE who asks. "
+                       "Without it such a miss is recorded as 'carries credentials' and not fetched; add gated "
+                       "artifacts as the operator instead (Add from URI, with headers)")
+      ("queue-max", "Queued fills at most; a miss over it is counted, not queued (0 = no cap)",
+       cxxopts::value<std::size_t>()->default_value("1000"), "N")
+      ("queue-max-per-client", "Queued automatic fills one client address (IPv6: one /64) may cause; operator-"
+                               "added fills are not capped and run first (0 = no cap)",
+       cxxopts::value<std::size_t>()->default_value("50"), "N")
+      ("min-free", "Refuse fills that would leave less free space than this on the data dir's filesystem: a "
+                   "size (10G), a percentage (5%), or both comma-separated for the smaller; 0 = no guard",
+       cxxopts::value<std::string>()->default_value("5%,10G"), "SIZE|N%")
       ("miss-wait", "How long a miss that starts a fill may wait for the origin's response head, to be "
                     "served at once while the fill runs (keep it under the shim's 3 s probe deadline); 0 = never",
        cxxopts::value<std::string>()->default_value("1s"))
@@ -98,6 +149,7 @@ int main(int argc, char** argv) {
   options.custom_help("[OPTIONS]");
 
   withcache::server::ServerOptions config;
+  std::string args_min_free;
   try {
     const auto args = options.parse(argc, argv);
     if (args.count("help") != 0) {
@@ -160,6 +212,13 @@ int main(int argc, char** argv) {
     if (args.count("allow-origin") != 0) {
       config.allow_origins = args["allow-origin"].as<std::vector<std::string>>();
     }
+    if (args.count("allow-private") != 0) {
+      config.allow_private = args["allow-private"].as<std::vector<std::string>>();
+    }
+    config.queue_max = args["queue-max"].as<std::size_t>();
+    config.queue_max_per_client = args["queue-max-per-client"].as<std::size_t>();
+    args_min_free = args["min-free"].as<std::string>();
+    parse_min_free(args_min_free, config);
     const auto duration = [&](const char* name, std::chrono::milliseconds& out) {
       const auto parsed = withcache::util::parse_duration(args[name].as<std::string>());
       if (!parsed || parsed->count() == 0) {
@@ -255,7 +314,17 @@ int main(int argc, char** argv) {
                  server.tls() ? "https" : "http", server.local_endpoint(), config.data_dir.string(), config.workers,
                  config.curate ? "curated" : "auto-fetch",
                  config.max_bytes == 0 ? "unlimited" : withcache::util::format_size(config.max_bytes));
+    spdlog::info("fills reach {}", server.origin_policy());
     spdlog::info("open files: up to {} (RLIMIT_NOFILE)", static_cast<unsigned long long>(files.rlim_cur));
+    if (config.max_bytes == 0 && !config.curate) {
+      const std::string guard = !config.min_free_bytes && !config.min_free_percent
+                                    ? std::string("with --min-free 0 nothing stops them short of a full disk")
+                                    : "only --min-free " + args_min_free + " stops them";
+      spdlog::warn(
+          "--max-bytes is unlimited and misses are fetched automatically: anonymous readers can fill "
+          "the disk ({}; set --max-bytes or --curate)",
+          guard);
+    }
     if (config.admin_password.empty()) {
       spdlog::warn("WITHCACHE_ADMIN_PASSWORD is not set: the operator UI and its actions (fetch, delete, "
                    "cancel) are OPEN to anyone who can reach this port");

@@ -55,7 +55,7 @@ function stop(child) {
   });
 }
 
-test('operator UI: log in, add, watch it complete, delete, dismiss, log out', async () => {
+test('operator UI: log in, add, watch it complete, delete, dismiss, log out (everywhere)', async () => {
   const binary = process.env.WITHCACHE_SERVER_BIN;
   assert.ok(binary, 'set WITHCACHE_SERVER_BIN to withcache-server');
   const work = mkdtempSync(join(tmpdir(), 'withcache-browser-'));
@@ -89,7 +89,7 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     const hostileBase = `http://127.0.0.1:${hostile.address().port}`;
 
     const serverRun = await startLogged(binary, ['--host', '127.0.0.1', '--port', '0', '--data-dir',
-      join(work, 'data'), '--allow-origin', '127.0.0.1', '--curate', '--cache-html'], join(work, 'server.log'),
+      join(work, 'data'), '--allow-private', '127.0.0.1', '--min-free', '0', '--curate', '--cache-html'], join(work, 'server.log'),
     /listening on http:\/\/127\.0\.0\.1:(\d+)/, {
       env: { ...process.env, WITHCACHE_ADMIN_PASSWORD: PASSWORD, WITHCACHE_SESSION_SECRET: '',
         WITHCACHE_API_TOKEN: 'browser-test-token' },
@@ -141,6 +141,18 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     const progress = page.locator('tr[data-status=completed] progress');
     assert.equal(await progress.getAttribute('value'), await progress.getAttribute('max'));
     assert.ok(!(await page.content()).includes('browser-test-secret-value'), 'header values are never shown');
+    // It pages and filters like the other tables; what the operator types survives the refresh.
+    await page.getByText('1–1 of 1').waitFor();
+    await page.fill('input[name=q]', 'driver-550');
+    await page.click('form[role=search] button[type=submit]');
+    await page.locator('tr[data-status=completed]').waitFor();
+    assert.match(page.url(), /\/ui\/downloads\?q=driver-550$/);
+    await page.evaluate(() => new Promise((resolve) => {
+      document.getElementById('downloads').addEventListener('htmx:afterSwap', resolve, { once: true });
+    }));
+    assert.equal(await page.inputValue('input[name=q]'), 'driver-550');
+    await page.goto(`${base}/ui/downloads?q=no-such-download`);
+    await page.getByText('No downloads.').waitFor();
 
     if (process.env.WITHCACHE_SCREENSHOT) {
       await page.setViewportSize({ width: 1200, height: 640 });
@@ -211,8 +223,26 @@ test('operator UI: log in, add, watch it complete, delete, dismiss, log out', as
     }
     await page.goto(`${base}/`);
 
+    // Log out everywhere: a second browser's session ends too, not only this one's.
+    const other = await browser.newContext();
+    const otherPage = await other.newPage();
+    otherPage.setDefaultTimeout(DEADLINE_MS);
+    otherPage.on('pageerror', (error) => problems.push(String(error)));
+    await otherPage.goto(`${base}/ui/login`);
+    await otherPage.fill('input[name=password]', PASSWORD);
+    await otherPage.click('button[type=submit]');
+    await otherPage.getByRole('heading', { name: 'Dashboard' }).waitFor();
+    await page.getByRole('button', { name: 'Log out everywhere' }).click();
+    await page.locator('input[name=password]').waitFor();
+    await otherPage.goto(`${base}/ui/events`);
+    assert.match(otherPage.url(), /\/ui\/login$/);
+    await other.close();
+
     // Log out: the session is gone.
-    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+    await page.getByRole('button', { name: 'Log out', exact: true }).click();
     await page.locator('input[name=password]').waitFor();
     await page.goto(`${base}/ui/events`);
     assert.match(page.url(), /\/ui\/login$/);

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   store::BlobStore store({argv[1], 0, std::chrono::milliseconds(5)});
   fills::PoolOptions options;
   options.workers = 3;
-  options.fetch.policy = origin::OriginPolicy({"127.0.0.1"});
+  options.fetch.policy = origin::OriginPolicy({}, origin::parse_allow_private("127.0.0.1").value());
   options.fetch.getenv = [](const char*) -> const char* {
     return nullptr;
   };

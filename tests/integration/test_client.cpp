@@ -1,11 +1,18 @@
 // withcache::client and withcache-client against a real server and origin on 127.0.0.1.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <fstream>
+#include <optional>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "support/origin.hpp"
@@ -164,6 +171,11 @@ TEST_CASE("withcache-client get refuses bytes that do not match the cache's SHA-
   CHECK(r.err.find("SHA-256 mismatch") != std::string::npos);
   CHECK_FALSE(fs::exists(tmp / "x.bin"));
   CHECK_FALSE(fs::exists(tmp / "x.bin.part"));
+  // Streamed, the bytes are out before the check: the exit status is what says they are wrong.
+  auto streamed = cli({"--server", liar.url(""), "get", origin_url, "-o", "-"});
+  CHECK(streamed.exit_code == 3);
+  CHECK(streamed.out == "these are not the bytes");
+  CHECK(streamed.err.find("SHA-256 mismatch") != std::string::npos);
 }
 
 TEST_CASE("withcache-client operator commands over the JSON API", "[client]") {
@@ -215,4 +227,148 @@ TEST_CASE("withcache-client get: a malformed Content-Length is one line on stder
     CHECK_FALSE(fs::exists(tmp / "evil.bin"));
     CHECK_FALSE(fs::exists(tmp / "evil.bin.part")); // a failure leaves no empty part file
   }
+}
+
+TEST_CASE("withcache-client get -o - streams to stdout as the bytes arrive", "[client][stream]") {
+  Origin origin;
+  const std::string body = test::make_bytes(1024 * 1024, 63);
+  Route slow(body);
+  slow.chunk_size = 64 * 1024;
+  slow.chunk_delay = 150ms; // 16 chunks: about 2.4 s from the first byte to the last
+  origin.add("/stream.iso", slow);
+  origin.add("/fast.iso", Route(body));
+  test::TempDir tmp;
+  const fs::path fifo = tmp / "stdout";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+
+  // The reader end first (non-blocking), so the child's open of the writer end does not wait.
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(reader >= 0);
+  const pid_t pid = test::spawn({WITHCACHE_CLIENT, "get", origin.url("/stream.iso"), "-o", "-"},
+                                {"WITHCACHE_SERVER"}, fifo, tmp / "stderr");
+  REQUIRE(pid > 0);
+  std::string received;
+  std::optional<std::chrono::steady_clock::time_point> first;
+  const auto started = std::chrono::steady_clock::now();
+  bool writer_seen = false;
+  const bool ended = test::eventually(
+      [&] {
+        char buffer[65536];
+        const ssize_t n = ::read(reader, buffer, sizeof buffer);
+        if (n > 0) {
+          writer_seen = true;
+          first = first.value_or(std::chrono::steady_clock::now());
+          received.append(buffer, static_cast<std::size_t>(n));
+        }
+        return n == 0 && writer_seen; // EOF once the writer has been there
+      },
+      60s);
+  const auto last = std::chrono::steady_clock::now();
+  ::close(reader);
+  int status = 0;
+  REQUIRE(test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s));
+  CHECK(ended);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(received == body);
+  REQUIRE(first.has_value());
+  // Streamed: the first bytes came long before the last, not all at once at the end.
+  CHECK(last - *first > 1s);
+  CHECK(*first - started < last - *first);
+  const std::string err = test::slurp(tmp / "stderr");
+  CHECK(err.find("withcache-client: sha256 " + digest::sha256_hex(body)) != std::string::npos);
+  CHECK_FALSE(fs::exists("-"));
+  CHECK_FALSE(fs::exists("-.part"));
+
+  // Through a pipe, from a warm cache, SHA-256 verified; and a reader that goes away ends it (exit 3).
+  test::ServerProcess server;
+  const std::vector<std::string> env = {"WITHCACHE_SERVER=" + server.base()};
+  CHECK(cli({"probe", origin.url("/fast.iso")}, env).exit_code == 1);
+  REQUIRE(server.fills_completed(1));
+  const auto piped = test::run(
+      {"bash", "-c", "\"$0\" get \"$1\" -o - | sha256sum", WITHCACHE_CLIENT, origin.url("/fast.iso")}, env);
+  CHECK(piped.out == digest::sha256_hex(body) + "  -\n");
+  CHECK(piped.err.find("from the cache, SHA-256 verified") != std::string::npos);
+  const auto cut =
+      test::run({"bash", "-c", "\"$0\" get \"$1\" -o - | head -c 100 | wc -c; echo \"${PIPESTATUS[0]}\"",
+                 WITHCACHE_CLIENT, origin.url("/stream.iso")},
+                {"WITHCACHE_SERVER"}, 30s);
+  CHECK(cut.out == "100\n3\n");
+}
+
+// A server that accepts every connection (a thread calls accept(2)) and never sends a byte.
+class HungServer {
+ public:
+  HungServer() : m_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(m_fd, 128) == 0);
+    socklen_t length = sizeof address;
+    ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length);
+    m_port = ntohs(address.sin_port);
+    m_thread = std::thread([this] {
+      while (!m_stop) {
+        pollfd p{m_fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) == 1) {
+          const int fd = ::accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (fd >= 0) {
+            m_accepted.push_back(fd); // held open, never answered
+          }
+        }
+      }
+    });
+  }
+  ~HungServer() {
+    m_stop = true;
+    m_thread.join();
+    for (const int fd : m_accepted) {
+      ::close(fd);
+    }
+    ::close(m_fd);
+  }
+  HungServer(const HungServer&) = delete;
+  HungServer& operator=(const HungServer&) = delete;
+  [[nodiscard]] std::string base() const { return "http://127.0.0.1:" + std::to_string(m_port); }
+
+ private:
+  int m_fd;
+  int m_port = 0;
+  std::atomic<bool> m_stop{false};
+  std::vector<int> m_accepted; // only the accepting thread touches it until the join
+  std::thread m_thread;
+};
+
+TEST_CASE("withcache-client: every command honours --timeout against a server that never answers",
+          "[client][timeout]") {
+  HungServer silent;
+  test::TempDir tmp;
+  const std::string key(64, 'a');
+  const std::vector<std::pair<std::vector<std::string>, int>> commands = {
+      {{"probe", "http://h/x"}, 2},
+      {{"health"}, 2},
+      {{"ls"}, 2},
+      {{"misses"}, 2},
+      {{"stats"}, 2},
+      {{"fetch", "http://h/x"}, 2},
+      {{"rm", key}, 2},
+      // get: the probe times out, then the origin (the same silent socket) never sends a head.
+      {{"get", silent.base() + "/x.iso", "-o", (tmp / "x.iso").string()}, 3},
+      {{"get", silent.base() + "/x.iso", "-o", "-"}, 3},
+  };
+  for (const auto& [args, expected] : commands) {
+    std::vector<std::string> argv = {"--server", silent.base(), "--timeout", "1"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    INFO(args.front() << " " << (args.size() > 1 ? args[1] : ""));
+    const auto started = std::chrono::steady_clock::now();
+    const auto r = cli(argv);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(r.exit_code == expected);
+    CHECK(took < 5s); // one second for the probe, one for the origin's head, and slack
+    INFO("took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+  CHECK_FALSE(fs::exists(tmp / "x.iso"));
+  CHECK_FALSE(fs::exists(tmp / "x.iso.part"));
 }

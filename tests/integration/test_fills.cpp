@@ -38,9 +38,14 @@ std::string read_file(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// `--allow-private 127.0.0.1`: the test origins listen there.
+std::vector<origin::Network> loopback() {
+  return origin::parse_allow_private("127.0.0.1").value();
+}
+
 origin::FetchOptions local_options() {
   origin::FetchOptions options;
-  options.policy = origin::OriginPolicy({"127.0.0.1"});
+  options.policy = origin::OriginPolicy({}, loopback());
   options.backoff = 10ms;
   options.read_timeout = 10s;
   options.getenv = [](const char*) -> const char* {
@@ -159,8 +164,9 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   Route secret{"secret bytes"};
   secret.require_authorization = "Bearer lab-token";
   origin.add("/secret", secret);
-  origin.add("/to-localhost",
-             Route::redirect("http://localhost:" + std::to_string(origin.port()) + "/secret"));
+  // Loopback, but not the 127.0.0.1 that --allow-private opened.
+  origin.add("/to-loopback",
+             Route::redirect("http://127.0.0.2:" + std::to_string(origin.port()) + "/secret"));
   origin.add("/to-metadata", Route::redirect("http://169.254.169.254/latest/meta-data/"));
   origin.add("/to-file", Route::redirect("file:///etc/passwd"));
   origin.add("/hop", Route::redirect("/secret"));
@@ -205,10 +211,11 @@ TEST_CASE("origin errors, refused schemes and hosts come back as reasons", "[fil
   r = run(origin.url("/secret"), {}, closed);
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().reason == origin::FetchErrc::refused_origin);
-  CHECK(r.error().message.find("--allow-origin 127.0.0.1") != std::string::npos);
+  CHECK(r.error().message.find("--allow-private 127.0.0.1") != std::string::npos);
+  CHECK(r.error().message.find(": loopback, not a public address") != std::string::npos);
   CHECK(origin.requests() == before); // refused before any I/O
 
-  for (const char* path : {"/to-localhost", "/to-metadata", "/to-file"}) {
+  for (const char* path : {"/to-loopback", "/to-metadata", "/to-file"}) {
     INFO(path);
     r = run(origin.url(path));
     REQUIRE_FALSE(r.has_value());
@@ -431,7 +438,7 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
     CHECK(r.error().code == c.code);
     CHECK(r.error().message.find("Injected") == std::string::npos);
   }
-  // Loopback without --allow-origin is refused by the worker after resolving.
+  // Loopback without --allow-private is refused by the worker after resolving.
   const auto loopback = pool.enqueue(origin.url("/x"));
   REQUIRE(loopback.has_value());
   const auto job = pool.wait(loopback->job.id, k_deadline);
@@ -440,16 +447,36 @@ TEST_CASE("pool: bad URLs, schemes and headers are refused with no I/O", "[fills
   CHECK(origin.requests() == 0);
 }
 
-TEST_CASE("pool: userinfo becomes a Basic Authorization header", "[fills][pool]") {
+TEST_CASE("pool: userinfo becomes a Basic Authorization header, for the operator or with --forward-auth",
+          "[fills][pool]") {
   Origin origin;
   Route secret{"vendor bytes"};
   secret.require_authorization = "Basic dXNlcjpwQHNz"; // user:p@ss
   origin.add("/vendor.bin", secret);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  fills::FillPool pool(s, pool_options());
-  const auto r =
-      pool.enqueue("http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin");
+  const std::string url = "http://user:p%40ss@127.0.0.1:" + std::to_string(origin.port()) + "/vendor.bin";
+  {
+    // Credentials are credentials: an automatic fill without --forward-auth uses neither userinfo nor a
+    // reader's Authorization, and does not fetch at all.
+    fills::FillPool plain(s, pool_options());
+    for (const auto& [target, headers] : std::vector<std::pair<std::string, origin::Headers>>{
+             {url, {}}, {origin.url("/vendor.bin"), {{"Authorization", "Basic dXNlcjpwQHNz"}}}}) {
+      const auto refused = plain.enqueue(target, headers);
+      REQUIRE_FALSE(refused.has_value());
+      CHECK(refused.error().code == fills::EnqueueErrc::carries_credentials);
+      CHECK(refused.error().message == "carries credentials");
+    }
+    CHECK(origin.requests() == 0);
+    const auto by_operator = plain.enqueue(url, {}, /*by_operator=*/true);
+    REQUIRE(by_operator.has_value());
+    CHECK(plain.wait(by_operator->job.id, k_deadline)->status == JobStatus::completed);
+    REQUIRE(s.remove(by_operator->job.key).value());
+  }
+  fills::PoolOptions forwarding = pool_options();
+  forwarding.forward_auth = true;
+  fills::FillPool pool(s, forwarding);
+  const auto r = pool.enqueue(url);
   REQUIRE(r.has_value());
   CHECK(r->job.url.find("user") == std::string::npos);
   CHECK(pool.wait(r->job.id, k_deadline)->status == JobStatus::completed);
@@ -842,7 +869,7 @@ TEST_CASE("case 8: never fill from ourselves: the server's own sockets are refus
   other.add("/hop", Route::redirect(origin.url("/a.bin")));
   TempDir dir;
   origin::FetchOptions options = local_options();
-  options.policy = origin::OriginPolicy({"127.0.0.1", "localhost"});
+  options.policy = origin::OriginPolicy({"127.0.0.1", "localhost"}, loopback());
 
   for (const char* listening : {"127.0.0.1", "0.0.0.0", "::", "[::]"}) {
     INFO(listening);
@@ -1422,7 +1449,9 @@ TEST_CASE("case 7: a bad signature asked first does not hold back a valid presig
   origin.add("/vendor.run", secret);
   TempDir dir;
   store::BlobStore s({dir.path()});
-  fills::FillPool pool(s, pool_options());
+  fills::PoolOptions options = pool_options();
+  options.forward_auth = true; // a reader's credentials go into its fill
+  fills::FillPool pool(s, options);
 
   auto job = pool.enqueue(origin.url("/k.iso?X-Amz-Signature=bogus"));
   CHECK(pool.wait(job->job.id, k_deadline)->status == JobStatus::failed);
@@ -1479,4 +1508,33 @@ TEST_CASE("pool: the next attempt of a broken transfer resumes its part, under I
   job = pool.enqueue(origin.url("/other.iso"), {}, true);
   REQUIRE(pool.wait(job->job.id, k_deadline)->status == JobStatus::completed);
   CHECK(s.find(job->job.key)->sha256 == digest::sha256_hex(changed.body));
+}
+
+TEST_CASE("queue caps count clients by address, IPv6 by /64; the free-space floor is the smaller of both",
+          "[fills][queue]") {
+  struct Case {
+    const char* address;
+    const char* group;
+  };
+  const Case cases[] = {
+      {"127.0.0.1", "127.0.0.1"},
+      {"10.1.2.3", "10.1.2.3"},
+      {"::ffff:10.1.2.3", "10.1.2.3"},
+      {"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+      {"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+      {"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+      {"::1", "::/64"},
+      {"", ""},
+      {"not-an-address", "not-an-address"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.address);
+    CHECK(fills::client_group(c.address) == c.group);
+  }
+  constexpr std::uint64_t gib = 1ULL << 30;
+  CHECK(fills::min_free_for(100 * gib, 10 * gib, 5.0) == 5 * gib);    // 5 % of a small disk
+  CHECK(fills::min_free_for(1000 * gib, 10 * gib, 5.0) == 10 * gib);  // 10 GiB of a big one
+  CHECK(fills::min_free_for(1000 * gib, std::nullopt, 1.0) == 10 * gib);
+  CHECK(fills::min_free_for(1000 * gib, 3 * gib, std::nullopt) == 3 * gib);
+  CHECK(fills::min_free_for(1000 * gib, std::nullopt, std::nullopt) == 0);
 }

@@ -170,7 +170,7 @@ TEST_CASE("case 5: a stale hit is served and revalidated; immutable only when it
 }
 
 TEST_CASE("case 8: the server never fills from itself", "[read-path][self]") {
-  ServerProcess server; // --allow-origin 127.0.0.1, as every test server
+  ServerProcess server; // --allow-private 127.0.0.1, as every test server
   const std::string self = server.base() + "/metrics";
   CHECK(curl(server.blob(self)).status == 404);
   const std::string body = reason_body(server, self);

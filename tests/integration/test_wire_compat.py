@@ -68,7 +68,7 @@ class WireCompat(unittest.TestCase):
         cls.origin_proc, origin_port = procs.start_origin(www, os.path.join(cls.work, "origin.log"))
         cls.origin = f"http://127.0.0.1:{origin_port}/dir/my%20file%2B1.tgz"
         cls.server_proc, port = procs.start_server(binary, os.path.join(cls.work, "data"),
-                                                   os.path.join(cls.work, "server.log"), ["--allow-origin", "127.0.0.1"])
+                                                   os.path.join(cls.work, "server.log"), ["--allow-private", "127.0.0.1"])
         cls.server = f"127.0.0.1:{port}"  # 0.3 users often give host:port without a scheme
 
         def healthy():

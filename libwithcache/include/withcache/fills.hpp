@@ -58,6 +58,10 @@ enum class EnqueueErrc {
   bad_url,        ///< not a URL (message says why)
   bad_header,     ///< a header name or value that cannot be sent (CR/LF, empty name, …)
   refused_origin, ///< not http/https, or refused by --allow-origin
+  /** An automatic fill of a URL with userinfo, or with the reader's Authorization, without --forward-auth. */
+  carries_credentials,
+  queue_full,     ///< an automatic fill over the global or the per-client queue cap (counted, not queued)
+  low_disk_space, ///< the data dir's filesystem already has less free space than --min-free
   already_cached, ///< the key is cached; delete it to re-fetch
   cache_full,     ///< the store is at its cap
   shutting_down,  ///< the pool is stopping
@@ -82,8 +86,15 @@ struct Enqueued {
   bool joined = false; ///< true when a queued or running job for the key already existed
 };
 
+/** Free space on the data dir's filesystem, as statvfs(2) reports it to an unprivileged writer. */
+struct DiskSpace {
+  std::uint64_t available = 0; ///< bytes a fill may still write
+  std::uint64_t total = 0;     ///< the filesystem's size
+};
+
 /** Options of a FillPool. */
 struct PoolOptions {
+  /** Threads running fills; one more thread runs only operator-added fills (see FillPool). */
   unsigned workers = 2;
   url::KeyOptions key_options;
   /**
@@ -98,6 +109,27 @@ struct PoolOptions {
   bool record_events = true;
   /** Called (on a worker thread) when a job completes, fails or is cancelled. */
   std::function<void(const Job&)> on_finished;
+  /**
+   * `--forward-auth`: an automatic fill may use the URL's userinfo (as
+   * `Authorization: Basic`) and the reader's `Authorization`. Without it such
+   * a miss is refused (EnqueueErrc::carries_credentials). Operator-added
+   * fills always may.
+   */
+  bool forward_auth = false;
+  /** Queued fills at most (all of them count) before an automatic one is refused; 0 = no cap. */
+  std::size_t queue_max = 1000;
+  /** Queued automatic fills one client may have (IPv4 address, IPv6 /64); 0 = no cap. */
+  std::size_t queue_max_per_client = 50;
+  /**
+   * The free-space guard (`--min-free`): a fill is refused when it would
+   * leave less than this on the data dir's filesystem. With both, the
+   * smaller of `min_free_bytes` and `min_free_percent` of its size; neither
+   * = no guard.
+   */
+  std::optional<std::uint64_t> min_free_bytes;
+  std::optional<double> min_free_percent;
+  /** How free space is read; empty = statvfs(2) on the store's data dir. */
+  std::function<std::optional<DiskSpace>()> disk_space;
 };
 
 /**
@@ -115,6 +147,17 @@ UnixTime fresh_until(std::string_view cache_control, std::string_view expires, s
 constexpr bool is_stale(const Artifact& artifact, UnixTime now) noexcept {
   return artifact.fresh_until != 0 && now >= artifact.fresh_until;
 }
+
+/** The free space the guard keeps at `total` bytes of filesystem: see PoolOptions::min_free_bytes. */
+std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes,
+                           std::optional<double> percent);
+
+/**
+ * The client a queue cap counts a miss against: an IPv4 address as is (an
+ * IPv4-mapped IPv6 one as IPv4), an IPv6 address by its /64 (one host
+ * usually holds a whole /64), anything else as given.
+ */
+std::string client_group(std::string_view address);
 
 /**
  * A failed fetch as it reads on a miss row and after "cache miss (recorded; ":
@@ -221,13 +264,24 @@ class FillPool {
    * of the same key while it is queued or running joins that job.
    * A key in the negative cache is refused (backing_off, with its reason),
    * unless `by_operator`: an operator's Download clears the back-off and
-   * fetches. Memory only: safe on the read path.
+   * fetches.
+   *
+   * An automatic fill (`by_operator` false) is refused when its URL has
+   * userinfo or `headers` hold an `Authorization` and forward_auth is off
+   * (carries_credentials), when queue_max fills are queued or its `client`
+   * (client_group()) has queue_max_per_client automatic fills queued
+   * (queue_full), and when free space is already under the guard
+   * (low_disk_space). Operator fills are never refused by a cap, and run
+   * first: on a worker as soon as one is free, ahead of every queued
+   * automatic fill, or on the operator lane, a thread of their own that
+   * runs them even while every worker is busy.
+   * Memory only (and one statvfs(2) with the guard on): safe on the read path.
    * @return the job, or an EnqueueError (bad_url, bad_header, refused_origin,
-   *         already_cached, backing_off, cache_full, shutting_down) with a
-   *         one-line message.
+   *         carries_credentials, already_cached, backing_off, cache_full,
+   *         queue_full, low_disk_space, shutting_down) with a one-line message.
    */
   Expected<Enqueued, EnqueueError> enqueue(std::string_view url, origin::Headers headers = {},
-                                           bool by_operator = false);
+                                           bool by_operator = false, std::string_view client = {});
 
   /**
    * Queues ONE conditional fill of a cached artifact (If-None-Match with its
@@ -257,6 +311,8 @@ class FillPool {
   std::size_t clear_finished();
   /** Every job, newest first. */
   [[nodiscard]] std::vector<Job> list() const;
+  /** One page of list() whose URL contains `query.filter` (ASCII case-insensitive), and how many match. */
+  [[nodiscard]] store::Page<Job> list_page(const store::ListQuery& query) const;
   /** One job. */
   [[nodiscard]] std::optional<Job> get(std::int64_t id) const;
   /** The queued or running job for a key, if any. */
@@ -271,7 +327,7 @@ class FillPool {
   [[nodiscard]] std::uint64_t attached() const;
   /** Why the persisted fills could not be re-queued at start; empty when they were. */
   [[nodiscard]] const std::string& recovery_error() const noexcept { return m_startup_error; }
-  /** Jobs waiting for a worker. */
+  /** Jobs waiting for a worker (operator-added and automatic). */
   [[nodiscard]] std::size_t queue_depth() const;
   /** Jobs running now. */
   [[nodiscard]] std::size_t running() const;
@@ -288,7 +344,10 @@ class FillPool {
  private:
   struct State;
 
-  void worker_loop();
+  void worker_loop(bool operator_lane);
+  std::shared_ptr<State> take_queued(bool operator_lane); // m_mutex held
+  void left_queue(const State& job);                      // m_mutex held
+  std::optional<std::string> disk_refusal(std::uint64_t more, const State* except) const;
   void run(const std::shared_ptr<State>& job);
   void finish(const std::shared_ptr<State>& job, JobStatus status, std::string error, std::string reason);
   void record_failure(const State& job, const origin::FetchError& error);
@@ -302,7 +361,10 @@ class FillPool {
   std::condition_variable m_work;
   std::map<std::int64_t, std::shared_ptr<State>> m_jobs;
   std::unordered_map<std::string, std::int64_t> m_active_by_key;
-  std::deque<std::int64_t> m_queue;
+  std::deque<std::int64_t> m_queue;                                // automatic fills, oldest first
+  std::deque<std::int64_t> m_operator_queue;                       // operator-added fills: taken first
+  std::unordered_map<std::string, std::size_t> m_queued_by_client; // automatic queued fills per client_group
+  std::string m_attempt_salt; // the policy in effect: a back-off recorded under another policy does not hold
   struct Retry {
     std::uint32_t failures = 0;
     UnixTime after = 0;

@@ -28,6 +28,7 @@
  * `ETag` and `Last-Modified` are exposed, and only when a transfer breaks.
  */
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -85,16 +86,61 @@ struct FetchError {
 /** Request headers, in order. */
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+/** An IP network (`10.0.0.0/8`, `10.1.2.3/32`, `fd00::/8`): what `--allow-private` opens. */
+struct Network {
+  int family = 0;                        ///< AF_INET or AF_INET6
+  std::array<unsigned char, 16> bytes{}; ///< the network address, host bits zero (4 bytes used for IPv4)
+  unsigned prefix = 0;                   ///< prefix length: 0..32 or 0..128
+  /** True when `address` lies in this network; an IPv4-mapped IPv6 address counts as its IPv4 address. */
+  [[nodiscard]] bool contains(const sockaddr* address) const;
+  /** `10.0.0.0/8`, `fd00::5/128`. */
+  [[nodiscard]] std::string text() const;
+};
+
 /**
- * Which origins may be fetched. With no patterns every http/https host is
- * allowed except loopback, link-local and unspecified addresses; with
- * patterns only matching hosts are, and a pattern that names a host also
- * allows it to resolve to those addresses (tests allow `127.0.0.1`).
+ * What one `--allow-private` value opens: a CIDR (`10.0.0.0/8`, `fd00::/8`;
+ * host bits are cleared), an address (`10.1.2.3`, `[fd00::5]`: that one
+ * address), or a host name, resolved now to every address it has (each
+ * opened alone; later DNS changes are not followed).
+ * @return the networks, or a one-line error: a bad prefix length, or a name that does not resolve.
+ */
+Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view text);
+
+/**
+ * Why `address` is not a public unicast address, as a short phrase for a
+ * one-line refusal (`loopback`, `private (RFC 1918)`, `shared CGNAT (RFC
+ * 6598)`, `link-local`, `unique local (fc00::/7)`, `multicast`,
+ * `documentation`, `reserved`, …), or nothing when it is public. These are
+ * the IANA special-purpose ranges a fill must not reach: IPv4 0/8, 10/8,
+ * 100.64/10, 127/8, 169.254/16, 172.16/12, 192.0.0/24, 192.0.2/24,
+ * 192.88.99/24, 192.168/16, 198.18/15, 198.51.100/24, 203.0.113/24,
+ * 224/4, 240/4; IPv6 ::, ::1, 64:ff9b:1::/48, 100::/64, 2001::/23,
+ * 2001:db8::/32, 3fff::/20, 5f00::/16, fc00::/7, fe80::/10, fec0::/10,
+ * ff00::/8 and everything outside 2000::/3. IPv4-mapped (::ffff:0:0/96),
+ * NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses are judged by the
+ * IPv4 address they carry.
+ */
+std::optional<std::string> special_purpose_range(const sockaddr* address);
+
+/**
+ * Which origins may be fetched (SPEC §3 "Fills"). Two independent rules:
+ *  - host names: with no patterns every http/https host may be asked for;
+ *    with patterns (`--allow-origin`) only matching host names are. A
+ *    pattern never exempts an address.
+ *  - addresses, checked after DNS on every address a name has, at every
+ *    redirect hop: only public unicast addresses (special_purpose_range()
+ *    has nothing to say) that are not one of this host's own interface
+ *    addresses, unless one of the `allowed_private` networks
+ *    (`--allow-private`) contains the address.
+ * Thread-safe (immutable after construction).
  */
 class OriginPolicy {
  public:
-  /** `patterns`: host globs, `*` matching any run of characters (`*.nvidia.com`, `repo.example.org`). */
-  explicit OriginPolicy(std::vector<std::string> patterns = {});
+  /**
+   * `patterns`: host globs, `*` matching any run of characters (`*.nvidia.com`, `repo.example.org`).
+   * `allowed_private`: the networks that may be reached although not public.
+   */
+  explicit OriginPolicy(std::vector<std::string> patterns = {}, std::vector<Network> allowed_private = {});
 
   /** Every http/https URL, whatever it resolves to: for a client fetching on its own behalf. */
   static OriginPolicy any();
@@ -103,21 +149,36 @@ class OriginPolicy {
   [[nodiscard]] bool names(std::string_view host) const;
   /** The scheme and host check done before any I/O; a one-line reason when refused. */
   [[nodiscard]] std::optional<std::string> check_url(std::string_view url) const;
-  /** The check done on each resolved address of `host`; a one-line reason when refused. */
+  /**
+   * The check done on each resolved address of `host` (the URL's host as
+   * written); a one-line reason naming the address, why it is refused and
+   * the `--allow-private` that would open it; nothing when it may be fetched.
+   */
   [[nodiscard]] std::optional<std::string> check_address(std::string_view host,
                                                          const sockaddr* address) const;
   [[nodiscard]] const std::vector<std::string>& patterns() const noexcept { return m_patterns; }
+  [[nodiscard]] const std::vector<Network>& allowed_private() const noexcept { return m_allowed_private; }
+  /**
+   * The policy in one line, for the start-up log: `public addresses only
+   * (private and own addresses refused); --allow-private 10.1.2.3/32; any
+   * host name` or `… host names matching *.nvidia.com`.
+   */
+  [[nodiscard]] std::string describe() const;
 
  private:
   std::vector<std::string> m_patterns;
+  std::vector<Network> m_allowed_private;
   bool m_any_address = false;
 };
 
 /** `*`-glob match, ASCII case-insensitive. */
 bool glob_match(std::string_view pattern, std::string_view text);
 
-/** True for loopback, link-local and unspecified IPv4/IPv6 addresses (and IPv4-mapped forms of them). */
+/** True for every address that is not public unicast (special_purpose_range() says why). */
 bool is_internal_address(const sockaddr* address);
+
+/** True when `address` is one of this host's interface addresses (getifaddrs, read at each call). */
+bool is_own_interface_address(const sockaddr* address);
 
 /**
  * The server's own listening sockets, which a fetch never connects to
@@ -165,8 +226,9 @@ std::optional<Proxy> proxy_for(std::string_view scheme, std::string_view host, c
 /** Options shared by every fetch of a process. */
 struct FetchOptions {
   OriginPolicy policy;
-  std::chrono::seconds connect_timeout{10};
-  std::chrono::seconds read_timeout{60};
+  std::chrono::milliseconds connect_timeout{10'000};
+  /** A read that waits this long for a byte fails (the inactivity timeout). */
+  std::chrono::milliseconds read_timeout{60'000};
   int max_redirects = 10;
   /** Attempts per fetch, counting the first; a short body is resumed with Range between them. */
   int max_attempts = 5;
@@ -236,6 +298,17 @@ struct FetchRequest {
   Headers headers;
   /** Where the bytes go. Bytes already there are kept and resumed with Range (see `resume_state_path`). */
   std::filesystem::path part_path;
+  /**
+   * Stream mode: when set, body bytes are handed to `sink` as they arrive
+   * (in order, each byte once) instead of being written to `part_path`,
+   * which is then not touched; the SHA-256 and size are computed all the
+   * same. A short body is still resumed with Range (the stream continues
+   * where it stopped), but a response that would restart from byte zero
+   * after bytes were handed over fails (FetchErrc::truncated): a stream
+   * cannot be taken back. `sink` returning false stops the fetch
+   * (FetchErrc::io), e.g. when the reader of a pipe went away.
+   */
+  std::function<bool(const char*, std::size_t)> sink;
   /**
    * Where the first response's validators and caching headers are kept
    * (written before its first body byte, removed on success), so that a

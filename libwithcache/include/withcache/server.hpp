@@ -42,8 +42,19 @@ struct ServerOptions {
   std::uint64_t min_rate = 1024;          ///< `--min-rate`: a fill slower than this (bytes/s over 60 s) fails
   std::chrono::milliseconds fetch_head_timeout{30'000}; ///< a fill with no response head after this fails
   std::uint64_t max_bytes = 0;            ///< 0 = unlimited
-  std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched
-  bool forward_auth = false;              ///< a missed read's Authorization goes into its auto-fill
+  std::vector<std::string> allow_origins; ///< host globs; when given, only these are fetched (names only)
+  /** `--allow-private CIDR|HOST`: the non-public networks fills may reach (origin::parse_allow_private). */
+  std::vector<std::string> allow_private;
+  bool forward_auth = false;              ///< a missed read's Authorization or userinfo goes into its fill
+  std::size_t queue_max = 1000;           ///< `--queue-max`: queued fills at most (0 = no cap)
+  std::size_t queue_max_per_client = 50;  ///< `--queue-max-per-client`: per client address (0 = no cap)
+  /**
+   * `--min-free`: fills are refused when they would leave less free space on
+   * the data dir's filesystem than this many bytes and/or this percentage of
+   * it; with both, the smaller. Neither: no guard.
+   */
+  std::optional<std::uint64_t> min_free_bytes = 10ULL << 30;
+  std::optional<double> min_free_percent = 5.0;
   /**
    * How long the miss that starts (or finds starting) a fill may wait for the
    * origin's response head, to be served as "filling" at once; 0 = not at all.
@@ -104,6 +115,8 @@ class Server {
   [[nodiscard]] int port() const noexcept;
   /** The bound address and port (`127.0.0.1:3000`, `[::]:3000`), after bind(). */
   [[nodiscard]] std::string local_endpoint() const;
+  /** The origin policy in effect, in one line (origin::OriginPolicy::describe()). */
+  [[nodiscard]] std::string origin_policy() const;
   /** True when serving HTTPS. */
   [[nodiscard]] bool tls() const noexcept;
   /** Serves until stop(); returns after the listener closed. */

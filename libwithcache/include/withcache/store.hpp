@@ -129,6 +129,15 @@ struct PendingJob {
   UnixTime created_at = 0;
 };
 
+/** A server-side operator session as cache.db keeps it (the server's auth layer owns its meaning). */
+struct SessionRow {
+  std::string id_hash; ///< SHA-256 hex of the session id; the id itself is never stored
+  std::string user;
+  UnixTime created_at = 0;
+  UnixTime expires_at = 0;
+  std::string address;
+};
+
 /** Paging and filtering for listings: `filter` is a case-insensitive substring of the URL or SHA-256. */
 struct ListQuery {
   std::uint64_t offset = 0;
@@ -311,6 +320,24 @@ class BlobStore {
   void remove_pending_job(std::int64_t id);
   /** Fills that were queued or running when the store was last closed, oldest first; or a database error. */
   Expected<std::vector<PendingJob>, std::string> pending_jobs();
+
+  // --- what the operator surface keeps (operator_records.cpp); each call waits for SQLite: workers only ---
+
+  /** The recorded miss of `key` (its last raw URL, userinfo removed), nothing when none; or a database error.
+   */
+  Expected<std::optional<Miss>, std::string> find_miss(const std::string& key);
+  /** Deletes expired sessions and returns the others; or a database error. */
+  Expected<std::vector<SessionRow>, std::string> load_sessions(UnixTime now);
+  /** Writes one session (replacing one with the same id hash). */
+  Expected<Ok, std::string> save_session(const SessionRow& session);
+  /** Deletes one session; true when it existed. */
+  Expected<bool, std::string> delete_session(const std::string& id_hash);
+  /** Deletes every session, or those expired at `expired_at` when given; returns how many. */
+  Expected<std::size_t, std::string> delete_sessions(std::optional<UnixTime> expired_at = std::nullopt);
+  /** A value the server keeps for itself (e.g. the operator password's fingerprint); empty when unset. */
+  Expected<std::string, std::string> setting(const std::string& name);
+  /** Sets such a value. */
+  Expected<Ok, std::string> set_setting(const std::string& name, const std::string& value);
 
  private:
   struct PendingMiss {

@@ -141,9 +141,13 @@ std::string basename_of(std::string_view origin);
 std::string blob_url(std::string_view server, std::string_view origin);
 
 /**
- * A URL safe to log or show: userinfo removed and a query replaced by `?…`;
- * the fragment dropped. Input that does not parse is returned with anything
- * after `?` or `#` cut, and anything before an `@` in the authority removed.
+ * A URL safe to log or show (SPEC §3 "No secrets on display"): userinfo
+ * removed, the fragment dropped, and in the query the value of every
+ * signing or credential parameter (is_signing_parameter(), matched after
+ * percent-decoding the name) replaced by `…`, its name kept
+ * (`https://h/a.iso?X-Amz-Signature=…&file=a`). Other parameters stay, so
+ * two artifacts that differ by query can be told apart. Input that does not
+ * parse is treated the same way, as far as it can be read.
  */
 std::string redact(std::string_view url);
 

@@ -77,7 +77,8 @@ std::string Sessions::sign(std::string_view payload) const {
 }
 
 std::string Sessions::issue(std::string_view user, std::chrono::system_clock::time_point now) const {
-  const std::string nonce = digest::random_hex(12);
+  // The session id: 128 random bits. The server keeps only its hash.
+  const std::string nonce = digest::random_hex(16);
   const auto expires =
       std::chrono::duration_cast<std::chrono::seconds>((now + m_lifetime).time_since_epoch()).count();
   // v1:<user>:<expiry>:<nonce>, base64url so the cookie value needs no quoting.
@@ -88,6 +89,19 @@ std::string Sessions::issue(std::string_view user, std::chrono::system_clock::ti
 
 std::optional<std::string> Sessions::verify(std::string_view token,
                                             std::chrono::system_clock::time_point now) const {
+  auto parsed = claims(token, now);
+  if (!parsed) {
+    return std::nullopt;
+  }
+  return std::move(parsed->user);
+}
+
+std::string Sessions::password_fingerprint(std::string_view password) const {
+  return sign("withcache operator password v1\n" + std::string(password));
+}
+
+std::optional<Claims> Sessions::claims(std::string_view token,
+                                       std::chrono::system_clock::time_point now) const {
   const std::size_t dot = token.rfind('.');
   if (dot == std::string_view::npos) {
     return std::nullopt;
@@ -107,12 +121,64 @@ std::optional<std::string> Sessions::verify(std::string_view token,
     return std::nullopt;
   }
   const auto expires = http::parse_decimal(fields.substr(a + 1, b - a - 1));
-  if (!expires ||
+  if (!expires || *expires > (1ULL << 62) ||
       std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() >=
           static_cast<std::int64_t>(*expires)) {
     return std::nullopt;
   }
-  return std::string(fields.substr(0, a));
+  return Claims{std::string(fields.substr(0, a)), std::string(fields.substr(b + 1)),
+                static_cast<std::int64_t>(*expires)};
+}
+
+std::string id_hash(std::string_view id) {
+  return digest::sha256_hex(id);
+}
+
+void SessionTable::load(std::vector<SessionRecord> records) {
+  std::unique_lock lock(m_mutex);
+  m_by_hash.clear();
+  for (auto& record : records) {
+    std::string key = record.id_hash;
+    m_by_hash.emplace(std::move(key), std::move(record));
+  }
+}
+
+void SessionTable::add(SessionRecord record) {
+  std::unique_lock lock(m_mutex);
+  std::string key = record.id_hash;
+  m_by_hash.insert_or_assign(std::move(key), std::move(record));
+}
+
+bool SessionTable::live(const Claims& claims, std::int64_t now) const {
+  if (claims.id.empty()) {
+    return false;
+  }
+  const std::string key = id_hash(claims.id);
+  std::shared_lock lock(m_mutex);
+  const auto it = m_by_hash.find(key);
+  return it != m_by_hash.end() && it->second.expires_at > now && it->second.user == claims.user;
+}
+
+bool SessionTable::revoke(const std::string& hash) {
+  std::unique_lock lock(m_mutex);
+  return m_by_hash.erase(hash) > 0;
+}
+
+std::size_t SessionTable::revoke_all() {
+  std::unique_lock lock(m_mutex);
+  const std::size_t n = m_by_hash.size();
+  m_by_hash.clear();
+  return n;
+}
+
+std::size_t SessionTable::purge_expired(std::int64_t now) {
+  std::unique_lock lock(m_mutex);
+  return std::erase_if(m_by_hash, [now](const auto& entry) { return entry.second.expires_at <= now; });
+}
+
+std::size_t SessionTable::size() const {
+  std::shared_lock lock(m_mutex);
+  return m_by_hash.size();
 }
 
 std::optional<std::string> cookie_value(std::string_view header, std::string_view name) {

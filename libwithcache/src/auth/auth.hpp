@@ -3,22 +3,25 @@
 /**
  * @file
  * withcache::auth (internal to the server) — the operator surface's sessions
- * (SPEC §3 "Operator surface"): HMAC-SHA256-signed cookies, the session
- * secret, the CSRF origin check and slowing down wrong passwords.
- * Sessions and LoginThrottle are thread-safe. Nothing here throws except
- * session_secret(), at start-up.
+ * (SPEC §3 "Operator surface"): HMAC-SHA256-signed cookies, the
+ * server-side table of live sessions, the session secret, the CSRF origin
+ * check and slowing down wrong passwords.
+ * Sessions, SessionTable and LoginThrottle are thread-safe. Nothing here
+ * throws except session_secret(), at start-up.
  */
 
+#include <array>
 #include <chrono>
 #include <cstdint>
-#include <array>
 #include <filesystem>
 #include <list>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace withcache::auth {
 
@@ -33,7 +36,19 @@ inline constexpr const char* k_cookie = "withcache-token";
  */
 std::string session_secret(const std::filesystem::path& data_dir, const char* env_secret);
 
-/** Issues and verifies `<payload>.<HMAC-SHA256 hex>` session tokens. */
+/** What a valid token says: its user, its session's random id and when it expires. */
+struct Claims {
+  std::string user;
+  std::string id;           ///< the session's random id (32 hex digits); the server keeps only id_hash()
+  std::int64_t expires = 0; ///< Unix seconds
+};
+
+/**
+ * Issues and verifies `<payload>.<HMAC-SHA256 hex>` session tokens, where the
+ * payload is base64url(`v1:<user>:<expiry>:<random id>`). The signature and
+ * the expiry are all it checks: whether the session is still live is the
+ * SessionTable's business.
+ */
 class Sessions {
  public:
   explicit Sessions(std::string secret, std::chrono::seconds lifetime = std::chrono::hours(24 * 7));
@@ -46,12 +61,62 @@ class Sessions {
   [[nodiscard]] std::optional<std::string>
   verify(std::string_view token,
          std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
+  /** What a valid, unexpired token signed with this secret says; nothing otherwise. */
+  [[nodiscard]] std::optional<Claims>
+  claims(std::string_view token,
+         std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
   [[nodiscard]] std::chrono::seconds lifetime() const noexcept { return m_lifetime; }
+  /**
+   * A fingerprint of the operator password under this secret (HMAC-SHA256),
+   * so the server can tell at start that the password changed without ever
+   * storing it.
+   */
+  [[nodiscard]] std::string password_fingerprint(std::string_view password) const;
 
  private:
   [[nodiscard]] std::string sign(std::string_view payload) const;
   std::string m_secret;
   std::chrono::seconds m_lifetime;
+};
+
+/** What the server keeps of a session (SPEC §3: server-side records); never the id itself. */
+struct SessionRecord {
+  std::string id_hash; ///< SHA-256 hex of the session's random id
+  std::string user;
+  std::int64_t created_at = 0; ///< Unix seconds
+  std::int64_t expires_at = 0; ///< Unix seconds
+  std::string address;         ///< the client address it logged in from
+};
+
+/** SHA-256 hex of a session id: the key under which the server keeps it. */
+std::string id_hash(std::string_view id);
+
+/**
+ * The live sessions, in memory, so that checking a cookie costs an HMAC, a
+ * hash and a lookup (it runs on the I/O threads). The caller persists every
+ * change (the store's `sessions` table) and loads them back at start.
+ * Thread-safe: lookups share a lock, changes take it alone.
+ */
+class SessionTable {
+ public:
+  /** Replaces the table with `records` (at start). */
+  void load(std::vector<SessionRecord> records);
+  /** Adds a session. */
+  void add(SessionRecord record);
+  /** True when the session of `claims` is live at `now` (known and not expired). */
+  [[nodiscard]] bool live(const Claims& claims, std::int64_t now) const;
+  /** Ends one session; true when it was live. */
+  bool revoke(const std::string& id_hash);
+  /** Ends every session; returns how many there were. */
+  std::size_t revoke_all();
+  /** Forgets expired sessions; returns how many. */
+  std::size_t purge_expired(std::int64_t now);
+  /** Sessions held now. */
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  mutable std::shared_mutex m_mutex;
+  std::unordered_map<std::string, SessionRecord> m_by_hash;
 };
 
 /** The value of cookie `name` in a `Cookie` header, if present. */

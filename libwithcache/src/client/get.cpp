@@ -72,8 +72,10 @@ void drop_if_empty(const std::filesystem::path& part) {
   }
 }
 
+// `sink` set: stream mode, `file` unused.
 Expected<GetResult, GetError> run(const std::string& origin_url, const std::filesystem::path& file,
-                                  const GetOptions& options) {
+                                  const GetOptions& options,
+                                  const std::function<bool(const char*, std::size_t)>& sink = {}) {
   GetResult result;
   result.file = file;
   std::string source = origin_url;
@@ -89,18 +91,24 @@ Expected<GetResult, GetError> run(const std::string& origin_url, const std::file
     return unexpected(failure(GetErrc::network, shown + ": not an http or https URL"));
   }
 
-  const std::filesystem::path part = file.string() + ".part";
+  const std::filesystem::path part =
+      sink ? std::filesystem::path() : std::filesystem::path(file.string() + ".part");
   origin::FetchRequest request;
   request.url = source;
   request.part_path = part;
+  request.sink = sink;
   request.on_progress = options.on_progress;
   origin::FetchOptions fetch_options;
   fetch_options.policy = origin::OriginPolicy::any(); // the user's own download, wherever it points
   fetch_options.connect_timeout = options.connect_timeout;
   fetch_options.read_timeout = options.read_timeout;
+  fetch_options.head_timeout = options.head_timeout;
   fetch_options.max_attempts = 3;
   auto fetched = origin::fetch_to_file(request, fetch_options);
   if (!fetched) {
+    if (sink) {
+      return unexpected(failure(code_of(fetched.error().reason), fetched.error().message));
+    }
     drop_if_empty(part);
     std::string message = fetched.error().message;
     if (code_of(fetched.error().reason) == GetErrc::network) {
@@ -122,12 +130,18 @@ Expected<GetResult, GetError> run(const std::string& origin_url, const std::file
   }
   if (const auto& expected = expected_sha) {
     if (*expected != result.sha256) {
-      std::filesystem::remove(part, ec);
+      if (!sink) {
+        std::filesystem::remove(part, ec);
+      }
       return unexpected(failure(GetErrc::checksum, shown + ": SHA-256 mismatch: the cache says " +
                                                        std::string(*expected) + ", the bytes hash to " +
                                                        result.sha256));
     }
     result.verified = true;
+  }
+  if (sink) {
+    result.file.clear();
+    return result;
   }
   std::filesystem::rename(part, file, ec);
   if (ec) {
@@ -169,6 +183,19 @@ Expected<GetResult, GetError> get(const std::string& origin_url, const std::file
                                   const GetOptions& options) {
   try {
     return run(origin_url, file, options);
+  } catch (const std::exception& e) {
+    return unexpected(failure(GetErrc::io, url::redact(origin_url) + ": " + e.what()));
+  }
+}
+
+Expected<GetResult, GetError> stream(const std::string& origin_url,
+                                     const std::function<bool(const char*, std::size_t)>& sink,
+                                     const GetOptions& options) {
+  if (!sink) {
+    return unexpected(failure(GetErrc::io, "stream() needs a sink"));
+  }
+  try {
+    return run(origin_url, {}, options, sink);
   } catch (const std::exception& e) {
     return unexpected(failure(GetErrc::io, url::redact(origin_url) + ": " + e.what()));
   }

@@ -1,10 +1,13 @@
 #include "withcache/fills.hpp"
 
 #include <algorithm>
-
-#include <fcntl.h>
-#include <unistd.h>
+#include <cmath>
 #include <filesystem>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "http/http.hpp"
 #include "withcache/digest.hpp"
@@ -47,11 +50,27 @@ bool is_refusal(origin::FetchErrc reason) {
 // What the key leaves out but the origin sees: the exact fetch URL (signing
 // parameters included) and the credentials. The negative cache holds back
 // only requests with the id that failed.
-std::string attempt_id(std::string_view clean_url, const origin::Headers& headers) {
+// `salt` is the origin policy in effect, so a refusal recorded under one policy does not hold back the
+// same request under another (an operator who restarts with --allow-private need not clear each miss).
+std::string attempt_id(std::string_view clean_url, const origin::Headers& headers, std::string_view salt) {
   const std::string fetched = url::fetch_url(clean_url).value_or(std::string(clean_url));
   const auto authorization = http::find_field(headers, "Authorization");
-  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")));
+  return digest::sha256_hex(fetched + "\n" + std::string(authorization.value_or("")) + "\n" +
+                            std::string(salt));
 }
+
+std::optional<DiskSpace> statvfs_space(const std::filesystem::path& dir) {
+  struct statvfs info {};
+  if (::statvfs(dir.c_str(), &info) != 0) {
+    return std::nullopt;
+  }
+  const auto unit = static_cast<std::uint64_t>(info.f_frsize != 0 ? info.f_frsize : info.f_bsize);
+  return DiskSpace{static_cast<std::uint64_t>(info.f_bavail) * unit,
+                   static_cast<std::uint64_t>(info.f_blocks) * unit};
+}
+
+// Undeclared sizes are checked against free space each time they grow by this much.
+constexpr std::uint64_t k_disk_check_step = 64ULL << 20;
 
 // The value of a merged header: the 304's when it sent one, else the stored one.
 std::string updated(const std::string& from_304, const std::string& stored) {
@@ -91,6 +110,34 @@ UnixTime fresh_until(std::string_view cache_control, std::string_view expires, s
   return 0;
 }
 
+std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes,
+                           std::optional<double> percent) {
+  std::optional<std::uint64_t> floor = bytes;
+  if (percent) {
+    const auto share =
+        static_cast<std::uint64_t>(std::llround(static_cast<double>(total) * *percent / 100.0));
+    floor = floor ? std::min(*floor, share) : share;
+  }
+  return floor.value_or(0);
+}
+
+std::string client_group(std::string_view address) {
+  const std::string text(address);
+  unsigned char v6[16] = {};
+  if (text.find(':') == std::string::npos || ::inet_pton(AF_INET6, text.c_str(), v6) != 1) {
+    return text;
+  }
+  static constexpr unsigned char k_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char buffer[INET6_ADDRSTRLEN] = {};
+  if (std::equal(std::begin(k_mapped), std::end(k_mapped), v6)) {
+    ::inet_ntop(AF_INET, v6 + 12, buffer, sizeof buffer);
+    return buffer;
+  }
+  std::fill(v6 + 8, v6 + 16, 0);
+  ::inet_ntop(AF_INET6, v6, buffer, sizeof buffer);
+  return std::string(buffer) + "/64";
+}
+
 std::string miss_reason(const origin::FetchError& error) {
   const std::string& detail = error.detail.empty() ? error.message : error.detail;
   return (error.reason == origin::FetchErrc::not_storable ? "not stored: " : "not fetched: ") + detail;
@@ -115,6 +162,9 @@ struct FillPool::State {
   std::atomic<bool> stop{false}; // the fetch's cancel flag: operator cancel or shutdown
   bool cancel_requested = false;
   std::shared_ptr<FillStream> stream; // readers served while it fills (none for a revalidation)
+  bool by_operator = false;
+  std::string client;                    // client_group() of an automatic fill's reader; empty otherwise
+  std::atomic<std::uint64_t> claimed{0}; // bytes the free-space guard counted this fill for
 };
 
 FillPool::FillPool(store::BlobStore& store, PoolOptions options)
@@ -150,10 +200,17 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
   }
   // A fill stores what it fetches: the origin's "do not store" is checked on the head.
   m_options.fetch.only_storable = true;
+  m_attempt_salt = m_options.fetch.policy.describe();
+  if (!m_options.disk_space && (m_options.min_free_bytes || m_options.min_free_percent)) {
+    m_options.disk_space = [dir = m_store.data_dir()] {
+      return statvfs_space(dir);
+    };
+  }
   const unsigned workers = std::max(1U, m_options.workers);
   for (unsigned i = 0; i < workers; ++i) {
-    m_workers.emplace_back([this] { worker_loop(); });
+    m_workers.emplace_back([this] { worker_loop(false); });
   }
+  m_workers.emplace_back([this] { worker_loop(true); });
 }
 
 FillPool::~FillPool() {
@@ -161,7 +218,7 @@ FillPool::~FillPool() {
 }
 
 Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers,
-                                                 bool by_operator) {
+                                                   bool by_operator, std::string_view client) {
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     const std::string scheme = url::scheme_of(origin_url);
     const bool web = scheme.empty() || scheme == "http" || scheme == "https";
@@ -175,17 +232,40 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   if (auto bad = check_headers(headers)) {
     return unexpected(EnqueueError{EnqueueErrc::bad_header, *bad});
   }
-  if (auto userinfo = url::userinfo_of(origin_url); userinfo && !http::find_field(headers, "Authorization")) {
+  const auto userinfo = url::userinfo_of(origin_url);
+  // Credentials are credentials (SPEC §3): an anonymous reader's userinfo or Authorization would fetch
+  // private bytes that are then served to everyone, so only --forward-auth or an operator uses them.
+  if (!by_operator && !m_options.forward_auth && (userinfo || http::find_field(headers, "Authorization"))) {
+    return unexpected(EnqueueError{EnqueueErrc::carries_credentials, "carries credentials"});
+  }
+  if (userinfo && !http::find_field(headers, "Authorization")) {
     headers.emplace_back("Authorization", "Basic " + util::base64_encode(util::percent_decode(*userinfo)));
   }
   const std::string clean_url = url::strip_userinfo(origin_url);
+  const std::string group = by_operator ? std::string() : client_group(client);
 
   std::unique_lock lock(m_mutex);
   if (m_stopping) {
     return unexpected(EnqueueError{EnqueueErrc::shutting_down, "the server is shutting down"});
   }
   if (auto it = m_active_by_key.find(*key); it != m_active_by_key.end()) {
-    return Enqueued{snapshot(*m_jobs.at(it->second)), true};
+    const auto& joined = m_jobs.at(it->second);
+    bool moved = false;
+    if (by_operator && joined->status == JobStatus::queued && !joined->by_operator &&
+        std::erase(m_queue, joined->id) > 0) {
+      // The operator wants it: a queued automatic fill of the key moves to the operator's queue.
+      left_queue(*joined);
+      joined->by_operator = true;
+      joined->client.clear();
+      m_operator_queue.push_back(joined->id);
+      moved = true;
+    }
+    Enqueued result{snapshot(*joined), true};
+    lock.unlock();
+    if (moved) {
+      m_work.notify_all();
+    }
+    return result;
   }
   if (m_store.find(*key)) {
     return unexpected(
@@ -195,7 +275,8 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   if (by_operator) {
     m_store.clear_backoff(*key);
   } else if (auto backoff = m_store.backoff(*key, now());
-             backoff && (backoff->attempt.empty() || backoff->attempt == attempt_id(clean_url, headers))) {
+             backoff && (backoff->attempt.empty() ||
+                         backoff->attempt == attempt_id(clean_url, headers, m_attempt_salt))) {
     return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
   }
   if (m_store.is_full()) {
@@ -203,19 +284,47 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
                                                                 util::format_size(m_store.max_bytes()) +
                                                                 "); delete artifacts to make room"});
   }
+  if (!by_operator) {
+    const std::size_t queued = m_queue.size() + m_operator_queue.size();
+    if (m_options.queue_max != 0 && queued >= m_options.queue_max) {
+      return unexpected(EnqueueError{
+          EnqueueErrc::queue_full, "the fill queue is full (" + std::to_string(queued) +
+                                       " queued; --queue-max " + std::to_string(m_options.queue_max) + ")"});
+    }
+    const auto mine = group.empty() ? m_queued_by_client.end() : m_queued_by_client.find(group);
+    if (m_options.queue_max_per_client != 0 && mine != m_queued_by_client.end() &&
+        mine->second >= m_options.queue_max_per_client) {
+      return unexpected(
+          EnqueueError{EnqueueErrc::queue_full, "this client has " + std::to_string(mine->second) +
+                                                    " fills queued (--queue-max-per-client " +
+                                                    std::to_string(m_options.queue_max_per_client) + ")"});
+    }
+    if (auto low = disk_refusal(0, nullptr)) {
+      return unexpected(EnqueueError{EnqueueErrc::low_disk_space, *low});
+    }
+  }
   auto job = std::make_shared<State>();
   job->key = *key;
   job->url = clean_url;
   job->headers = std::move(headers);
   job->created_at = now();
   job->stream = std::make_shared<FillStream>();
+  job->by_operator = by_operator;
+  job->client = group;
   job->id = m_store.add_pending_job(job->key, job->url, job->headers);
   m_active_by_key[job->key] = job->id;
-  m_queue.push_back(job->id);
+  if (by_operator) {
+    m_operator_queue.push_back(job->id);
+  } else {
+    m_queue.push_back(job->id);
+    if (!group.empty()) {
+      ++m_queued_by_client[group];
+    }
+  }
   m_jobs.emplace(job->id, job);
   Enqueued result{snapshot(*job), false};
   lock.unlock();
-  m_work.notify_one();
+  m_work.notify_all(); // the operator lane takes only operator fills: wake every thread that could
   m_changed.notify_all();
   return result;
 }
@@ -230,7 +339,7 @@ Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, 
     return unexpected(EnqueueError{EnqueueErrc::bad_url, "the URL does not name this artifact"});
   }
   origin::Headers headers;
-  if (auto userinfo = url::userinfo_of(origin_url)) {
+  if (auto userinfo = url::userinfo_of(origin_url); userinfo && m_options.forward_auth) {
     headers.emplace_back("Authorization", "Basic " + util::base64_encode(util::percent_decode(*userinfo)));
   }
   const std::string clean_url = url::strip_userinfo(origin_url);
@@ -262,7 +371,7 @@ Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, 
   m_jobs.emplace(job->id, job);
   Enqueued result{snapshot(*job), false};
   lock.unlock();
-  m_work.notify_one();
+  m_work.notify_all();
   m_changed.notify_all();
   return result;
 }
@@ -282,7 +391,9 @@ bool FillPool::cancel(std::int64_t id) {
   if (job->status != JobStatus::queued) {
     return false;
   }
-  std::erase(m_queue, id);
+  if (std::erase(m_queue, id) + std::erase(m_operator_queue, id) > 0) {
+    left_queue(*job);
+  }
   lock.unlock();
   origin::FetchRequest leftover; // bytes a previous run left
   leftover.part_path = m_store.part_path(job->key);
@@ -310,6 +421,22 @@ std::vector<Job> FillPool::list() const {
   return jobs;
 }
 
+store::Page<Job> FillPool::list_page(const store::ListQuery& query) const {
+  const std::string filter = util::lower(query.filter);
+  store::Page<Job> page;
+  std::lock_guard lock(m_mutex);
+  for (auto it = m_jobs.rbegin(); it != m_jobs.rend(); ++it) {
+    if (!filter.empty() && util::lower(it->second->url).find(filter) == std::string::npos) {
+      continue;
+    }
+    if (page.total >= query.offset && page.items.size() < query.limit) {
+      page.items.push_back(snapshot(*it->second));
+    }
+    ++page.total;
+  }
+  return page;
+}
+
 std::optional<Job> FillPool::get(std::int64_t id) const {
   std::lock_guard lock(m_mutex);
   const auto it = m_jobs.find(id);
@@ -330,7 +457,7 @@ std::optional<Job> FillPool::find_active(const std::string& key) const {
 
 std::size_t FillPool::queue_depth() const {
   std::lock_guard lock(m_mutex);
-  return m_queue.size();
+  return m_queue.size() + m_operator_queue.size();
 }
 
 std::size_t FillPool::running() const {
@@ -377,17 +504,64 @@ void FillPool::shutdown() {
   m_workers.clear();
 }
 
-void FillPool::worker_loop() {
+std::shared_ptr<FillPool::State> FillPool::take_queued(bool operator_lane) {
+  std::deque<std::int64_t>& from = !m_operator_queue.empty() ? m_operator_queue : m_queue;
+  if (from.empty() || (operator_lane && &from != &m_operator_queue)) {
+    return nullptr;
+  }
+  auto job = m_jobs.at(from.front());
+  from.pop_front();
+  left_queue(*job);
+  return job;
+}
+
+void FillPool::left_queue(const State& job) {
+  if (job.by_operator || job.client.empty()) {
+    return;
+  }
+  if (const auto it = m_queued_by_client.find(job.client);
+      it != m_queued_by_client.end() && --it->second == 0) {
+    m_queued_by_client.erase(it);
+  }
+}
+
+std::optional<std::string> FillPool::disk_refusal(std::uint64_t more, const State* except) const {
+  if (!m_options.disk_space) {
+    return std::nullopt;
+  }
+  const auto space = m_options.disk_space();
+  if (!space) {
+    return std::nullopt; // cannot tell: the write itself will say when the disk is full
+  }
+  const std::uint64_t floor =
+      min_free_for(space->total, m_options.min_free_bytes, m_options.min_free_percent);
+  // Bytes other running fills were counted for and have not written yet are as good as gone.
+  std::uint64_t promised = 0;
+  for (const auto& [id, job] : m_jobs) {
+    if (job.get() != except && job->status == JobStatus::running) {
+      const std::uint64_t claimed = job->claimed.load();
+      const std::uint64_t done = job->done.load();
+      promised += claimed > done ? claimed - done : 0;
+    }
+  }
+  const std::uint64_t available = space->available > promised ? space->available - promised : 0;
+  if (available >= floor && available - floor >= more) {
+    return std::nullopt;
+  }
+  return "not enough free space: " + util::format_size(available) + " free on the data dir's filesystem" +
+         (more > 0 ? ", " + util::format_size(more) + " needed," : "") + " and --min-free keeps " +
+         util::format_size(floor);
+}
+
+void FillPool::worker_loop(bool operator_lane) {
   for (;;) {
     std::shared_ptr<State> job;
     {
       std::unique_lock lock(m_mutex);
-      m_work.wait(lock, [this] { return m_stopping || !m_queue.empty(); });
+      m_work.wait(lock, [&] { return m_stopping || (job = take_queued(operator_lane)) != nullptr; });
       if (m_stopping) {
         return;
       }
-      job = m_jobs.at(m_queue.front());
-      m_queue.pop_front();
       job->status = JobStatus::running;
       job->started_at = now();
       ++m_running;
@@ -434,7 +608,18 @@ void FillPool::run(const std::shared_ptr<State>& job) {
       rate_bytes = done;
     }
   };
+  std::string disk_refused; // why the free-space guard stopped the fill, when it did
   request.may_store = [&](std::uint64_t size) {
+    if (size > job->claimed.load() && m_options.disk_space) {
+      // A declared size is checked once; a growing one again each time it passes what was counted.
+      const std::uint64_t on_disk = job->done.load();
+      std::lock_guard lock(m_mutex);
+      if (auto low = disk_refusal(size > on_disk ? size - on_disk : 0, job.get())) {
+        disk_refused = *low;
+        return false;
+      }
+      job->claimed = size + k_disk_check_step;
+    }
     if (size <= reserved) {
       return true;
     }
@@ -446,6 +631,10 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   };
 
   auto result = origin::fetch_to_file(request, m_options.fetch);
+  if (!result && result.error().reason == origin::FetchErrc::cache_full && !disk_refused.empty()) {
+    result = unexpected(origin::FetchError{origin::FetchErrc::cache_full, 0,
+                                           url::redact(job->url) + ": " + disk_refused, disk_refused});
+  }
   const UnixTime fetched_at = now();
   if (result && result->not_modified) {
     m_store.release(reserved);
@@ -546,7 +735,8 @@ void FillPool::record_failure(const State& job, const origin::FetchError& error)
     retry.after = retry.failures == 0 ? 0 : now() + store::backoff_delay(retry.failures).count();
     retry.reason = reason;
   } else {
-    m_store.record_fill_failure(job.key, job.url, reason, backs_off(error.reason), attempt_id(job.url, job.headers));
+    m_store.record_fill_failure(job.key, job.url, reason, backs_off(error.reason),
+                                attempt_id(job.url, job.headers, m_attempt_salt));
   }
   if (m_options.record_events) {
     const std::string what = job.revalidation ? "revalidation of " : "";

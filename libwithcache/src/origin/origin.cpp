@@ -67,11 +67,16 @@ std::string duration_text(std::chrono::milliseconds duration) {
   return std::to_string(ms) + " ms";
 }
 
-// The part file: an fd opened for appending, its size and the running SHA-256.
+// The part file: an fd opened for appending, its size and the running SHA-256. In stream mode
+// (FetchRequest::sink) the bytes go to the sink instead and no file is touched.
 class PartFile {
  public:
-  PartFile(const std::filesystem::path& path, PartObserver* observer) : m_path(path), m_observer(observer) {
-    m_buffer.reserve(k_write_buffer);
+  using Sink = std::function<bool(const char*, std::size_t)>;
+  PartFile(const std::filesystem::path& path, PartObserver* observer, Sink sink = {})
+      : m_path(path), m_observer(observer), m_sink(std::move(sink)) {
+    if (!m_sink) {
+      m_buffer.reserve(k_write_buffer);
+    }
   }
   ~PartFile() {
     if (m_fd >= 0) {
@@ -84,6 +89,9 @@ class PartFile {
 
   // Opens (creating) the file and hashes the bytes already in it.
   std::optional<std::string> open() {
+    if (m_sink) {
+      return std::nullopt;
+    }
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (m_fd < 0) {
       return "cannot open " + m_path.string() + ": " + std::strerror(errno);
@@ -110,6 +118,12 @@ class PartFile {
   // Starts over from zero. The file is replaced, not truncated: whoever reads
   // the old one (a client served while filling) keeps its bytes unchanged.
   std::optional<std::string> restart() {
+    if (m_sink) {
+      if (m_size > 0) {
+        return std::string("bytes already streamed cannot be taken back");
+      }
+      return std::nullopt;
+    }
     m_buffer.clear();
     if (m_observer != nullptr) {
       m_observer->restarting();
@@ -134,6 +148,9 @@ class PartFile {
   bool append(const char* data, std::size_t length) {
     m_sha.update(data, length);
     m_size += length;
+    if (m_sink) {
+      return m_sink(data, length);
+    }
     if (m_buffer.size() + length > k_write_buffer && !flush()) {
       return false;
     }
@@ -166,7 +183,8 @@ class PartFile {
     return ok;
   }
 
-  bool sync() { return flush() && ::fsync(m_fd) == 0; }
+  bool sync() { return m_sink ? true : flush() && ::fsync(m_fd) == 0; }
+  [[nodiscard]] bool streaming() const noexcept { return static_cast<bool>(m_sink); }
 
   // The hex digest of everything appended so far (the context stays usable).
   std::string hex_digest() const { return m_sha.hex(); }
@@ -200,6 +218,7 @@ class PartFile {
 
   std::filesystem::path m_path;
   PartObserver* m_observer = nullptr;
+  Sink m_sink;
   digest::Sha256 m_sha;
   int m_fd = -1;
   std::uint64_t m_size = 0;    // bytes appended (some may still be in the buffer)
@@ -349,10 +368,11 @@ std::optional<std::string> restart(FetchState& state) {
   return state.part.restart();
 }
 
-// Resolves the origin host and applies the policy to every address, so a
-// name cannot smuggle a loopback or link-local target past --allow-origin,
-// and refuses the server's own listening sockets. Returns the address to
-// connect to.
+// Resolves the origin host and applies the policy to every address it has
+// (one private address among public ones refuses the name: DNS may answer
+// either later), and refuses the server's own listening sockets. Returns the
+// address to connect to, which the connection is pinned to, so the name is
+// never resolved again between the check and the connect.
 Expected<std::string, FetchError> resolve_checked(const url::Target& target, const FetchOptions& options,
                                                   bool via_proxy, std::string_view shown) {
   addrinfo hints{};
@@ -472,6 +492,10 @@ class Watchdog {
     m_samples.push_back({Clock::now(), m_bytes.load()});
   }
   void add_bytes(std::size_t n) { m_bytes += n; }
+  [[nodiscard]] bool head_seen() const {
+    std::lock_guard lock(m_mutex);
+    return m_head;
+  }
   // Ends the watch; afterwards why() is stable.
   void finish() {
     {
@@ -610,7 +634,10 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   // Part bytes that no validator and no declared length can vouch for are not resumed.
   if (state.part.size() > 0 && state.rep.known && state.rep.if_range().empty() && state.rep.total == 0) {
     if (auto err = restart(state)) {
-      return {Step::fail, make_error(FetchErrc::io, shown, *err), {}};
+      return {Step::fail,
+              make_error(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, shown,
+                         "the body broke off and nothing vouches for resuming it; " + *err),
+              {}};
     }
   }
 
@@ -653,7 +680,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
   // Not the continuation of the bytes we hold: start over from zero on the next attempt.
   auto start_over = [&](const std::string& why) {
     if (auto err = restart(state)) {
-      return fail(FetchErrc::io, *err);
+      return fail(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, why + "; " + *err);
     }
     return decide(Step::retry, make_error(FetchErrc::truncated, shown, why + "; restarting from zero"));
   };
@@ -691,7 +718,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       // If-Range found the representation changed. Its bytes start at zero.
       if (state.part.size() > 0) {
         if (auto err = state.part.restart()) {
-          return fail(FetchErrc::io, *err);
+          return fail(state.part.streaming() ? FetchErrc::truncated : FetchErrc::io, *err);
         }
       }
       state.rep.known = true;
@@ -796,6 +823,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       return fail(FetchErrc::cache_full, "the cache is full");
     }
     if (!state.part.append(data, length)) {
+      if (state.part.streaming()) {
+        return fail(FetchErrc::io, "cannot write the output (closed?)");
+      }
       return fail(FetchErrc::io, "cannot write " + state.part.path().string() + ": " + std::strerror(errno));
     }
     if (state.request.on_progress) {
@@ -834,6 +864,14 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       break;
     }
     if (Clock::now() - last_byte >= state.options.read_timeout) {
+      if (!watchdog->head_seen()) {
+        // No head at all, like the watchdog's head deadline (which a read timeout as short can beat):
+        // the next attempt would wait the same, so it is not retried.
+        return {Step::fail,
+                make_error(FetchErrc::timeout, shown,
+                           "no response head within " + duration_text(state.options.read_timeout)),
+                {}};
+      }
       return {Step::retry, make_error(FetchErrc::timeout, shown, "read timed out"), {}};
     }
   }
@@ -927,63 +965,6 @@ bool glob_match(std::string_view pattern, std::string_view text) {
   return p == pattern.size();
 }
 
-bool is_internal_address(const sockaddr* address) {
-  if (address->sa_family == AF_INET) {
-    const auto ip = ntohl(reinterpret_cast<const sockaddr_in*>(address)->sin_addr.s_addr);
-    return (ip >> 24) == 127 || (ip >> 16) == 0xA9FE || ip == 0;
-  }
-  if (address->sa_family == AF_INET6) {
-    const in6_addr& ip = reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr;
-    if (IN6_IS_ADDR_LOOPBACK(&ip) || IN6_IS_ADDR_UNSPECIFIED(&ip) || IN6_IS_ADDR_LINKLOCAL(&ip)) {
-      return true;
-    }
-    if (IN6_IS_ADDR_V4MAPPED(&ip)) {
-      sockaddr_in v4{};
-      v4.sin_family = AF_INET;
-      std::memcpy(&v4.sin_addr, &ip.s6_addr[12], 4);
-      return is_internal_address(reinterpret_cast<const sockaddr*>(&v4));
-    }
-    return false;
-  }
-  return true; // not an IP address we know how to judge
-}
-
-OriginPolicy::OriginPolicy(std::vector<std::string> patterns) : m_patterns(std::move(patterns)) {}
-
-OriginPolicy OriginPolicy::any() {
-  OriginPolicy policy;
-  policy.m_any_address = true;
-  return policy;
-}
-
-bool OriginPolicy::names(std::string_view host) const {
-  return std::any_of(m_patterns.begin(), m_patterns.end(),
-                     [&](const std::string& pattern) { return glob_match(pattern, host); });
-}
-
-std::optional<std::string> OriginPolicy::check_url(std::string_view origin) const {
-  const std::string scheme = url::scheme_of(origin);
-  if (!scheme.empty() && scheme != "http" && scheme != "https") {
-    return "refusing to fetch a " + scheme + ": URL (only http and https are fetched)";
-  }
-  const auto target = url::parse_target(origin);
-  if (!target) {
-    return url::redact(origin) + ": " + target.error().message;
-  }
-  if (!m_patterns.empty() && !names(target->host)) {
-    return url::redact(origin) + ": host " + target->host + " is not allowed by --allow-origin";
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string> OriginPolicy::check_address(std::string_view host, const sockaddr* address) const {
-  if (!m_any_address && is_internal_address(address) && !names(host)) {
-    return "host " + std::string(host) + " resolves to " + address_text(address) +
-           " (loopback, link-local or unspecified); allow it with --allow-origin " + std::string(host);
-  }
-  return std::nullopt;
-}
-
 struct OwnListeners::Listener {
   sockaddr_storage address{}; // port ignored; the listening port is `port`
   int port = 0;
@@ -1055,6 +1036,294 @@ bool is_local(const Ip& ip) {
 }
 
 } // namespace
+
+namespace {
+
+struct Range {
+  std::array<unsigned char, 16> bytes;
+  unsigned prefix;
+  const char* why;
+};
+
+bool in_prefix(const unsigned char* address, const unsigned char* network, unsigned prefix) {
+  const unsigned whole = prefix / 8;
+  if (std::memcmp(address, network, whole) != 0) {
+    return false;
+  }
+  const unsigned rest = prefix % 8;
+  if (rest == 0) {
+    return true;
+  }
+  const auto mask = static_cast<unsigned char>(0xFF << (8 - rest));
+  return (address[whole] & mask) == (network[whole] & mask);
+}
+
+// IANA IPv4 Special-Purpose Address Registry: every range that is not globally reachable unicast.
+constexpr Range k_v4_ranges[] = {
+    {{0, 0, 0, 0}, 8, "\"this network\" (0.0.0.0/8)"},
+    {{10, 0, 0, 0}, 8, "private (RFC 1918)"},
+    {{100, 64, 0, 0}, 10, "shared CGNAT (RFC 6598)"},
+    {{127, 0, 0, 0}, 8, "loopback"},
+    {{169, 254, 0, 0}, 16, "link-local"},
+    {{172, 16, 0, 0}, 12, "private (RFC 1918)"},
+    {{192, 0, 0, 0}, 24, "IETF protocol assignments (192.0.0.0/24)"},
+    {{192, 0, 2, 0}, 24, "documentation (TEST-NET-1)"},
+    {{192, 88, 99, 0}, 24, "6to4 relay anycast (deprecated)"},
+    {{192, 168, 0, 0}, 16, "private (RFC 1918)"},
+    {{198, 18, 0, 0}, 15, "benchmarking (RFC 2544)"},
+    {{198, 51, 100, 0}, 24, "documentation (TEST-NET-2)"},
+    {{203, 0, 113, 0}, 24, "documentation (TEST-NET-3)"},
+    {{224, 0, 0, 0}, 4, "multicast"},
+    {{240, 0, 0, 0}, 4, "reserved (240.0.0.0/4)"},
+};
+
+// IANA IPv6 Special-Purpose Address Registry, inside and outside global unicast 2000::/3.
+constexpr Range k_v6_ranges[] = {
+    {{}, 128, "unspecified (::)"},
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128, "loopback"},
+    {{0, 0x64, 0xff, 0x9b, 0, 1}, 48, "local-use NAT64 (RFC 8215)"},
+    {{0x01, 0x00}, 64, "discard-only (100::/64)"},
+    {{0x20, 0x01, 0x0d, 0xb8}, 32, "documentation (2001:db8::/32)"},
+    {{0x20, 0x01, 0x00, 0x00}, 23, "IETF protocol assignments (2001::/23)"},
+    {{0x3f, 0xff}, 20, "documentation (3fff::/20)"},
+    {{0x5f, 0x00}, 16, "SRv6 SIDs (5f00::/16)"},
+    {{0xfc}, 7, "unique local (fc00::/7)"},
+    {{0xfe, 0x80}, 10, "link-local"},
+    {{0xfe, 0xc0}, 10, "site-local (deprecated)"},
+    {{0xff}, 8, "multicast"},
+};
+
+std::optional<std::string> v4_special(const unsigned char* v4) {
+  for (const auto& range : k_v4_ranges) {
+    if (in_prefix(v4, range.bytes.data(), range.prefix)) {
+      return std::string(range.why);
+    }
+  }
+  return std::nullopt;
+}
+
+// The IPv4 address an IPv6 address stands for, where it stands for one: IPv4-mapped ::ffff:a.b.c.d,
+// NAT64 64:ff9b::a.b.c.d, 6to4 2002:AABB:CCDD::/48.
+std::optional<std::array<unsigned char, 4>> embedded_v4(const unsigned char* v6) {
+  static constexpr unsigned char k_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static constexpr unsigned char k_nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+  std::array<unsigned char, 4> v4{};
+  if (std::memcmp(v6, k_mapped, 12) == 0 || std::memcmp(v6, k_nat64, 12) == 0) {
+    std::memcpy(v4.data(), v6 + 12, 4);
+    return v4;
+  }
+  if (v6[0] == 0x20 && v6[1] == 0x02) {
+    std::memcpy(v4.data(), v6 + 2, 4);
+    return v4;
+  }
+  return std::nullopt;
+}
+
+bool is_v4_mapped(const unsigned char* v6) {
+  static constexpr unsigned char k_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(v6, k_mapped, 12) == 0;
+}
+
+} // namespace
+
+std::optional<std::string> special_purpose_range(const sockaddr* address) {
+  if (address->sa_family == AF_INET) {
+    return v4_special(
+        reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(address)->sin_addr));
+  }
+  if (address->sa_family != AF_INET6) {
+    return std::string("not an IP address");
+  }
+  const auto* v6 =
+      reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr);
+  if (const auto v4 = embedded_v4(v6)) {
+    if (auto why = v4_special(v4->data())) {
+      return *why + " (as an IPv6 form of an IPv4 address)";
+    }
+    return std::nullopt;
+  }
+  for (const auto& range : k_v6_ranges) {
+    if (in_prefix(v6, range.bytes.data(), range.prefix)) {
+      return std::string(range.why);
+    }
+  }
+  if ((v6[0] & 0xE0) != 0x20) {
+    return std::string("reserved (outside global unicast 2000::/3)");
+  }
+  return std::nullopt;
+}
+
+bool is_internal_address(const sockaddr* address) {
+  return special_purpose_range(address).has_value();
+}
+
+bool is_own_interface_address(const sockaddr* address) {
+  const auto ip = ip_of(address);
+  return ip && is_local(*ip);
+}
+
+bool Network::contains(const sockaddr* address) const {
+  const auto ip = ip_of(address);
+  return ip && ip->family == family && in_prefix(ip->bytes.data(), bytes.data(), prefix);
+}
+
+std::string Network::text() const {
+  char buffer[INET6_ADDRSTRLEN] = {};
+  ::inet_ntop(family, bytes.data(), buffer, sizeof buffer);
+  return std::string(buffer) + "/" + std::to_string(prefix);
+}
+
+Expected<std::vector<Network>, std::string> parse_allow_private(std::string_view text) {
+  std::string value(util::trim(text));
+  std::optional<unsigned> prefix;
+  if (const std::size_t slash = value.find('/'); slash != std::string::npos) {
+    const auto length = http::parse_decimal(std::string_view(value).substr(slash + 1));
+    if (!length || *length > 128) {
+      return unexpected("--allow-private " + value + ": the prefix length after '/' must be a number");
+    }
+    prefix = static_cast<unsigned>(*length);
+    value.resize(slash);
+  }
+  if (value.size() >= 2 && value.front() == '[' && value.back() == ']') {
+    value = value.substr(1, value.size() - 2);
+  }
+  if (value.empty()) {
+    return unexpected(std::string("--allow-private needs a CIDR, an address or a host name"));
+  }
+  Network network;
+  if (::inet_pton(AF_INET, value.c_str(), network.bytes.data()) == 1) {
+    network.family = AF_INET;
+  } else if (::inet_pton(AF_INET6, value.c_str(), network.bytes.data()) == 1) {
+    network.family = AF_INET6;
+    if (const auto v4 = embedded_v4(network.bytes.data()); v4 && is_v4_mapped(network.bytes.data())) {
+      // ::ffff:a.b.c.d is a.b.c.d: store it so (a mapped prefix counts 96 bits less).
+      network.family = AF_INET;
+      network.bytes = {};
+      std::memcpy(network.bytes.data(), v4->data(), 4);
+      if (prefix) {
+        if (*prefix < 96) {
+          return unexpected("--allow-private " + std::string(text) +
+                            ": an IPv4-mapped prefix must be at least 96");
+        }
+        prefix = *prefix - 96;
+      }
+    }
+  }
+  if (network.family != 0) {
+    const unsigned max = network.family == AF_INET ? 32 : 128;
+    network.prefix = prefix.value_or(max);
+    if (network.prefix > max) {
+      return unexpected("--allow-private " + std::string(text) + ": an IPv" +
+                        (network.family == AF_INET ? "4" : "6") + " prefix is at most " +
+                        std::to_string(max));
+    }
+    // Clear the host bits: 192.168.1.1/24 means 192.168.1.0/24.
+    for (unsigned bit = network.prefix; bit < max; ++bit) {
+      network.bytes[bit / 8] = static_cast<unsigned char>(network.bytes[bit / 8] & ~(0x80U >> (bit % 8)));
+    }
+    return std::vector<Network>{network};
+  }
+  if (prefix) {
+    return unexpected("--allow-private " + std::string(text) +
+                      ": a prefix length needs an address, not a name");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(value.c_str(), nullptr, &hints, &found); rc != 0) {
+    return unexpected("--allow-private " + value + ": cannot resolve it (" + ::gai_strerror(rc) + ")");
+  }
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, ::freeaddrinfo);
+  std::vector<Network> networks;
+  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    const auto ip = ip_of(ai->ai_addr);
+    if (!ip) {
+      continue;
+    }
+    Network one;
+    one.family = ip->family;
+    one.bytes = ip->bytes;
+    one.prefix = ip->family == AF_INET ? 32 : 128;
+    if (std::none_of(networks.begin(), networks.end(),
+                     [&](const Network& n) { return n.family == one.family && n.bytes == one.bytes; })) {
+      networks.push_back(one);
+    }
+  }
+  return networks;
+}
+
+OriginPolicy::OriginPolicy(std::vector<std::string> patterns, std::vector<Network> allowed_private)
+    : m_patterns(std::move(patterns)), m_allowed_private(std::move(allowed_private)) {}
+
+OriginPolicy OriginPolicy::any() {
+  OriginPolicy policy;
+  policy.m_any_address = true;
+  return policy;
+}
+
+bool OriginPolicy::names(std::string_view host) const {
+  return std::any_of(m_patterns.begin(), m_patterns.end(),
+                     [&](const std::string& pattern) { return glob_match(pattern, host); });
+}
+
+std::optional<std::string> OriginPolicy::check_url(std::string_view origin) const {
+  const std::string scheme = url::scheme_of(origin);
+  if (!scheme.empty() && scheme != "http" && scheme != "https") {
+    return "refusing to fetch a " + scheme + ": URL (only http and https are fetched)";
+  }
+  const auto target = url::parse_target(origin);
+  if (!target) {
+    return url::redact(origin) + ": " + target.error().message;
+  }
+  if (!m_patterns.empty() && !names(target->host)) {
+    return url::redact(origin) + ": host " + target->host + " is not allowed by --allow-origin";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> OriginPolicy::check_address(std::string_view host, const sockaddr* address) const {
+  if (m_any_address) {
+    return std::nullopt;
+  }
+  if (std::any_of(m_allowed_private.begin(), m_allowed_private.end(),
+                  [&](const Network& network) { return network.contains(address); })) {
+    return std::nullopt;
+  }
+  std::optional<std::string> why = special_purpose_range(address);
+  if (!why && is_own_interface_address(address)) {
+    why = "one of this server's own addresses";
+  }
+  if (!why) {
+    return std::nullopt;
+  }
+  const std::string shown = address_text(address);
+  const std::string subject =
+      host == shown ? "address " + shown : "host " + std::string(host) + " resolves to " + shown;
+  return subject + ": " + *why + ", not a public address; allow it with --allow-private " + shown;
+}
+
+std::string OriginPolicy::describe() const {
+  if (m_any_address) {
+    return "any address";
+  }
+  std::string out = "public unicast addresses only (private, special-purpose and own addresses refused)";
+  if (!m_allowed_private.empty()) {
+    out += "; --allow-private";
+    for (const auto& network : m_allowed_private) {
+      out += " " + network.text();
+    }
+  }
+  if (m_patterns.empty()) {
+    out += "; any host name";
+  } else {
+    out += "; host names matching";
+    for (const auto& pattern : m_patterns) {
+      out += " " + pattern;
+    }
+  }
+  return out;
+}
 
 std::optional<std::string> OwnListeners::add(std::string_view host, int port) {
   if (port <= 0 || port > 65535) {
@@ -1203,7 +1472,7 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
   if (auto refused = options.policy.check_url(request.url)) {
     return unexpected(make_error(FetchErrc::refused_origin, "", *refused)); // the text names the URL
   }
-  FetchState state{request, options, PartFile(request.part_path, request.observer), {}, 0, {}, false, {}};
+  FetchState state{request, options, PartFile(request.part_path, request.observer, request.sink), {}, 0, {}, false, {}};
   if (auto err = state.part.open()) {
     return unexpected(make_error(FetchErrc::io, url::redact(request.url), *err));
   }
@@ -1231,6 +1500,12 @@ Expected<FetchResult, FetchError> fetch(const FetchRequest& request, const Fetch
       break;
     }
     if (result.step == Step::fail) {
+      if (result.error.reason == FetchErrc::refused_origin && redirects > 0) {
+        // Say it was a hop: the URL asked for is public, the one it redirected to is not.
+        const std::string hop = "redirected to " + url::redact(current) + ", refused: ";
+        return unexpected(
+            make_error(FetchErrc::refused_origin, url::redact(request.url), hop + result.error.detail));
+      }
       return unexpected(std::move(result.error));
     }
     if (result.step == Step::redirect) {

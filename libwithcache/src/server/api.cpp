@@ -11,6 +11,25 @@
 namespace withcache::server {
 namespace {
 
+// What the API shows of a record: every URL redacted (SPEC §3: signing and credential parameters never
+// leave the server; the stored URL still fetches).
+Artifact shown(Artifact a) {
+  a.url = url::redact(a.url);
+  a.raw_url = url::redact(a.raw_url);
+  return a;
+}
+Miss shown(Miss m) {
+  m.url = url::redact(m.url);
+  return m;
+}
+Job shown(Job j) {
+  j.url = url::redact(j.url);
+  return j;
+}
+Event shown(Event e) {
+  return e; // details are written redacted
+}
+
 Response json_error(int status, const std::string& message) {
   return json_text(status, json::dump(json::Json{{"error", message}}));
 }
@@ -25,7 +44,12 @@ template <class T> Response json_page(const Expected<store::Page<T>, std::string
   if (!page) {
     return unavailable(page.error());
   }
-  return json_text(200, json::dump(json::Json{{"items", page->items}, {"total", page->total}}));
+  std::vector<T> items;
+  items.reserve(page->items.size());
+  for (const auto& item : page->items) {
+    items.push_back(shown(item));
+  }
+  return json_text(200, json::dump(json::Json{{"items", items}, {"total", page->total}}));
 }
 
 Expected<store::ListQuery, std::string> list_query(const Request& req) {
@@ -80,13 +104,27 @@ Response post_download(Context& ctx, const Request& req) {
     return json_error(400, body ? "the body must be a JSON object" : body.error());
   }
   for (const auto& [name, value] : body->items()) {
-    if (name != "url" && name != "headers") {
-      return json_error(400, "unknown field '" + name + "' (expected url and headers)");
+    if (name != "url" && name != "key" && name != "headers") {
+      return json_error(400, "unknown field '" + name + "' (expected url or key, and headers)");
     }
   }
+  // `url`, or `key`: a recorded miss, fetched from its stored URL (which the API shows redacted).
   const auto url_field = body->find("url");
-  if (url_field == body->end() || !url_field->is_string()) {
-    return json_error(400, "'url' (a string) is required");
+  const auto key_field = body->find("key");
+  std::string target;
+  if (url_field != body->end() && url_field->is_string() && key_field == body->end()) {
+    target = url_field->get<std::string>();
+  } else if (key_field != body->end() && key_field->is_string() && url_field == body->end()) {
+    const auto miss = ctx.store->find_miss(key_field->get<std::string>());
+    if (!miss) {
+      return unavailable(miss.error());
+    }
+    if (!*miss) {
+      return json_error(404, "no miss with key " + key_field->get<std::string>());
+    }
+    target = (*miss)->url;
+  } else {
+    return json_error(400, "'url' or 'key' (a string, not both) is required");
   }
   origin::Headers headers;
   if (const auto h = body->find("headers"); h != body->end()) {
@@ -100,7 +138,7 @@ Response post_download(Context& ctx, const Request& req) {
       headers.emplace_back(name, value.get<std::string>());
     }
   }
-  auto queued = ctx.pool->enqueue(url_field->get<std::string>(), headers, /*by_operator=*/true);
+  auto queued = ctx.pool->enqueue(target, headers, /*by_operator=*/true);
   if (!queued) {
     const auto code = queued.error().code;
     const bool conflict = code == fills::EnqueueErrc::already_cached || code == fills::EnqueueErrc::cache_full ||
@@ -108,7 +146,7 @@ Response post_download(Context& ctx, const Request& req) {
     return json_error(conflict ? 409 : 400, queued.error().message);
   }
   ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::redact(queued->job.url));
-  return json_text(202, json::dump(json::Json(queued->job)));
+  return json_text(202, json::dump(json::Json(shown(queued->job))));
 }
 
 } // namespace
@@ -121,18 +159,7 @@ void add_api_routes(Router& router, Context& ctx) {
   add_listing(router, ctx, "/api/v1/events",
               [](Context& c, const store::ListQuery& q) { return c.store->list_events(q); });
   add_listing(router, ctx, "/api/v1/downloads", [](Context& c, const store::ListQuery& q) {
-    // Case-insensitive, like the other listings.
-    const std::string filter = util::lower(q.filter);
-    store::Page<Job> page;
-    for (auto& j : c.pool->list()) {
-      if (filter.empty() || util::lower(j.url).find(filter) != std::string::npos) {
-        if (page.total >= q.offset && page.items.size() < q.limit) {
-          page.items.push_back(std::move(j));
-        }
-        ++page.total;
-      }
-    }
-    return Expected<store::Page<Job>, std::string>(std::move(page));
+    return Expected<store::Page<Job>, std::string>(c.pool->list_page(q));
   });
 
   router.add_prefix("DELETE", "/api/v1/artifacts/", Runs::worker, [&ctx](const Request& req) {
@@ -149,7 +176,7 @@ void add_api_routes(Router& router, Context& ctx) {
       if (!*removed) {
         return json_error(404, "no artifact with key " + *key);
       }
-      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, artifact->url);
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, url::redact(artifact->url));
       return json_text(200, json::dump(json::Json{{"deleted", *key}}));
     });
   });
@@ -188,7 +215,17 @@ void add_api_routes(Router& router, Context& ctx) {
         return json_error(409, "download " + std::to_string(id) + " has already ended");
       }
       ctx.store->record_event("cancel", actor(ctx, req), req.remote_address, "download " + std::to_string(id));
-      return json_text(200, json::dump(json::Json(ctx.pool->get(id).value_or(*job))));
+      return json_text(200, json::dump(json::Json(shown(ctx.pool->get(id).value_or(*job)))));
+    });
+  });
+  // Every operator session ends (a cookie was copied, a laptop lost): works with the API token too.
+  router.add("DELETE", "/api/v1/sessions", Runs::worker, [&ctx](const Request& req) {
+    return guarded(ctx, req, true, [&] {
+      const std::string who = actor(ctx, req);
+      const std::size_t ended = end_every_session(ctx);
+      ctx.store->record_event("logout_everywhere", who, req.remote_address,
+                              std::to_string(ended) + " sessions ended");
+      return json_text(200, json::dump(json::Json{{"ended", ended}}));
     });
   });
   router.add("GET", "/api/v1/stats", Runs::worker, [&ctx](const Request& req) {

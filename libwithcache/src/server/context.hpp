@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
 
 #include "auth/auth.hpp"
 #include "server/exchange.hpp"
@@ -31,6 +34,31 @@ struct Metrics {
   std::atomic<std::uint64_t> fills_queued{0};
   std::atomic<std::uint64_t> filling_served{0};      ///< responses attached to a running fill
   std::atomic<std::uint64_t> filling_bytes_served{0}; ///< body bytes sent from running fills
+  // Misses whose fill was not queued, by why (SPEC §3: a miss over a cap is counted, not queued).
+  std::atomic<std::uint64_t> not_queued_policy{0};      ///< the origin policy (scheme, --allow-origin)
+  std::atomic<std::uint64_t> not_queued_credentials{0}; ///< carries credentials without --forward-auth
+  std::atomic<std::uint64_t> not_queued_cap{0};         ///< over --queue-max or --queue-max-per-client
+  std::atomic<std::uint64_t> not_queued_disk{0};        ///< under --min-free
+};
+
+/**
+ * Which keys' refusals were logged, so that a refused URL is logged once, not on every miss.
+ * Bounded: after 10 000 keys it starts over. Thread-safe.
+ */
+class OncePerKey {
+ public:
+  /** True the first time `key` is seen (since the last start-over). */
+  bool first(const std::string& key) {
+    std::lock_guard lock(m_mutex);
+    if (m_seen.size() >= 10'000) {
+      m_seen.clear();
+    }
+    return m_seen.insert(key).second;
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::unordered_set<std::string> m_seen;
 };
 
 struct Context {
@@ -39,7 +67,11 @@ struct Context {
   std::unique_ptr<fills::FillPool> pool;
   Metrics metrics;
   std::unique_ptr<auth::Sessions> sessions;
+  /** The live operator sessions (memory; the store's `sessions` table persists them). */
+  auth::SessionTable session_table;
   auth::LoginThrottle throttle;
+  /** Refusals by the origin policy already logged. */
+  OncePerKey logged_refusals;
   /** The server's own listening sockets, which fills must never fetch from. */
   std::shared_ptr<origin::OwnListeners> own_listeners;
   /** The transport's connection counters (set once serving starts). */
@@ -50,8 +82,17 @@ struct Context {
 
 /** True when no WITHCACHE_ADMIN_PASSWORD is set: the UI and its actions are open. */
 bool ui_open(const Context& ctx);
-/** A valid session cookie. */
+/** A valid session cookie whose session is live (not logged out, revoked or expired). Memory only. */
 bool has_session(const Context& ctx, const Request& req);
+/**
+ * At start: loads the live sessions from the store, purging expired ones,
+ * and revokes them all when the operator password is not the one they were
+ * opened under (its fingerprint is kept, never the password).
+ * @throws StartupError when cache.db refuses.
+ */
+void load_sessions(Context& ctx);
+/** Ends every operator session, in memory and in the store; returns how many were live. */
+std::size_t end_every_session(Context& ctx);
 /** `Authorization: Bearer <WITHCACHE_API_TOKEN>`. */
 bool has_bearer(const Context& ctx, const Request& req);
 /** Pages and form actions: open UI or a session. */

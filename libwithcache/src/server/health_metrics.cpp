@@ -41,6 +41,13 @@ Response metrics_page(const Context& ctx) {
           "Origin egress avoided: body bytes served from the cache and from running fills, minus bytes fetched.",
           served > fetched ? served - fetched : 0);
   gauge("withcache_filling_streams", "Clients being served a fill that is still running.", ctx.pool->attached());
+  out << "# HELP withcache_misses_not_queued_total Misses whose fill was not queued, by why.\n"
+         "# TYPE withcache_misses_not_queued_total counter\n";
+  out << "withcache_misses_not_queued_total{reason=\"policy\"} " << m.not_queued_policy.load() << '\n';
+  out << "withcache_misses_not_queued_total{reason=\"credentials\"} " << m.not_queued_credentials.load()
+      << '\n';
+  out << "withcache_misses_not_queued_total{reason=\"queue_cap\"} " << m.not_queued_cap.load() << '\n';
+  out << "withcache_misses_not_queued_total{reason=\"min_free\"} " << m.not_queued_disk.load() << '\n';
   gauge("withcache_queue_depth", "Fills waiting for a worker.", ctx.pool->queue_depth());
   gauge("withcache_downloads_running", "Fills running now.", ctx.pool->running());
   gauge("withcache_stored_bytes", "Bytes in cached blobs.", ctx.store->stored_bytes());

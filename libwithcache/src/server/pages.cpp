@@ -106,8 +106,12 @@ std::string layout(std::string_view title, std::string_view active, bool auth, s
            ">" + label + "</a></li>";
   }
   if (auth) {
-    out += "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
-           "class=\"secondary outline small\">Log out</button></form></li>";
+    out +=
+        "<li><form method=\"post\" action=\"/ui/logout\" class=\"inline\"><button type=\"submit\" "
+        "class=\"secondary outline small\">Log out</button></form></li>"
+        "<li><form method=\"post\" action=\"/ui/logout-everywhere\" class=\"inline\"><button type=\"submit\" "
+        "class=\"secondary outline small\" title=\"End every operator session, on every browser\">"
+        "Log out everywhere</button></form></li>";
   }
   out += "</ul></nav></header><main class=\"container\"><h2>" + escape(title) + "</h2>" + std::string(body) +
          "</main></body></html>";
@@ -172,8 +176,10 @@ std::string dashboard_fragment(const Dashboard& d) {
   return out;
 }
 
-std::string downloads_fragment(const std::vector<Job>& jobs) {
+std::string downloads_fragment(const store::Page<Job>& page, const Listing& listing) {
+  const std::vector<Job>& jobs = page.items;
   std::string out = action("/admin/clear", "", "", "Clear finished", "downloads");
+  out += pages_line(listing);
   out +=
       "<table><thead><tr><th>URL</th><th>Status</th><th>Progress</th><th>Rate</th><th>ETA</th><th>Clients</th>"
       "<th></th></tr>"
@@ -235,7 +241,8 @@ std::string misses_fragment(const store::Page<store::Miss>& page, const Listing&
     }
     out += "<tr><td>" + escape(url::redact(m.url)) + "</td><td>" + std::to_string(m.count) + "</td><td>" +
            format_display_time(m.last_seen) + "</td><td>" + why + "</td><td>" +
-           action("/admin/fetch", "url", m.url, "Download", "misses") + " " +
+           // The key, not the URL: a hidden input would carry the URL's signature into the page.
+           action("/admin/fetch", "key", m.key, "Download", "misses") + " " +
            action("/admin/dismiss", "key", m.key, "Dismiss", "misses") + "</td></tr>";
   }
   out += "</tbody></table>";
@@ -251,12 +258,12 @@ std::string artifacts_fragment(const store::Page<store::Artifact>& page, const L
     out += "<tr><td colspan=\"7\">Nothing cached yet.</td></tr>";
   }
   for (const auto& a : page.items) {
-    out += "<tr><td>" + escape(a.url) + "</td><td>" + format_size(a.size) + "</td><td>" +
+    out += "<tr><td>" + escape(url::redact(a.url)) + "</td><td>" + format_size(a.size) + "</td><td>" +
            std::to_string(a.hits) + "</td><td>" + std::to_string(a.misses) +
            "</td><td><code class=\"sha\" title=\"" + escape(a.sha256) + "\">" + escape(a.sha256.substr(0, 12)) +
            "…</code> <button type=\"button\" class=\"secondary outline "
            "small\" data-copy=\"" + escape(a.sha256) + "\">Copy</button></td><td>" + format_display_time(a.fetched_at) + "</td><td>" +
-           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + a.url + "?") +
+           action("/admin/delete", "key", a.key, "Delete", "artifacts", "Delete " + url::redact(a.url) + "?") +
            "</td></tr>";
   }
   out += "</tbody></table>";

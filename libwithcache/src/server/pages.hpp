@@ -39,13 +39,13 @@ struct Listing {
   std::uint64_t total = 0;
 };
 
-/** The whole page around `body`. `auth` shows the log-out button. */
+/** The whole page around `body`. `auth` shows the "Log out" and "Log out everywhere" buttons. */
 std::string layout(std::string_view title, std::string_view active, bool auth, std::string_view body);
 /** The login form; `failed` says the password was wrong, `notice` is shown when not empty. */
 std::string login(bool failed, std::string_view notice);
 
 std::string dashboard_fragment(const Dashboard& d);
-std::string downloads_fragment(const std::vector<Job>& jobs);
+std::string downloads_fragment(const store::Page<Job>& page, const Listing& listing);
 std::string misses_fragment(const store::Page<store::Miss>& page, const Listing& listing, bool curate);
 std::string artifacts_fragment(const store::Page<store::Artifact>& page, const Listing& listing);
 std::string events_fragment(const store::Page<store::Event>& page, const Listing& listing);

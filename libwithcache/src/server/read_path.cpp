@@ -40,11 +40,13 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
     const auto backoff = ctx.store->backoff(key, util::now());
     return miss_response(backoff ? backoff->reason : std::string());
   }
+  // The reader's Authorization goes to the pool, which uses it only with --forward-auth and otherwise
+  // refuses the fill ("carries credentials"), as it does for userinfo in the URL.
   origin::Headers headers;
-  if (ctx.options.forward_auth && req.has_header("Authorization")) {
+  if (req.has_header("Authorization")) {
     headers.emplace_back("Authorization", std::string(req.header("Authorization")));
   }
-  auto queued = ctx.pool->enqueue(origin, std::move(headers));
+  auto queued = ctx.pool->enqueue(origin, std::move(headers), /*by_operator=*/false, req.remote_address);
   if (queued) {
     if (!queued->joined) {
       ++ctx.metrics.fills_queued;
@@ -57,6 +59,26 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
     return miss_response(error.message);
   case fills::EnqueueErrc::already_cached: // filled between our lookup and now
     return miss_response({});
+  case fills::EnqueueErrc::refused_origin:
+  case fills::EnqueueErrc::carries_credentials: {
+    // A refusal: recorded on the miss (unless a back-off already says why), logged once per URL.
+    const std::string reason = "not fetched: " + error.message;
+    ++(error.code == fills::EnqueueErrc::refused_origin ? ctx.metrics.not_queued_policy
+                                                        : ctx.metrics.not_queued_credentials);
+    if (!ctx.store->backoff(key, util::now())) {
+      ctx.store->record_fill_failure(key, origin, reason, /*back_off=*/false);
+    }
+    if (ctx.logged_refusals.first(key)) {
+      spdlog::warn("not fetching {}: {}", url::redact(origin), error.message);
+    }
+    return miss_response(reason);
+  }
+  case fills::EnqueueErrc::queue_full:
+    ++ctx.metrics.not_queued_cap;
+    return miss_response("not fetched: " + error.message);
+  case fills::EnqueueErrc::low_disk_space:
+    ++ctx.metrics.not_queued_disk;
+    return miss_response("not fetched: " + error.message);
   default:
     spdlog::debug("no fill for {}: {}", url::redact(origin), error.message);
     return miss_response("not fetched: " + error.message);

@@ -117,6 +117,7 @@ struct Server::Impl {
   Context ctx;
   Router router;
   std::unique_ptr<Transport> transport; // last: destroyed (and its workers joined) before ctx
+  std::string policy_text;
 
   explicit Impl(ServerOptions opts) {
     ctx.options = std::move(opts);
@@ -141,7 +142,21 @@ struct Server::Impl {
     pool_options.workers = options.workers;
     pool_options.key_options = options.key_options();
     pool_options.max_age = options.max_age;
-    pool_options.fetch.policy = origin::OriginPolicy(options.allow_origins);
+    std::vector<origin::Network> allowed_private;
+    for (const auto& text : options.allow_private) {
+      auto networks = origin::parse_allow_private(text);
+      if (!networks) {
+        throw StartupError(networks.error());
+      }
+      allowed_private.insert(allowed_private.end(), networks->begin(), networks->end());
+    }
+    pool_options.fetch.policy = origin::OriginPolicy(options.allow_origins, std::move(allowed_private));
+    pool_options.forward_auth = options.forward_auth;
+    pool_options.queue_max = options.queue_max;
+    pool_options.queue_max_per_client = options.queue_max_per_client;
+    pool_options.min_free_bytes = options.min_free_bytes;
+    pool_options.min_free_percent = options.min_free_percent;
+    policy_text = pool_options.fetch.policy.describe();
     pool_options.fetch.connect_timeout = options.fetch_connect_timeout;
     pool_options.fetch.read_timeout = options.fetch_read_timeout;
     pool_options.fetch.head_timeout = options.fetch_head_timeout;
@@ -169,6 +184,7 @@ struct Server::Impl {
     } catch (const std::exception& e) {
       throw StartupError(e.what());
     }
+    load_sessions(ctx);
 
     add_read_path(router, ctx);
     add_health_and_metrics(router, ctx);
@@ -206,7 +222,10 @@ struct Server::Impl {
       break;
     default:
       ++ctx.metrics.fills_failed;
-      spdlog::warn("fill failed: {}", job.error); // the pool records the event, with its reason
+      // The pool records the event, with its reason. A refusal is logged once per URL.
+      if (job.error_reason != "refused_origin" || ctx.logged_refusals.first(job.key)) {
+        spdlog::warn("fill failed: {}", job.error);
+      }
       break;
     }
   }
@@ -238,6 +257,10 @@ int Server::port() const noexcept {
 
 std::string Server::local_endpoint() const {
   return m_impl->transport->local_endpoint();
+}
+
+std::string Server::origin_policy() const {
+  return m_impl->policy_text;
 }
 
 bool Server::tls() const noexcept {

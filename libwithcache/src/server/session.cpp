@@ -5,16 +5,77 @@
 #include "server/pages.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/util/strings.hpp"
+#include "withcache/util/time.hpp"
 
 namespace withcache::server {
+namespace {
+
+constexpr const char* k_password_setting = "operator_password_hmac";
+
+std::optional<auth::Claims> session_claims(const Context& ctx, const Request& req) {
+  const auto token = auth::cookie_value(req.header("Cookie"), auth::k_cookie);
+  if (!token) {
+    return std::nullopt;
+  }
+  auto claims = ctx.sessions->claims(*token);
+  if (!claims || !ctx.session_table.live(*claims, util::now())) {
+    return std::nullopt;
+  }
+  return claims;
+}
+
+std::string clear_cookie() {
+  return std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0";
+}
+
+} // namespace
+
+void load_sessions(Context& ctx) {
+  const auto now = util::now();
+  auto rows = ctx.store->load_sessions(now);
+  if (!rows) {
+    throw StartupError(rows.error());
+  }
+  std::vector<auth::SessionRecord> records;
+  for (auto& row : *rows) {
+    records.push_back(auth::SessionRecord{std::move(row.id_hash), std::move(row.user), row.created_at,
+                                          row.expires_at, std::move(row.address)});
+  }
+  const std::string fingerprint = ctx.sessions->password_fingerprint(ctx.options.admin_password);
+  const auto stored = ctx.store->setting(k_password_setting);
+  if (!stored) {
+    throw StartupError(stored.error());
+  }
+  if (*stored != fingerprint) {
+    // Another password (or another session secret): nobody logged in under the old one stays in.
+    if (!records.empty()) {
+      spdlog::warn("the operator password or session secret changed: {} sessions revoked", records.size());
+    }
+    records.clear();
+    if (auto dropped = ctx.store->delete_sessions(); !dropped) {
+      throw StartupError(dropped.error());
+    }
+    if (auto saved = ctx.store->set_setting(k_password_setting, fingerprint); !saved) {
+      throw StartupError(saved.error());
+    }
+  }
+  ctx.session_table.load(std::move(records));
+}
 
 bool ui_open(const Context& ctx) {
   return ctx.options.admin_password.empty();
 }
 
+std::size_t end_every_session(Context& ctx) {
+  const std::size_t ended = ctx.session_table.revoke_all();
+  if (auto dropped = ctx.store->delete_sessions(); !dropped) {
+    spdlog::error("{}", dropped.error()); // revoked in memory already; the rows go at the next start
+  }
+  return ended;
+}
+
 bool has_session(const Context& ctx, const Request& req) {
-  const auto token = auth::cookie_value(req.header("Cookie"), auth::k_cookie);
-  return token && ctx.sessions->verify(*token).has_value();
+  return session_claims(ctx, req).has_value();
 }
 
 bool has_bearer(const Context& ctx, const Request& req) {
@@ -84,23 +145,65 @@ void add_session_routes(Router& router, Context& ctx) {
       return html(401, pages::login(true, {}));
     }
     ctx.throttle.reset(address);
+    const std::string token = ctx.sessions->issue("admin");
+    const auto claims = ctx.sessions->claims(token);
+    if (!claims) {
+      return plain(500, "cannot open a session\n");
+    }
+    const auto now = util::now();
+    auth::SessionRecord record{auth::id_hash(claims->id), claims->user, now, claims->expires, address};
+    // Written through before the cookie is handed out: a restart never loses a session it gave.
+    if (auto saved = ctx.store->save_session(
+            {record.id_hash, record.user, record.created_at, record.expires_at, record.address});
+        !saved) {
+      spdlog::error("{}", saved.error());
+      return plain(503, "the cache database is unavailable: " + saved.error() + "\n");
+    }
+    ctx.session_table.add(std::move(record));
+    if (const std::size_t purged = ctx.session_table.purge_expired(now); purged > 0) {
+      (void)ctx.store->delete_sessions(now);
+    }
     ctx.store->record_event("login", "admin", address, "");
     Response res = redirect("/");
-    res.set("Set-Cookie", std::string(auth::k_cookie) + "=" + ctx.sessions->issue("admin") +
+    res.set("Set-Cookie", std::string(auth::k_cookie) + "=" + token +
                               "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" +
                               std::to_string(ctx.sessions->lifetime().count()));
     return res;
   });
 
+  // Logout ends this session on the server: a copy of the cookie stops working too.
   router.add("POST", "/ui/logout", Runs::worker, [&ctx](const Request& req) {
     if (!csrf_ok(req)) {
       return plain(403, "cross-site request refused\n");
     }
-    if (has_session(ctx, req)) {
+    if (const auto claims = session_claims(ctx, req)) {
+      const std::string hash = auth::id_hash(claims->id);
+      ctx.session_table.revoke(hash);
+      if (auto dropped = ctx.store->delete_session(hash); !dropped) {
+        spdlog::error("{}", dropped.error()); // revoked in memory; the row expires on its own
+      }
       ctx.store->record_event("logout", "admin", req.remote_address, "");
     }
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
-    res.set("Set-Cookie", std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+    res.set("Set-Cookie", clear_cookie());
+    return res;
+  });
+
+  // "Log out everywhere": every session ends, this one included (a cookie may have been copied).
+  router.add("POST", "/ui/logout-everywhere", Runs::worker, [&ctx](const Request& req) {
+    if (!page_allowed(ctx, req)) {
+      return plain(401, "log in first (POST /ui/login)\n");
+    }
+    if (!csrf_ok(req)) {
+      return plain(403, "cross-site request refused\n");
+    }
+    const std::string who = actor(ctx, req);
+    const std::size_t ended = end_every_session(ctx);
+    spdlog::info("operator logged out everywhere from {}: {} sessions ended", req.remote_address, ended);
+    ctx.store->record_event("logout_everywhere", who, req.remote_address,
+                            std::to_string(ended) + " sessions ended");
+    Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
+    res.set("Set-Cookie", clear_cookie());
     return res;
   });
 }

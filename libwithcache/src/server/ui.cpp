@@ -79,7 +79,8 @@ Expected<std::string, std::string> fragment_for(const Context& ctx, const std::s
     return dashboard(ctx).transform(pages::dashboard_fragment);
   }
   if (section == "downloads") {
-    return pages::downloads_fragment(ctx.pool->list());
+    const auto page = ctx.pool->list_page(q);
+    return pages::downloads_fragment(page, listing_of("/ui/downloads", q, page.total));
   }
   if (section == "misses") {
     return ctx.store->list_misses(q).transform([&](const store::Page<store::Miss>& page) {
@@ -121,8 +122,7 @@ Response page(const Context& ctx, const Request& req, const std::string& section
     self += "?q=" + util::percent_encode(q->filter) + "&offset=" + std::to_string(q->offset) +
             "&limit=" + std::to_string(q->limit);
   }
-  const std::string filter =
-      section == "dashboard" || section == "downloads" ? "" : pages::filter_form("/ui/" + section, q->filter);
+  const std::string filter = section == "dashboard" ? "" : pages::filter_form("/ui/" + section, q->filter);
   return html(200, pages::layout(title, title, !ui_open(ctx), filter + pages::live_section(section, self, *fragment)));
 }
 
@@ -217,7 +217,20 @@ void add_ui_routes(Router& router, Context& ctx) {
       if (!headers) {
         return {"header lines must look like 'Name: Value'", section};
       }
-      auto queued = ctx.pool->enqueue(req.param("url"), *headers, /*by_operator=*/true);
+      // `url` (withcache 0.3's field, for scripts), or `key`: the Misses page's Download names the miss,
+      // and its stored URL, signature and all, never leaves the server.
+      std::string target = req.param("url");
+      if (target.empty() && req.has_param("key")) {
+        const auto miss = ctx.store->find_miss(req.param("key"));
+        if (!miss) {
+          return {miss.error(), section};
+        }
+        if (!*miss) {
+          return {"no such miss", section};
+        }
+        target = (*miss)->url;
+      }
+      auto queued = ctx.pool->enqueue(target, *headers, /*by_operator=*/true);
       if (!queued) {
         return {queued.error().message, section};
       }
@@ -249,7 +262,7 @@ void add_ui_routes(Router& router, Context& ctx) {
       if (!removed || !*removed) {
         return {removed ? "no such artifact" : removed.error(), "artifacts"};
       }
-      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, artifact->url);
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, url::redact(artifact->url));
       return {"", "artifacts"};
     });
   });

@@ -80,6 +80,20 @@ ALTER TABLE misses    ADD COLUMN failures            INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE misses    ADD COLUMN retry_after         INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE misses    ADD COLUMN failed_attempt      TEXT    NOT NULL DEFAULT '';
 )sql",
+    // Issue 14: server-side operator sessions (only a hash of each id), and the server's own settings.
+    R"sql(
+CREATE TABLE IF NOT EXISTS sessions (
+  id_hash    TEXT PRIMARY KEY,
+  user       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  address    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+  name  TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+)sql",
 };
 
 // The events log keeps this many of the newest rows.

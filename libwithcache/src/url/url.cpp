@@ -560,12 +560,39 @@ std::string redact(std::string_view url) {
     out.append(url.substr(0, span->start));
     out.append(url.substr(host_start, span->end - host_start));
     rest = url.substr(span->end);
+  } else if (const std::size_t at = rest.substr(0, rest.find_first_of("/?#")).rfind('@');
+             at != std::string_view::npos) {
+    rest.remove_prefix(at + 1); // `user:pw@host/…` without a scheme: still no userinfo
   }
   rest = rest.substr(0, rest.find('#'));
   const std::size_t question = rest.find('?');
   out.append(rest.substr(0, question));
-  if (question != std::string_view::npos) {
-    out += "?\xE2\x80\xA6"; // "?…"
+  if (question == std::string_view::npos) {
+    return out;
+  }
+  // The query stays readable (`?file=a` and `?file=b` are two artifacts); the value of every signing or
+  // credential parameter (the list the key leaves out) is replaced, its name kept.
+  out += '?';
+  std::string_view query = rest.substr(question + 1);
+  bool first = true;
+  while (true) {
+    const std::size_t amp = query.find('&');
+    const std::string_view parameter = query.substr(0, amp);
+    if (!first) {
+      out += '&';
+    }
+    first = false;
+    const std::size_t eq = parameter.find('=');
+    if (eq != std::string_view::npos && is_signing_parameter(parameter_name(parameter))) {
+      out.append(parameter.substr(0, eq + 1));
+      out += "\xE2\x80\xA6"; // "…"
+    } else {
+      out.append(parameter);
+    }
+    if (amp == std::string_view::npos) {
+      break;
+    }
+    query.remove_prefix(amp + 1);
   }
   return out;
 }

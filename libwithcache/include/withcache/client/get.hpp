@@ -8,7 +8,9 @@
  * server's fills use (withcache::origin: resumed with Range after an
  * interruption, never reported complete when short) and are renamed into
  * place only when complete and, from the cache, when their SHA-256 matches
- * `X-Withcache-Sha256`. Thread-safe (no shared state); never throws.
+ * `X-Withcache-Sha256`. stream() hands the bytes to a callback as they
+ * arrive instead (`withcache-client get -o -`). Thread-safe (no shared
+ * state); never throws.
  */
 
 #include <chrono>
@@ -41,8 +43,11 @@ struct GetError {
 struct GetOptions {
   std::string server; ///< empty: straight from the origin
   std::chrono::milliseconds probe_timeout{3000};
-  std::chrono::seconds connect_timeout{10};
-  std::chrono::seconds read_timeout{60};
+  std::chrono::milliseconds connect_timeout{10'000};
+  /** No response head within this long fails the download. */
+  std::chrono::milliseconds head_timeout{30'000};
+  /** No body byte for this long fails the attempt (an inactivity timeout; attempts resume with Range). */
+  std::chrono::milliseconds read_timeout{60'000};
   /** After a download served while the cache was filling: how long to wait for the fill to complete and verify. */
   std::chrono::milliseconds verify_wait{10'000};
   /** Called as bytes arrive: (bytes done, total or 0 when unknown). */
@@ -80,5 +85,19 @@ std::string file_name_for(std::string_view origin);
  */
 Expected<GetResult, GetError> get(const std::string& origin, const std::filesystem::path& file,
                                   const GetOptions& options);
+
+/**
+ * Like get(), but each body byte goes to `sink` as it arrives, once and in
+ * order (no file, no `.part`): `withcache-client get -o -`. A broken
+ * transfer is resumed with Range where it stopped; a source that would
+ * restart from byte zero after bytes were handed over fails instead
+ * (GetErrc::network). From the cache the SHA-256 is checked at the end:
+ * on a mismatch the bytes are already out, so the caller must report
+ * failure (GetErrc::checksum). `sink` returning false stops the download
+ * (GetErrc::io). GetResult::file is empty.
+ */
+Expected<GetResult, GetError> stream(const std::string& origin,
+                                     const std::function<bool(const char*, std::size_t)>& sink,
+                                     const GetOptions& options);
 
 } // namespace withcache::client
