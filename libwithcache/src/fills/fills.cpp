@@ -111,6 +111,9 @@ struct FillPool::State {
   store::UnixTime finished_at = 0;
   std::atomic<bool> stop{false}; // the fetch's cancel flag: operator cancel or shutdown
   bool cancel_requested = false;
+  [[nodiscard]] bool ended() const noexcept {
+    return status == JobStatus::completed || status == JobStatus::failed || status == JobStatus::cancelled;
+  }
 };
 
 FillPool::FillPool(store::BlobStore& store, PoolOptions options)
@@ -194,9 +197,7 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
     return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
   }
   if (m_store.is_full()) {
-    return unexpected(EnqueueError{EnqueueErrc::cache_full, "the cache is full (" +
-                                                                util::format_size(m_store.max_bytes()) +
-                                                                "); delete artifacts to make room"});
+    return unexpected(EnqueueError{EnqueueErrc::cache_full, m_store.full_reason()});
   }
   auto job = std::make_shared<State>();
   job->key = *key;
@@ -215,7 +216,13 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
 }
 
 Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, std::string_view request_url) {
-  const std::string origin_url(request_url.empty() ? std::string_view(artifact.raw_url) : request_url);
+  std::string origin_url(request_url.empty() ? std::string_view(artifact.raw_url) : request_url);
+  if (origin_url.empty()) {
+    // An artifact from the store's index carries no URL (it is not kept in memory); callers off the
+    // read path may pass one as it is: its row has the URL. The read path always passes the request's.
+    const auto row = m_store.describe(artifact.key);
+    origin_url = row && *row ? (*row)->raw_url : std::string();
+  }
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     return unexpected(EnqueueError{EnqueueErrc::refused_origin, *refused});
   }
@@ -287,11 +294,18 @@ bool FillPool::cancel(std::int64_t id) {
 }
 
 std::size_t FillPool::clear_finished() {
-  std::lock_guard lock(m_mutex);
-  return std::erase_if(m_jobs, [](const auto& entry) {
-    const JobStatus s = entry.second->status;
-    return s == JobStatus::completed || s == JobStatus::failed || s == JobStatus::cancelled;
-  });
+  std::size_t cleared = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    cleared = std::erase_if(m_jobs, [](const auto& entry) {
+      const JobStatus s = entry.second->status;
+      return s == JobStatus::completed || s == JobStatus::failed || s == JobStatus::cancelled;
+    });
+    m_ended = 0;
+  }
+  // Those in memory are the newest of the history: the count is the history's when it can be read.
+  const auto history = m_store.clear_finished_jobs();
+  return history ? std::max<std::size_t>(cleared, static_cast<std::size_t>(*history)) : cleared;
 }
 
 std::vector<Job> FillPool::list() const {
@@ -515,7 +529,8 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   // A transfer that broke keeps its validator-guarded part for the next
   // attempt (SPEC §3 "At rest"): it resumes only if the origin still has the
   // same representation. Anything else has nothing worth keeping.
-  if (!keeps_part(result.error().reason) || job->revalidation) {
+  const bool out_of_space = result.error().reason == origin::FetchErrc::io && m_store.disk_full(/*fresh=*/true);
+  if ((!keeps_part(result.error().reason) && !out_of_space) || job->revalidation) {
     origin::remove_partial(request);
   }
   // Recorded before the job ends, so no enqueue can slip in between and skip the back-off.
@@ -559,6 +574,18 @@ void FillPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::
       m_active_by_key.erase(it);
     }
     done = snapshot(*job);
+    // Into the history before anyone can see the job ended, so a listing of the pool and then of the
+    // history never misses it; memory keeps only the newest ended jobs.
+    m_store.record_finished_job(done);
+    ++m_ended;
+    for (auto it = m_jobs.begin(); m_ended > k_ended_in_memory && it != m_jobs.end();) {
+      if (it->second->ended() && it->second != job) {
+        it = m_jobs.erase(it);
+        --m_ended;
+      } else {
+        ++it;
+      }
+    }
   }
   m_changed.notify_all();
   if (m_options.on_finished) {
