@@ -169,7 +169,10 @@ inline constexpr std::uint64_t k_count_cap = 10'000;
 template <class T> struct Page {
   std::vector<T> items;
   std::uint64_t total = 0;
-  /** False when `total` is a lower bound: a broad filter stops counting at k_count_cap. */
+  /**
+   * False when `total` is a lower bound: a broad filter stops counting at k_count_cap, and a filter of 1
+   * or 2 characters counts the matches among the k_short_filter_scan rows its page scanned.
+   */
   bool total_exact = true;
   std::string next{}; ///< the cursor of the following page (ListQuery::after); empty at the end
   std::string prev{}; ///< the cursor of the preceding page (ListQuery::before); empty at the start
@@ -196,6 +199,7 @@ struct ScrubState {
   UnixTime pass_started_at = 0;  ///< 0 = no pass started yet
   UnixTime last_pass_finished_at = 0;
   std::uint64_t passes = 0;      ///< full passes completed
+  bool running = false;          ///< a pass is under way (continues from `cursor`)
 };
 
 /** A startup or I/O failure that leaves the store unusable (unwritable data dir, corrupt database). */

@@ -153,18 +153,22 @@ Response post_download(Context& ctx, const Request& req) {
 
 } // namespace
 
-Expected<store::Page<Job>, std::string> list_downloads(Context& ctx, const store::ListQuery& query) {
-  // Queued and running jobs from memory (few: the queue is capped), matched like the history (case-insensitive).
+Expected<store::Page<Job>, std::string> list_downloads(const Context& ctx, const store::ListQuery& query) {
+  // The pool's jobs from memory: queued and running ones, and the newest ended ones (also in the history,
+  // unless it could not be written yet: a full disk), matched like the history (case-insensitive).
   const std::string filter = util::lower(query.filter);
   const bool backward = !query.before.empty();
   const auto cursor = http::parse_decimal(backward ? query.before : query.after);
+  const bool history_behind = ctx.store->write_failure().has_value();
   std::vector<Job> active;
   std::uint64_t active_total = 0;
   for (auto& j : ctx.pool->list()) {
-    if (j.ended() || (!filter.empty() && util::lower(j.url).find(filter) == std::string::npos)) {
+    if (!filter.empty() && util::lower(j.url).find(filter) == std::string::npos) {
       continue;
     }
-    ++active_total;
+    if (!j.ended() || history_behind) {
+      ++active_total;
+    }
     const auto id = static_cast<std::uint64_t>(j.id);
     if (!cursor || (backward ? id > *cursor : id < *cursor)) {
       active.push_back(std::move(j));

@@ -51,7 +51,7 @@ struct Context {
  * Downloads newest first: those queued or running (the pool's memory) merged with the history of ended
  * ones (cache.db), paged like the other listings (offset, or the after/before cursors: job ids).
  */
-Expected<store::Page<Job>, std::string> list_downloads(Context& ctx, const store::ListQuery& query);
+Expected<store::Page<Job>, std::string> list_downloads(const Context& ctx, const store::ListQuery& query);
 
 // --- the session and auth middleware (session.cpp) ---------------------------
 

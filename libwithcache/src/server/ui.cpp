@@ -93,7 +93,7 @@ Expected<std::string, std::string> section_html(const Context& ctx, const std::s
     // The newest downloads: those running and queued, then the history (the API pages further).
     store::ListQuery first = q;
     first.filter.clear();
-    return list_downloads(const_cast<Context&>(ctx), first).transform([](const store::Page<Job>& page) {
+    return list_downloads(ctx, first).transform([](const store::Page<Job>& page) {
       return pages::downloads_fragment(page.items);
     });
   }

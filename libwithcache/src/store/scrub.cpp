@@ -57,6 +57,7 @@ Scrubber::Scrubber(BlobStore& store, ScrubOptions options) : m_store(store), m_o
   m_status.passes = m_state.passes;
   m_status.pass_started_at = m_state.pass_started_at;
   m_status.last_pass_finished_at = m_state.last_pass_finished_at;
+  m_status.running = m_state.running;
   m_status.rate = m_options.rate == 0 ? k_default_scrub_rate : m_options.rate;
   m_thread = std::thread([this] { run(); });
 }
@@ -232,7 +233,7 @@ void Scrubber::run() {
       }
       start = m_start_requested;
       m_start_requested = false;
-      in_pass = m_state.pass_started_at > m_state.last_pass_finished_at;
+      in_pass = m_state.running;
       if (!start && !in_pass && m_options.rate > 0) {
         // The next background pass is due `pass_interval` after the last one started.
         const UnixTime due =
@@ -245,6 +246,7 @@ void Scrubber::run() {
       }
       if (start) {
         m_state.cursor.clear();
+        m_state.running = true;
         m_state.pass_started_at = util::now();
         m_status.running = true;
         m_status.paused = false;
@@ -277,6 +279,7 @@ void Scrubber::run() {
       {
         std::lock_guard lock(m_mutex);
         m_state.cursor.clear();
+        m_state.running = false;
         m_state.last_pass_finished_at = std::max(util::now(), m_state.pass_started_at);
         ++m_state.passes;
         m_status.running = false;

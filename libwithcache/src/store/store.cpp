@@ -216,7 +216,8 @@ CREATE TABLE scrub_state (
   cursor                TEXT    NOT NULL,
   pass_started_at       INTEGER NOT NULL,
   last_pass_finished_at INTEGER NOT NULL,
-  passes                INTEGER NOT NULL
+  passes                INTEGER NOT NULL,
+  running               INTEGER NOT NULL
 );
 )sql",
 };
@@ -574,7 +575,7 @@ WHERE key = ?1)sql"),
         journal_removal(db, "INSERT OR REPLACE INTO blob_removals (key, quarantine) VALUES (?, ?)"),
         forget_removal(db, "DELETE FROM blob_removals WHERE key = ?"),
         save_scrub(db, "INSERT OR REPLACE INTO scrub_state (id, cursor, pass_started_at, last_pass_finished_at, "
-                       "passes) VALUES (1, ?, ?, ?, ?)"),
+                       "passes, running) VALUES (1, ?, ?, ?, ?, ?)"),
         sha_of(db, "SELECT sha256 FROM artifacts WHERE key = ?") {}
 
   SQLite::Statement add_hits;
@@ -990,17 +991,19 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
     return std::nullopt;
   }
   struct stat st{};
-  if (::stat(blob_path(key).c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
+  const bool exists = ::stat(blob_path(key).c_str(), &st) == 0;
+  if (exists && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
     if (presence != nullptr) {
       *presence = Presence::hit;
     }
     return artifact;
   }
-  const int err = errno;
+  if (!exists && errno != ENOENT) {
+    return std::nullopt; // cannot tell (a permission, an I/O error): nothing is known to be wrong with it
+  }
   drop_damaged(key, artifact->sha256,
-               err == ENOENT || st.st_size < 0
-                   ? "blob missing"
-                   : "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact->size));
+               !exists ? "blob missing"
+                       : "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact->size));
   if (presence != nullptr) {
     *presence = Presence::dropped;
   }
@@ -1397,6 +1400,7 @@ void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, boo
     save->bind(2, queue.scrub->pass_started_at);
     save->bind(3, queue.scrub->last_pass_finished_at);
     save->bind(4, to_db(queue.scrub->passes));
+    save->bind(5, queue.scrub->running ? 1 : 0);
     save->exec();
   }
 }
@@ -1882,12 +1886,14 @@ Expected<ScrubState, std::string> BlobStore::scrub_state() {
   return reading("cannot read the scrub's state", [&]() -> ScrubState {
     ScrubState state;
     SQLite::Statement row(*m_read_db,
-                          "SELECT cursor, pass_started_at, last_pass_finished_at, passes FROM scrub_state WHERE id = 1");
+                          "SELECT cursor, pass_started_at, last_pass_finished_at, passes, running FROM scrub_state "
+                          "WHERE id = 1");
     if (row.executeStep()) {
       state.cursor = row.getColumn(0).getString();
       state.pass_started_at = row.getColumn(1).getInt64();
       state.last_pass_finished_at = row.getColumn(2).getInt64();
       state.passes = from_db(row.getColumn(3).getInt64());
+      state.running = row.getColumn(4).getInt() != 0;
     }
     return state;
   });
@@ -2019,13 +2025,7 @@ Page<T> page_of(SQLite::Database& db, StatementCache& cache, const ListingSpec& 
   if (filter.empty()) {
     page.total = unfiltered_total;
   } else if (!fts.empty() && characters(filter) < 3) {
-    mode = Mode::short_scan;
-    Sql count;
-    count += "SELECT count(*) FROM (SELECT url FROM " + std::string(spec.table) + " ORDER BY " + order +
-             " DESC, id DESC LIMIT :w) WHERE " + like;
-    count.bind(":w", static_cast<std::int64_t>(k_short_filter_scan));
-    bind_filter(count, true, false);
-    page.total = from_db(count_of(db, cache, count));
+    mode = Mode::short_scan; // counted below, in the one scan of the window
     page.total_exact = unfiltered_total <= k_short_filter_scan;
   } else {
     Sql count;
@@ -2070,14 +2070,17 @@ Page<T> page_of(SQLite::Database& db, StatementCache& cache, const ListingSpec& 
     rows.bind(":o", offset);
     break;
   case Mode::short_scan:
+    // Every match in the window: the first limit + 1 make the page, all of them the count.
     rows += "SELECT * FROM (" + select + spec.table + (keyset.empty() ? "" : " WHERE " + keyset) + order_by +
-            " LIMIT :w OFFSET :o) WHERE " + like + order_by + " LIMIT :n";
+            " LIMIT :w OFFSET :o) WHERE " + like;
     rows.bind(":w", static_cast<std::int64_t>(k_short_filter_scan));
     rows.bind(":o", offset);
     bind_filter(rows, true, false);
     break;
   }
-  rows.bind(":n", limit);
+  if (mode != Mode::short_scan) {
+    rows.bind(":n", limit);
+  }
   bind_common(rows);
 
   struct Keyed {
@@ -2087,11 +2090,18 @@ Page<T> page_of(SQLite::Database& db, StatementCache& cache, const ListingSpec& 
   };
   std::vector<Keyed> got;
   const int columns = with_order ? 2 : 1;
+  std::uint64_t matched = 0;
   run(db, cache, rows, [&](SQLite::Statement& row) {
+    if (++matched > static_cast<std::uint64_t>(limit)) {
+      return; // a short filter's scan: counted, not kept
+    }
     const int n = row.getColumnCount();
     got.push_back(Keyed{convert(row), with_order ? row.getColumn(n - columns).getInt64() : 0,
                         row.getColumn(n - 1).getInt64()});
   });
+  if (mode == Mode::short_scan) {
+    page.total = matched; // the matches among the rows this page's window covered
+  }
   const bool more = got.size() > static_cast<std::size_t>(limit - 1);
   if (more) {
     got.pop_back();
