@@ -62,6 +62,7 @@ bench:
 	python3 bench/connections.py --build $(TEST)
 	python3 bench/shim.py --build $(TEST)
 	python3 bench/ui_listing.py --build $(TEST)
+	python3 bench/growth.py --build $(TEST)
 
 format:
 	git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs -r clang-format -i

@@ -765,6 +765,22 @@ TEST_CASE("a blob missing or short when served is dropped; a re-fill is never un
     ++quarantined;
   }
   CHECK(quarantined == 1);
+  // Not a regular file this store wrote: a link planted in its place (to anything), or a directory.
+  const auto c = add(s, "https://h/linked.bin", "abc");
+  const auto d = add(s, "https://h/dir.bin", std::string(4096, 'd'));
+  write_file(dir / "secret", "abc");
+  fs::remove(s.blob_path(c.key));
+  fs::create_symlink(dir / "secret", s.blob_path(c.key));
+  fs::remove(s.blob_path(d.key));
+  fs::create_directory(s.blob_path(d.key));
+  CHECK_FALSE(s.open_blob(c.key, &presence).has_value());
+  CHECK(presence == store::Presence::dropped);
+  CHECK_FALSE(s.find_present(d.key, &presence).has_value());
+  CHECK(presence == store::Presence::dropped);
+  CHECK(s.damaged_blobs_found() == 4);
+  REQUIRE(s.flush().has_value());
+  CHECK(fs::exists(dir / "secret")); // the link was moved aside, not what it pointed to
+
   check_totals(s, dir.path());
 }
 

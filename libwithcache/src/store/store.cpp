@@ -991,8 +991,9 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
     return std::nullopt;
   }
   struct stat st{};
-  const bool exists = ::stat(blob_path(key).c_str(), &st) == 0;
-  if (exists && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
+  // lstat: a blob is a regular file this store wrote, never a link planted beside it.
+  const bool exists = ::lstat(blob_path(key).c_str(), &st) == 0;
+  if (exists && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
     if (presence != nullptr) {
       *presence = Presence::hit;
     }
@@ -1002,8 +1003,10 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
     return std::nullopt; // cannot tell (a permission, an I/O error): nothing is known to be wrong with it
   }
   drop_damaged(key, artifact->sha256,
-               !exists ? "blob missing"
-                       : "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact->size));
+               !exists                  ? "blob missing"
+               : !S_ISREG(st.st_mode) ? "blob is not a regular file"
+                                      : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
+                                            std::to_string(artifact->size));
   if (presence != nullptr) {
     *presence = Presence::dropped;
   }
@@ -1055,19 +1058,21 @@ std::optional<OpenedBlob> BlobStore::open_blob(const std::string& key, Presence*
       return std::nullopt;
     }
     artifact = artifact_of(*m_index, *record);
-    const int fd = ::open(blob_path(key).c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(blob_path(key).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0) {
       struct stat st{};
-      if (::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == artifact.size) {
+      if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact.size) {
         if (presence != nullptr) {
           *presence = Presence::hit;
         }
         return OpenedBlob(std::move(artifact), fd);
       }
-      damage = "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact.size);
+      damage = !S_ISREG(st.st_mode) ? std::string("blob is not a regular file")
+                                    : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
+                                          std::to_string(artifact.size);
       ::close(fd);
-    } else if (errno == ENOENT) {
-      damage = "blob missing";
+    } else if (errno == ENOENT || errno == ELOOP) {
+      damage = errno == ENOENT ? "blob missing" : "blob is a symbolic link";
     } else {
       return std::nullopt; // out of descriptors, say: nothing is known to be wrong with the blob
     }
