@@ -63,6 +63,7 @@ bench:
 	python3 bench/herd.py --build $(TEST)
 	python3 bench/shim.py --build $(TEST)
 	python3 bench/ui_listing.py --build $(TEST)
+	python3 bench/growth.py --build $(TEST)
 
 format:
 	git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs -r clang-format -i

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string_view>
@@ -9,12 +10,14 @@
 
 #include <pthread.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cxxopts.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "withcache/server.hpp"
+#include "withcache/url.hpp"
 #include "withcache/util/size.hpp"
 #include "withcache/util/strings.hpp"
 #include "withcache/util/time.hpp"
@@ -28,7 +31,8 @@ constexpr const char* k_help_footer =
     "Environment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by the\n"
     "operator UI and API. Signals: SIGINT/SIGTERM stop accepting, keep queued and running fills for the\n"
     "next start, and exit 0; SIGHUP reloads --tls-cert and --tls-key. Exit status 2: bad option or value,\n"
-    "unusable data dir, port in use, certificate or key that cannot be loaded.\n";
+    "unusable data dir, port in use, certificate or key that cannot be loaded. --verify exits 0 when every\n"
+    "artifact is intact, 1 when one is damaged, 2 when it cannot check (a server holds the data dir).\n";
 
 int fail(const std::string& message) {
   std::cerr << "withcache-server: " << message << '\n';
@@ -63,6 +67,45 @@ void parse_min_free(const std::string& text, withcache::server::ServerOptions& c
   }
   if (config.min_free_bytes == 0ULL && !config.min_free_percent) {
     config.min_free_bytes.reset(); // `0`: no guard
+  }
+}
+
+// --verify: progress on a terminal, one line per damaged artifact, a summary; 0 clean, 1 damaged, 2 error.
+int verify_data_dir(const std::filesystem::path& data_dir) {
+  const bool terminal = ::isatty(STDERR_FILENO) != 0;
+  const auto progress = [terminal](const withcache::store::VerifyProgress& p) {
+    if (terminal) {
+      std::cerr << "\rverified " << p.artifacts_done << " of " << p.artifacts_total << " artifacts, "
+                << withcache::util::format_size(p.bytes_done) << " of " << withcache::util::format_size(p.bytes_total)
+                << "   " << std::flush;
+    }
+  };
+  try {
+    const auto report = withcache::server::verify_data_dir(data_dir, progress);
+    if (terminal) {
+      std::cerr << '\n';
+    }
+    if (!report) {
+      return fail(report.error());
+    }
+    for (const auto& problem : report->problems) {
+      std::cout << "damaged " << problem.key << ' ' << withcache::url::redact(problem.url) << ": " << problem.problem
+                << '\n';
+    }
+    std::cout << data_dir.string() << ": " << report->artifacts << " artifacts, "
+              << withcache::util::format_size(report->bytes) << " checked; " << report->problems.size() << " damaged";
+    if (report->orphans > 0) {
+      std::cout << "; " << report->orphans << " files in blobs/ without a row (the server removes them)";
+    }
+    std::cout << '\n';
+    if (!report->problems.empty()) {
+      std::cout << "Start the server: a damaged artifact is dropped when it is served or scrubbed (POST "
+                   "/api/v1/scrub) and filled again; or delete it.\n";
+      return 1;
+    }
+    return 0;
+  } catch (const withcache::server::StartupError& e) {
+    return fail(e.what());
   }
 }
 
@@ -142,6 +185,12 @@ int main(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("1M"))
       ("max-connections-per-address", "Open connections from one client address, at most (closed beyond)",
        cxxopts::value<unsigned>()->default_value("256"))
+      ("scrub-rate", "MiB a second the background scrub re-reads cached blobs at to check their SHA-256 (a "
+                     "suffix gives another unit: 512K); it pauses while fills run or blobs are sent fast, and a "
+                     "mismatch is moved to quarantine/ and filled again. 0 = no background scrub (POST "
+                     "/api/v1/scrub still starts a pass)", cxxopts::value<std::string>()->default_value("20"), "RATE")
+      ("verify", "Check the data dir offline and exit: every artifact's blob is there with its size and "
+                 "SHA-256. Refuses while a server uses the dir. Exit 0 clean, 1 damaged, 2 error")
       ("log-level", "trace, debug, info, warn, error or off", cxxopts::value<std::string>()->default_value("info"))
       ("version", "Print the version and exit")
       ("h,help", "Print this help and exit");
@@ -150,6 +199,7 @@ int main(int argc, char** argv) {
 
   withcache::server::ServerOptions config;
   std::string args_min_free;
+  bool verify = false;
   try {
     const auto args = options.parse(argc, argv);
     if (args.count("help") != 0) {
@@ -169,6 +219,23 @@ int main(int argc, char** argv) {
       return fail("--port must be between 0 and 65535");
     }
     config.data_dir = args["data-dir"].as<std::string>();
+    verify = args.count("verify") != 0;
+    {
+      const std::string rate = args["scrub-rate"].as<std::string>();
+      if (!rate.empty() && rate.find_first_not_of("0123456789.") == std::string::npos) {
+        const double mib = std::strtod(rate.c_str(), nullptr);
+        if (!(mib >= 0) || mib > 1e6) {
+          return fail("--scrub-rate: '" + rate + "' is not a rate in MiB/s");
+        }
+        config.scrub_rate = static_cast<std::uint64_t>(mib * 1024 * 1024);
+      } else {
+        const auto bytes = withcache::util::parse_size(rate);
+        if (!bytes) {
+          return fail("--scrub-rate: " + bytes.error());
+        }
+        config.scrub_rate = *bytes;
+      }
+    }
     config.workers = args["workers"].as<unsigned>();
     if (config.workers == 0 || config.workers > 64) {
       return fail("--workers must be between 1 and 64");
@@ -279,6 +346,10 @@ int main(int argc, char** argv) {
     return fail(std::string(e.what()) + " (see --help)");
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
+  }
+
+  if (verify) {
+    return verify_data_dir(config.data_dir);
   }
 
   const auto env = [](const char* name) {

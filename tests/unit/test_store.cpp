@@ -1,9 +1,15 @@
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <unistd.h>
 
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+
+#include "store/index.hpp" // the compact index is internal; tested directly
 #include "support/temp_dir.hpp"
 #include "withcache/store.hpp"
 #include "withcache/digest.hpp"
@@ -203,10 +209,17 @@ TEST_CASE("open recovers from a crash at any step", "[store]") {
 
   store::BlobStore s({dir.path()});
   CHECK(s.recovery().stray_parts_removed == 1);
-  CHECK(s.recovery().blobs_without_row_removed == 1);
-  CHECK(s.recovery().rows_without_blob_dropped == 1);
+  // open() trusts cache.db (it never lists or stats a million blobs): the vanished file is found when
+  // the artifact is served, the stray blob by the scrub's sweep.
+  CHECK(s.recovery().rows_without_blob_dropped == 0);
   CHECK(s.find(kept_key).has_value());
+  store::Presence presence = store::Presence::hit;
+  CHECK_FALSE(s.open_blob(lost_row_key, &presence).has_value());
+  CHECK(presence == store::Presence::dropped);
   CHECK_FALSE(s.find(lost_row_key).has_value());
+  CHECK(s.damaged_blobs_found() == 1);
+  CHECK(s.sweep_orphans() == 1);
+  CHECK_FALSE(fs::exists(dir / "blobs" / std::string(64, 'c')));
   CHECK(fs::exists(dir / "blobs" / "README"));
   const auto pending = s.pending_jobs().value();
   REQUIRE(pending.size() == 1);
@@ -216,7 +229,79 @@ TEST_CASE("open recovers from a crash at any step", "[store]") {
   CHECK(fs::exists(s.part_path(pending[0].key))); // owned by a pending job: kept for resume
   s.remove_pending_job(pending[0].id);
   CHECK(s.pending_jobs()->empty());
-  CHECK(s.totals()->artifacts == 1);
+  CHECK(s.totals()->artifacts == 1); // the dropped row is gone from cache.db too
+  const auto events = s.list_events({0, 10, "blob_dropped"}).value();
+  REQUIRE(events.total == 1);
+  CHECK(events.items[0].details == lost_row_key + ": blob missing");
+}
+
+TEST_CASE("a data dir of schema version 3 is upgraded, and blobs/ is swept once", "[store][upgrade]") {
+  TempDir dir;
+  fs::create_directories(dir / "blobs");
+  fs::create_directories(dir / "tmp");
+  const std::string kept_key = *url::key_id("https://h/kept.iso");
+  const std::string gone_key = *url::key_id("https://h/gone.iso");
+  const std::string staged_key = *url::key_id("https://h/staged.iso");
+  {
+    // The schema as issue 13 left it, with rows written the way that version wrote them.
+    SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec(R"sql(
+CREATE TABLE artifacts (key TEXT PRIMARY KEY, url TEXT NOT NULL, raw_url TEXT NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, content_type TEXT NOT NULL, fetched_at INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0,
+  misses INTEGER NOT NULL DEFAULT 0, etag TEXT NOT NULL DEFAULT '', last_modified TEXT NOT NULL DEFAULT '',
+  cache_control TEXT NOT NULL DEFAULT '', expires TEXT NOT NULL DEFAULT '', content_encoding TEXT NOT NULL DEFAULT '',
+  content_disposition TEXT NOT NULL DEFAULT '', fresh_until INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX artifacts_by_fetched_at ON artifacts (fetched_at DESC);
+CREATE TABLE misses (key TEXT PRIMARY KEY, url TEXT NOT NULL, count INTEGER NOT NULL, first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL, last_reason TEXT NOT NULL DEFAULT '', failures INTEGER NOT NULL DEFAULT 0,
+  retry_after INTEGER NOT NULL DEFAULT 0, failed_attempt TEXT NOT NULL DEFAULT '');
+CREATE INDEX misses_by_last_seen ON misses (last_seen DESC);
+CREATE TABLE pending_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, url TEXT NOT NULL,
+  headers TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, kind TEXT NOT NULL,
+  actor TEXT NOT NULL, address TEXT NOT NULL, details TEXT NOT NULL);
+PRAGMA user_version = 3;
+)sql");
+    const auto row = [&](const std::string& key, const std::string& url, const std::string& bytes, int hits) {
+      SQLite::Statement insert(db, "INSERT INTO artifacts (key, url, raw_url, size, sha256, content_type, fetched_at, "
+                                   "hits) VALUES (?, ?, ?, ?, ?, 'application/x-iso9660-image', 1700000000, ?)");
+      insert.bind(1, key);
+      insert.bind(2, url);
+      insert.bind(3, url);
+      insert.bind(4, static_cast<std::int64_t>(bytes.size()));
+      insert.bind(5, digest::sha256_hex(bytes));
+      insert.bind(6, hits);
+      insert.exec();
+    };
+    row(kept_key, "https://h/kept.iso", "kept bytes", 3);
+    row(gone_key, "https://h/gone.iso", "gone bytes", 4);
+    row(staged_key, "https://h/staged.iso", "new bytes", 5);
+    db.exec("INSERT INTO misses (key, url, count, first_seen, last_seen) VALUES ('" + std::string(64, 'e') +
+            "', 'https://h/missed.iso', 7, 1, 2)");
+  }
+  write_file(dir / "blobs" / kept_key, "kept bytes");
+  write_file(dir / "blobs" / std::string(64, 'c'), "no row");
+  // That version staged in blobs/: a replacement whose row was written, not yet renamed.
+  write_file(dir / "blobs" / staged_key, "old bytes");
+  write_file(dir / "blobs" / (staged_key + "." + digest::sha256_hex("new bytes") + ".staged"), "new bytes");
+
+  store::BlobStore s({dir.path()});
+  CHECK(s.recovery().replacements_completed == 1);
+  CHECK(s.recovery().rows_without_blob_dropped == 1);
+  CHECK(s.recovery().blobs_without_row_removed == 1);
+  CHECK(read_file(s.blob_path(staged_key)) == "new bytes");
+  CHECK(s.find(kept_key).has_value());
+  CHECK_FALSE(s.find(gone_key).has_value());
+  const auto totals = s.totals().value();
+  CHECK(totals.artifacts == 2);
+  CHECK(totals.stored_bytes == 19);
+  CHECK(totals.hits == 8);
+  CHECK(totals.misses == 7);
+  CHECK(totals.pending_misses == 1);
+  CHECK(s.list_artifacts({0, 10, "kept.iso"})->total == 1); // the trigram index was built
+  CHECK(s.list_misses({0, 10, "missed"})->total == 1);
+  const auto again = add(s, "https://h/new.iso", "fresh");
+  CHECK(s.list_artifacts({})->items.at(0).key == again.key);
 }
 
 TEST_CASE("an unwritable data dir is a clear StoreError", "[store]") {
@@ -414,8 +499,10 @@ TEST_CASE("a replacement commits atomically; readers of the old blob keep the ol
   CHECK(read_file(s.blob_path(first.key)) == v2);
   CHECK(s.stored_bytes() == v2.size());
   CHECK(s.find(first.key)->fresh_until == next.fresh_until);
-  for (const auto& entry : fs::directory_iterator(dir / "blobs")) {
-    CHECK(entry.path().filename().string().find(".staged") == std::string::npos);
+  for (const auto& where : {dir / "blobs", dir / "tmp"}) {
+    for (const auto& entry : fs::directory_iterator(where)) {
+      CHECK(entry.path().filename().string().find(".staged") == std::string::npos);
+    }
   }
 
   // refresh(): a 304 extends freshness and keeps the bytes.
@@ -434,7 +521,8 @@ TEST_CASE("a replacement interrupted by a crash is finished or forgotten, never 
   const std::string v1 = "version one";
   const std::string v2 = "version two!";
   const auto key = *url::key_id(origin);
-  const auto staged = dir / "blobs" / (key + "." + digest::sha256_hex(v2) + ".staged");
+  // Staged in tmp/, where open() looks (it never lists blobs/).
+  const auto staged = dir / "tmp" / (key + "." + digest::sha256_hex(v2) + ".staged");
 
   SECTION("died before the row was written: the old artifact stays") {
     {
@@ -487,4 +575,298 @@ TEST_CASE("a replacement interrupted by a crash is finished or forgotten, never 
     CHECK(fs::exists(s.resume_state_path(key)));
     CHECK_FALSE(fs::exists(s.resume_state_path(std::string(64, 'd'))));
   }
+}
+
+namespace {
+
+// The sums the running totals stand for, straight from cache.db.
+store::Totals summed(const fs::path& dir) {
+  SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READONLY);
+  SQLite::Statement a(db, "SELECT count(*), COALESCE(sum(size), 0), COALESCE(sum(hits), 0), COALESCE(sum(misses), 0) "
+                          "FROM artifacts");
+  a.executeStep();
+  SQLite::Statement m(db, "SELECT count(*), COALESCE(sum(count), 0) FROM misses");
+  m.executeStep();
+  store::Totals t;
+  t.artifacts = static_cast<std::uint64_t>(a.getColumn(0).getInt64());
+  t.stored_bytes = static_cast<std::uint64_t>(a.getColumn(1).getInt64());
+  t.hits = static_cast<std::uint64_t>(a.getColumn(2).getInt64());
+  t.misses = static_cast<std::uint64_t>(a.getColumn(3).getInt64() + m.getColumn(1).getInt64());
+  t.pending_misses = static_cast<std::uint64_t>(m.getColumn(0).getInt64());
+  return t;
+}
+
+void check_totals(store::BlobStore& s, const fs::path& dir) {
+  const auto running = s.totals().value();
+  const auto sums = summed(dir);
+  CHECK(running.artifacts == sums.artifacts);
+  CHECK(running.stored_bytes == sums.stored_bytes);
+  CHECK(running.hits == sums.hits);
+  CHECK(running.misses == sums.misses);
+  CHECK(running.pending_misses == sums.pending_misses);
+  CHECK(running.stored_bytes == s.stored_bytes());
+  CHECK(running.artifacts == s.artifact_count());
+}
+
+} // namespace
+
+TEST_CASE("running totals stay equal to the sums through commits, replacements, deletes and restarts",
+          "[store][totals]") {
+  TempDir dir;
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    const auto a = add(s, "https://h/a", "aaaa");
+    s.record_miss(*url::key_id("https://h/b"), "https://h/b");
+    s.record_miss(*url::key_id("https://h/b"), "https://h/b");
+    s.record_miss(*url::key_id("https://h/c"), "https://h/c");
+    for (int i = 0; i < 3; ++i) {
+      s.record_hit(a.key);
+    }
+    check_totals(s, dir.path());
+    add(s, "https://h/b", "bbbbbbbb"); // the misses move onto the artifact
+    add(s, "https://h/a", "a2");       // a replacement: new size, hits kept
+    check_totals(s, dir.path());
+    CHECK(s.remove(a.key).value());
+    s.record_fill_failure(*url::key_id("https://h/d"), "https://h/d", "not fetched: HTTP 404");
+    check_totals(s, dir.path());
+    CHECK(s.dismiss_miss(*url::key_id("https://h/c")).value());
+    check_totals(s, dir.path());
+  }
+  store::BlobStore reopened({dir.path()});
+  check_totals(reopened, dir.path());
+  CHECK(reopened.totals()->artifacts == 1);
+  CHECK(reopened.totals()->misses == 2);
+}
+
+TEST_CASE("listings page by cursor, forwards and backwards, and agree with offsets", "[store][listing]") {
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  // Misses are cheap to make in numbers; they page like artifacts (newest first, then by id).
+  for (int i = 0; i < 237; ++i) {
+    s.record_miss(*url::key_id("https://h/m-" + std::to_string(i)), "https://h/m-" + std::to_string(i) + ".bin");
+  }
+  const auto all = s.list_misses({0, 1000, ""}).value();
+  REQUIRE(all.items.size() == 237);
+  CHECK(all.total == 237);
+  CHECK(all.next.empty());
+  CHECK(all.prev.empty());
+
+  std::vector<std::string> walked;
+  store::ListQuery q{0, 50, ""};
+  std::vector<std::string> cursors;
+  for (int pages = 0; pages < 10; ++pages) {
+    const auto page = s.list_misses(q).value();
+    CHECK(page.total == 237);
+    for (const auto& m : page.items) {
+      walked.push_back(m.key);
+    }
+    if (pages > 0) {
+      CHECK_FALSE(page.prev.empty());
+    }
+    if (page.next.empty()) {
+      break;
+    }
+    cursors.push_back(page.next);
+    q.after = page.next;
+  }
+  REQUIRE(walked.size() == 237);
+  for (std::size_t i = 0; i < walked.size(); ++i) {
+    CHECK(walked[i] == all.items[i].key);
+  }
+  // Backwards from the last page, by prev cursors, to the first.
+  auto page = s.list_misses(q).value();
+  std::vector<std::string> back(page.items.size());
+  std::transform(page.items.begin(), page.items.end(), back.begin(), [](const auto& m) { return m.key; });
+  while (!page.prev.empty()) {
+    page = s.list_misses({0, 50, "", "", page.prev}).value();
+    std::vector<std::string> keys;
+    for (const auto& m : page.items) {
+      keys.push_back(m.key);
+    }
+    back.insert(back.begin(), keys.begin(), keys.end());
+  }
+  CHECK(back == walked);
+  // Offsets still work and agree.
+  const auto third = s.list_misses({100, 50, ""}).value();
+  REQUIRE(third.items.size() == 50);
+  CHECK(third.items[0].key == walked[100]);
+  CHECK(third.next == cursors[2]);
+}
+
+TEST_CASE("filters: trigram for 3+ characters, bounded scans for 1-2, counts capped for broad ones",
+          "[store][listing]") {
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  for (std::uint64_t i = 0; i < store::k_count_cap + 50; ++i) {
+    const std::string u = "https://mirror.example/" + std::string(i % 100 == 7 ? "Rare-" : "pkg-") +
+                          std::to_string(i) + ".deb";
+    s.record_miss(*url::key_id(u), u);
+  }
+  // Selective: the index answers, exactly, case-insensitively.
+  const auto rare = s.list_misses({0, 50, "rare-"}).value();
+  CHECK(rare.total == 101);
+  CHECK(rare.total_exact);
+  CHECK(rare.items.size() == 50);
+  CHECK_FALSE(rare.next.empty());
+  const auto rare2 = s.list_misses({0, 50, "rare-", rare.next}).value();
+  CHECK(rare2.items.size() == 50);
+  const auto rare3 = s.list_misses({0, 50, "rare-", rare2.next}).value();
+  CHECK(rare3.items.size() == 1);
+  CHECK(rare3.next.empty());
+  CHECK(rare3.items.back().url.find("Rare-") != std::string::npos);
+  // Broad: counted up to the cap, paged by walking the order with LIKE.
+  const auto broad = s.list_misses({0, 50, "mirror.example"}).value();
+  CHECK(broad.total == store::k_count_cap);
+  CHECK_FALSE(broad.total_exact);
+  CHECK(broad.items.size() == 50);
+  const auto broad2 = s.list_misses({0, 50, "mirror.example", broad.next}).value();
+  CHECK(broad2.items.front().key != broad.items.back().key);
+  // Short: no trigram; the newest rows are scanned, and the page says the count is partial.
+  const auto short_filter = s.list_misses({0, 20, "e-"}).value();
+  CHECK(short_filter.items.size() == 20);
+  CHECK_FALSE(short_filter.total_exact);
+  CHECK(s.list_misses({0, 20, "zz"})->items.empty());
+  CHECK(s.list_misses({0, 20, "\"x"})->items.empty()); // quotes cannot break out of the phrase
+  CHECK(s.list_misses({0, 20, "%%%"})->items.empty());
+  CHECK(s.list_misses({0, 20, "\xC3\xA9t\xC3\xA9"})->items.empty()); // 3 characters, 5 bytes
+}
+
+TEST_CASE("a blob missing or short when served is dropped; a re-fill is never undone by the drop",
+          "[store][at-rest]") {
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::hours(1)}); // only explicit flushes
+  const auto a = add(s, "https://h/short.bin", "0123456789");
+  const auto b = add(s, "https://h/gone.bin", "abcdef");
+  write_file(s.blob_path(a.key), "01234"); // truncated behind our back
+  fs::remove(s.blob_path(b.key));
+
+  store::Presence presence = store::Presence::hit;
+  CHECK_FALSE(s.find_present(b.key, &presence).has_value()); // a HEAD's check
+  CHECK(presence == store::Presence::dropped);
+  CHECK_FALSE(s.open_blob(a.key, &presence).has_value()); // a GET's check
+  CHECK(presence == store::Presence::dropped);
+  CHECK_FALSE(s.open_blob(a.key, &presence).has_value());
+  CHECK(presence == store::Presence::not_cached); // dropped once, counted once
+  CHECK(s.damaged_blobs_found() == 2);
+  CHECK(s.stored_bytes() == 0);
+
+  // The re-fill commits before the background write of the drop: the drop goes first, not after.
+  const auto refilled = add(s, "https://h/short.bin", "0123456789");
+  REQUIRE(s.flush().has_value());
+  CHECK(s.find(refilled.key).has_value());
+  CHECK(read_file(s.blob_path(a.key)) == "0123456789");
+  CHECK(s.list_artifacts({})->total == 1);
+  CHECK_FALSE(s.find(b.key).has_value());
+  // The damaged bytes are kept aside, never served.
+  std::size_t quarantined = 0;
+  for (const auto& entry : fs::directory_iterator(s.quarantine_dir())) {
+    CHECK(entry.path().filename().string().starts_with(a.key));
+    CHECK(read_file(entry.path()) == "01234");
+    ++quarantined;
+  }
+  CHECK(quarantined == 1);
+  // Not a regular file this store wrote: a link planted in its place (to anything), or a directory.
+  const auto c = add(s, "https://h/linked.bin", "abc");
+  const auto d = add(s, "https://h/dir.bin", std::string(4096, 'd'));
+  write_file(dir / "secret", "abc");
+  fs::remove(s.blob_path(c.key));
+  fs::create_symlink(dir / "secret", s.blob_path(c.key));
+  fs::remove(s.blob_path(d.key));
+  fs::create_directory(s.blob_path(d.key));
+  CHECK_FALSE(s.open_blob(c.key, &presence).has_value());
+  CHECK(presence == store::Presence::dropped);
+  CHECK_FALSE(s.find_present(d.key, &presence).has_value());
+  CHECK(presence == store::Presence::dropped);
+  CHECK(s.damaged_blobs_found() == 4);
+  REQUIRE(s.flush().has_value());
+  CHECK(fs::exists(dir / "secret")); // the link was moved aside, not what it pointed to
+
+  check_totals(s, dir.path());
+}
+
+TEST_CASE("the compact index agrees with a map through inserts, replacements, removals and merges",
+          "[store][index]") {
+  store::detail::CompactIndex index;
+  std::map<store::detail::Digest, std::uint64_t> model;
+  std::uint32_t x = 12345;
+  const auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+  };
+  const auto key_of = [](std::uint32_t n) {
+    const std::string hex = digest::sha256_hex(std::to_string(n));
+    return *store::detail::digest_from_hex(hex);
+  };
+  for (std::uint32_t i = 0; i < 3000; ++i) { // loaded, like at open
+    store::detail::IndexRecord r;
+    r.key = key_of(i);
+    r.set_size(i);
+    index.load(r);
+    model[r.key] = i;
+  }
+  index.finish_load();
+  for (int step = 0; step < 20000; ++step) {
+    const std::uint32_t n = next() % 6000;
+    const auto key = key_of(n);
+    if (next() % 3 == 0) {
+      CHECK(index.erase(key) == (model.erase(key) == 1));
+    } else {
+      store::detail::IndexRecord r;
+      r.key = key;
+      r.set_size(step);
+      r.extras = index.add_extras(store::detail::Extras{"gzip", "attachment", "", "", "", ""});
+      index.upsert(r);
+      model[key] = static_cast<std::uint64_t>(step);
+    }
+    if (step % 997 == 0) {
+      index.merge();
+    }
+  }
+  REQUIRE(index.size() == model.size());
+  std::optional<store::detail::Digest> at;
+  for (const auto& [key, size] : model) {
+    const auto* r = index.find(key);
+    REQUIRE(r != nullptr);
+    CHECK(r->size() == size);
+    CHECK(index.extras(r->extras).content_encoding == (r->extras == 0 ? "" : "gzip"));
+    at = index.next_key(at);
+    REQUIRE(at.has_value());
+    CHECK(*at == key);
+  }
+  CHECK_FALSE(index.next_key(at).has_value());
+}
+
+TEST_CASE("the history of ended fills is kept, paged, pruned by count and cleared", "[store][history]") {
+  TempDir dir;
+  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  const auto now = util::now();
+  for (std::int64_t id = 1; id <= 30; ++id) {
+    Job j;
+    j.id = id;
+    j.key = std::string(64, 'a');
+    j.url = "https://h/f-" + std::to_string(id);
+    j.status = id % 2 == 0 ? JobStatus::completed : JobStatus::failed;
+    j.finished_at = now;
+    s.record_finished_job(j);
+  }
+  auto page = s.list_finished_jobs({0, 10, ""}).value();
+  CHECK(page.total == 30);
+  REQUIRE(page.items.size() == 10);
+  CHECK(page.items[0].id == 30);
+  CHECK(page.items[0].status == JobStatus::completed);
+  page = s.list_finished_jobs({0, 10, "", page.next}).value();
+  CHECK(page.items[0].id == 20);
+  CHECK(s.list_finished_jobs({0, 10, "f-1"})->total == 11); // f-1, f-10..f-19
+  CHECK(s.finished_job(7)->value().url == "https://h/f-7");
+  Job old;
+  old.id = 31;
+  old.url = "https://h/ancient";
+  old.status = JobStatus::completed;
+  old.finished_at = now - 31 * 24 * 3600; // older than the age limit: pruned at once
+  s.record_finished_job(old);
+  CHECK(s.list_finished_jobs({})->total == 30);
+  CHECK(s.clear_finished_jobs().value() == 30);
+  CHECK(s.list_finished_jobs({})->total == 0);
 }

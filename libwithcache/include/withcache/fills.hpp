@@ -241,6 +241,8 @@ class FillStream : public origin::PartObserver {
   std::vector<std::function<void()>> m_wakers;
   std::atomic<std::uint32_t> m_attached{0};
 };
+/** Ended jobs the pool keeps in memory (older ones are in the store's history only). */
+inline constexpr std::size_t k_ended_in_memory = 100;
 
 class FillPool {
  public:
@@ -307,13 +309,14 @@ class FillPool {
   /** Cancels a queued or running job (a running one stops within one chunk, leaving no file). False if none.
    */
   bool cancel(std::int64_t id);
-  /** Drops ended jobs from the listing; returns how many. */
+  /** Drops ended jobs from the listing and from the store's history; returns how many. */
   std::size_t clear_finished();
-  /** Every job, newest first. */
+  /**
+   * Jobs queued or running, and the newest k_ended_in_memory ended ones, newest first. Every ended
+   * job also goes to the store's history (BlobStore::list_finished_jobs), which is paged and pruned.
+   */
   [[nodiscard]] std::vector<Job> list() const;
-  /** One page of list() whose URL contains `query.filter` (ASCII case-insensitive), and how many match. */
-  [[nodiscard]] store::Page<Job> list_page(const store::ListQuery& query) const;
-  /** One job. */
+  /** One job (an ended one only while it is among the newest k_ended_in_memory). */
   [[nodiscard]] std::optional<Job> get(std::int64_t id) const;
   /** The queued or running job for a key, if any. */
   [[nodiscard]] std::optional<Job> find_active(const std::string& key) const;
@@ -372,6 +375,7 @@ class FillPool {
   };
   std::unordered_map<std::string, Retry> m_revalidation_backoff; // keys whose last revalidation failed
   std::size_t m_running = 0;
+  std::size_t m_ended = 0; // ended jobs in m_jobs
   bool m_stopping = false;
   std::string m_startup_error;
   std::vector<std::thread> m_workers;

@@ -17,12 +17,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "withcache/expected.hpp"
+#include "withcache/scrub.hpp"
 #include "withcache/url.hpp"
 
 namespace withcache::server {
@@ -79,6 +82,8 @@ struct ServerOptions {
   std::string api_token;      ///< WITHCACHE_API_TOKEN; empty = the API only with a session
   std::chrono::seconds fetch_connect_timeout{10};
   std::chrono::seconds fetch_read_timeout{60};
+  /** `--scrub-rate`: bytes a second the background scrub re-hashes; 0 = only passes asked for. */
+  std::uint64_t scrub_rate = store::k_default_scrub_rate;
 
   /** The cache-key options these imply: what the read path and the fills must both use. */
   [[nodiscard]] url::KeyOptions key_options() const {
@@ -91,6 +96,16 @@ class StartupError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/**
+ * `withcache-server --verify`: checks a data dir offline (store::verify_data_dir) while holding its
+ * lock, so no server can start on it meanwhile.
+ * @throws StartupError when the dir does not exist, or a server holds it (naming its PID).
+ * @return the report, or a one-line error when cache.db cannot be read.
+ */
+Expected<store::VerifyReport, std::string>
+verify_data_dir(const std::filesystem::path& data_dir,
+                const std::function<void(const store::VerifyProgress&)>& progress = {});
 
 /**
  * The cache-host. Construct, bind(), then run() on one thread and stop() from

@@ -7,14 +7,23 @@
  * WAL) with one row per artifact, per recorded miss and per pending fill.
  *
  * Thread safety: every BlobStore member may be called from any thread. The
- * read path (find, record_hit, record_miss, capacity queries) never touches
- * the disk: artifact metadata lives in memory and counter writes are queued
- * and written in batches by a background thread.
+ * read path (find, find_present, open_blob, record_hit, record_miss, capacity
+ * queries) never touches SQLite: what serving needs lives in a compact
+ * in-memory index (about 90 bytes an artifact), blobs are checked with one
+ * stat or fstat, and counter writes are queued and written in batches by a
+ * background thread.
+ *
+ * At rest (SPEC §3): open() trusts cache.db and never stats every blob; a
+ * blob that is missing or of another size than its row says is found when
+ * it is served (and by the scrub, which also re-hashes it: scrub.hpp), then
+ * dropped from the index at once and from cache.db by the background thread.
  *
  * Errors: no SQLite exception leaves this module. Startup failures throw
  * StoreError; every later database or file-system failure comes back as an
  * Expected holding a one-line message. Queued counters, events and
- * pending-fill rows whose write failed are queued again, never dropped.
+ * pending-fill rows whose write failed are queued again, in bounded memory
+ * (counters coalesce per key; beyond the caps what is lost is counted and
+ * logged as an event once writes work again: write_failure()).
  */
 
 #include <atomic>
@@ -44,7 +53,12 @@ class Database;
 
 namespace withcache::store {
 
+namespace detail {
+class CompactIndex;
+}
+
 using withcache::Artifact;
+using withcache::Job;
 using withcache::Event;
 using withcache::Miss;
 using withcache::Totals;
@@ -138,17 +152,63 @@ struct SessionRow {
   std::string address;
 };
 
-/** Paging and filtering for listings: `filter` is a case-insensitive substring of the URL or SHA-256. */
+/**
+ * Paging and filtering for listings. `filter` is a case-insensitive
+ * substring of the URL (artifacts: or a prefix of the SHA-256; events: of the
+ * kind, actor or details). Filters of 3 characters or more use a trigram
+ * index; shorter ones scan at most k_short_filter_scan rows a page.
+ * A page is chosen by `after` (the page following a Page::next cursor),
+ * `before` (the page preceding a Page::prev cursor) or `offset` (rows to
+ * skip: still works, costs time in proportion to it); cursors are opaque.
+ */
 struct ListQuery {
   std::uint64_t offset = 0;
   std::uint64_t limit = 100;
   std::string filter;
+  std::string after{};
+  std::string before{};
 };
+
+/** Rows a filter of 1 or 2 characters scans for one page (a trigram index needs 3). */
+inline constexpr std::uint64_t k_short_filter_scan = 10'000;
+/** Matches a filtered listing counts at most; beyond, Page::total_exact is false. */
+inline constexpr std::uint64_t k_count_cap = 10'000;
 
 /** One page of a listing and the number of rows matching the filter. */
 template <class T> struct Page {
   std::vector<T> items;
   std::uint64_t total = 0;
+  /**
+   * False when `total` is a lower bound: a broad filter stops counting at k_count_cap, and a filter of 1
+   * or 2 characters counts the matches among the k_short_filter_scan rows its page scanned.
+   */
+  bool total_exact = true;
+  std::string next{}; ///< the cursor of the following page (ListQuery::after); empty at the end
+  std::string prev{}; ///< the cursor of the preceding page (ListQuery::before); empty at the start
+};
+
+/** What a hit's check found (see BlobStore::open_blob and BlobStore::find_present). */
+enum class Presence {
+  hit,        ///< indexed, and the blob is there with its recorded size
+  not_cached, ///< not indexed
+  dropped,    ///< indexed, but the blob was missing or of another size: dropped now (re-fill it)
+};
+
+/** Why cache.db cannot be written at the moment (see BlobStore::write_failure()). */
+struct WriteFailure {
+  std::string message; ///< SQLite's, e.g. "database or disk is full"
+  UnixTime since = 0;
+  bool disk_full = false; ///< the file system is out of space
+  std::uint64_t queued = 0; ///< counters, misses, events and fill records waiting in memory
+};
+
+/** Where the background scrub stands; persisted so a pass continues after a restart. */
+struct ScrubState {
+  std::string cursor;            ///< the last key checked in this pass; empty = the pass starts over
+  UnixTime pass_started_at = 0;  ///< 0 = no pass started yet
+  UnixTime last_pass_finished_at = 0;
+  std::uint64_t passes = 0;      ///< full passes completed
+  bool running = false;          ///< a pass is under way (continues from `cursor`)
 };
 
 /** A startup or I/O failure that leaves the store unusable (unwritable data dir, corrupt database). */
@@ -156,6 +216,11 @@ class StoreError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/** Ended fills the history keeps at most. */
+inline constexpr std::uint64_t k_max_finished_jobs = 10'000;
+/** Ended fills older than this are forgotten. */
+inline constexpr std::chrono::hours k_finished_job_age{30 * 24};
 
 /** Options of a BlobStore. */
 struct StoreOptions {
@@ -165,22 +230,30 @@ struct StoreOptions {
   std::chrono::milliseconds flush_interval{500};
 };
 
-/** What open() found and repaired. */
+/**
+ * What open() found and repaired. open() looks only at tmp/ and at the
+ * removals cache.db journals, never at every blob; the first open after an
+ * upgrade from a schema before the journal also sweeps blobs/ once.
+ */
 struct RecoveryReport {
   std::uint64_t stray_parts_removed = 0;
+  /** Rows whose blob is gone (only the one-time sweep after an upgrade finds these at open). */
   std::uint64_t rows_without_blob_dropped = 0;
   std::uint64_t blobs_without_row_removed = 0;
   /** Replacements whose row was written but whose blob was not yet renamed into place: finished. */
   std::uint64_t replacements_completed = 0;
+  /** Deletes and quarantines a crash interrupted between the row and the file: finished. */
+  std::uint64_t removals_finished = 0;
 };
 
 class BlobStore {
  public:
   /**
    * Opens (creating if needed) the data dir and cache.db, applies schema
-   * migrations and recovers from a crash: `.part` files no pending job owns
-   * are deleted, rows whose blob is missing or of the wrong size are dropped,
-   * blob files with no row are deleted.
+   * migrations, loads the index and recovers from a crash: `.part` files no
+   * pending job owns are deleted, staged blobs are renamed into place or
+   * removed, interrupted deletes are finished. Blobs are not stat-ed: a
+   * damaged one is found when served or scrubbed.
    * @throws StoreError when the data dir is not writable or the database cannot be opened.
    */
   explicit BlobStore(StoreOptions options);
@@ -194,8 +267,22 @@ class BlobStore {
   [[nodiscard]] const RecoveryReport& recovery() const noexcept { return m_recovery; }
   [[nodiscard]] const std::filesystem::path& data_dir() const noexcept { return m_options.data_dir; }
 
-  /** The artifact stored under `key`, from memory (hit/miss counters as of open or commit). */
+  /**
+   * The artifact stored under `key`, from the in-memory index: what serving
+   * needs (key, size, sha256, content type, fetched_at, fresh_until, content
+   * encoding and disposition; etag, last_modified, cache_control and expires
+   * when it will be revalidated, i.e. fresh_until != 0). url, raw_url, hits
+   * and misses are not in memory (empty, 0): describe() reads them. No I/O.
+   */
   [[nodiscard]] std::optional<Artifact> find(const std::string& key) const;
+  /**
+   * find(), and a stat(2) of the blob: a blob that is missing or of another
+   * size is dropped (as open_blob() does). What a HEAD answers from.
+   * @param presence set to what was found, when not null.
+   */
+  [[nodiscard]] std::optional<Artifact> find_present(const std::string& key, Presence* presence = nullptr);
+  /** Every column of `key`'s row, from cache.db (waits for SQLite: never on the read path). */
+  Expected<std::optional<Artifact>, std::string> describe(const std::string& key);
   /** `<data-dir>/blobs/<key>`. */
   [[nodiscard]] std::filesystem::path blob_path(std::string_view key) const;
   /** `<data-dir>/tmp/<key>.part`. */
@@ -207,10 +294,20 @@ class BlobStore {
    * The artifact stored under `key` and a descriptor open on its blob, taken
    * together under the index lock, so the bytes are always those the
    * returned size and SHA-256 describe, even while a replacement commits.
-   * Memory and one open(2): safe on the read path. Nothing when the key is
-   * not cached or its blob cannot be opened.
+   * Memory, one open(2) and one fstat(2): safe on the read path. Nothing when
+   * the key is not cached, or when its blob is missing or of another size
+   * than recorded: then the artifact is dropped from the index at once (the
+   * row and the damaged file, moved to quarantine/, follow in the
+   * background), so it is a miss from now on and can be re-filled.
+   * @param presence set to what was found, when not null.
    */
-  [[nodiscard]] std::optional<OpenedBlob> open_blob(const std::string& key) const;
+  [[nodiscard]] std::optional<OpenedBlob> open_blob(const std::string& key, Presence* presence = nullptr);
+  /** `<data-dir>/quarantine/`: damaged blobs are moved here, never deleted. */
+  [[nodiscard]] std::filesystem::path quarantine_dir() const;
+  /** Blobs found missing or of the wrong size when served (since open). */
+  [[nodiscard]] std::uint64_t damaged_blobs_found() const noexcept { return m_damaged_found.load(); }
+  /** Bytes the in-memory index occupies, roughly. */
+  [[nodiscard]] std::uint64_t index_memory_bytes() const;
 
   /** Counts a served GET; queued, written within flush_interval. */
   void record_hit(const std::string& key);
@@ -225,6 +322,17 @@ class BlobStore {
    * @return nothing, or a one-line message when the database refused (everything stays queued).
    */
   Expected<Ok, std::string> flush();
+  /**
+   * Why the last write of the queue failed (while it keeps failing), or
+   * nothing when writes work. Memory only.
+   */
+  [[nodiscard]] std::optional<WriteFailure> write_failure() const;
+  /**
+   * True when the data dir's file system is out of space: the last write
+   * failed with "disk full", or less than 1 MiB is free (statvfs, checked at
+   * most once a second unless `fresh`). Fills are refused meanwhile (see is_full()).
+   */
+  [[nodiscard]] bool disk_full(bool fresh = false) const;
 
   /** Artifacts stored, from memory. */
   [[nodiscard]] std::uint64_t artifact_count() const;
@@ -233,8 +341,10 @@ class BlobStore {
   [[nodiscard]] std::uint64_t max_bytes() const noexcept { return m_options.max_bytes; }
   /** Bytes in committed blobs. */
   [[nodiscard]] std::uint64_t stored_bytes() const noexcept { return m_stored_bytes.load(); }
-  /** True when a cap is set and stored plus reserved bytes have reached it. */
+  /** True when a cap is set and stored plus reserved bytes have reached it, or the disk is full. */
   [[nodiscard]] bool is_full() const noexcept;
+  /** Why is_full() is true, as one line (empty when it is not). */
+  [[nodiscard]] std::string full_reason() const;
   /** True when `bytes` more fit under the cap next to what is stored and reserved. */
   [[nodiscard]] bool has_room(std::uint64_t bytes) const noexcept;
   /**
@@ -293,10 +403,36 @@ class BlobStore {
   bool clear_backoff(const std::string& key);
 
   /**
-   * Deletes an artifact (row first, then file).
+   * Deletes an artifact: the row (and a journal entry naming its file) in
+   * one transaction, then the file. On a full disk, where even that
+   * transaction cannot be written, the file goes first (freeing its bytes)
+   * and the row follows as soon as it can: the artifact is never served
+   * again either way.
    * @return true when one was deleted, false when there is none, or a one-line database error.
    */
   Expected<bool, std::string> remove(const std::string& key);
+  /**
+   * Moves a blob whose bytes differ from its row to quarantine/ and forgets
+   * the artifact (row, index), recording a `scrub_mismatch` event. `fd` is a
+   * descriptor on the bytes that were checked: nothing is done when
+   * `blobs/<key>` is no longer that file or the row no longer has
+   * `expected_sha256` (it was replaced meanwhile).
+   * @return true when it was quarantined, false when it had changed, or a one-line error.
+   */
+  Expected<bool, std::string> quarantine(const std::string& key, const std::string& expected_sha256, int fd,
+                                         std::string_view details);
+  /** The first key after `after` (the first of all when empty), in key order, from memory: walks every artifact. */
+  [[nodiscard]] std::optional<std::string> next_key(const std::string& after) const;
+  /**
+   * Removes files in blobs/ that no artifact owns (left by hand, or by a crash of a version without the
+   * removal journal). Lists blobs/: seconds at a million; the scrub calls it once a pass.
+   * @return how many were removed.
+   */
+  std::uint64_t sweep_orphans();
+  /** The scrub's persisted position; or a one-line database error. */
+  Expected<ScrubState, std::string> scrub_state();
+  /** Persists the scrub's position with the next batch. */
+  void save_scrub_state(const ScrubState& state);
   /** Forgets a recorded miss and its back-off. @return true / false (none) / a one-line database error. */
   Expected<bool, std::string> dismiss_miss(const std::string& key);
 
@@ -304,7 +440,11 @@ class BlobStore {
   Expected<Page<Artifact>, std::string> list_artifacts(const ListQuery& query);
   /** Misses, most recent first; or a one-line database error. */
   Expected<Page<Miss>, std::string> list_misses(const ListQuery& query);
-  /** Counts and sizes; or a one-line database error. */
+  /**
+   * Counts and sizes, from running totals that triggers keep exact in every
+   * transaction (one row read, whatever the number of artifacts); or a
+   * one-line database error.
+   */
   Expected<Totals, std::string> totals();
 
   /** Appends to the events log; queued like the counters (the newest 100 000 are kept). */
@@ -338,6 +478,18 @@ class BlobStore {
   Expected<std::string, std::string> setting(const std::string& name);
   /** Sets such a value. */
   Expected<Ok, std::string> set_setting(const std::string& name, const std::string& value);
+  /**
+   * Keeps an ended fill in the history (written with the next batch). The
+   * history keeps the newest k_max_finished_jobs, none older than
+   * k_finished_job_age.
+   */
+  void record_finished_job(const Job& job);
+  /** Ended fills, newest first (the filter matches the URL); or a one-line database error. */
+  Expected<Page<Job>, std::string> list_finished_jobs(const ListQuery& query);
+  /** One ended fill from the history. */
+  Expected<std::optional<Job>, std::string> finished_job(std::int64_t id);
+  /** Forgets the whole history ("clear finished"); returns how many were forgotten. */
+  Expected<std::uint64_t, std::string> clear_finished_jobs();
 
  private:
   struct PendingMiss {
@@ -346,50 +498,97 @@ class BlobStore {
     UnixTime first = 0;
     UnixTime last = 0;
   };
-
-  void migrate();
-  void recover();
-  void load_artifacts();
-  Expected<Ok, std::string> flush_locked(); // m_db_mutex held; never throws
   struct JobOp {
     bool insert = false; ///< else delete
     PendingJob job;
   };
-  void write_events(const std::vector<Event>& events);
-  void write_job_ops(const std::vector<JobOp>& ops);
-  void write_counters(const std::unordered_map<std::string, std::uint64_t>& hits,
-                      const std::unordered_map<std::string, PendingMiss>& misses);
   struct FailureOp {
     std::string url;
     Backoff backoff;
     bool clear = false; ///< only reset failures and retry_after of an existing row
   };
-  void write_failures(const std::unordered_map<std::string, FailureOp>& failures);
+  /** A damaged artifact the read path dropped from the index; its row and file follow. */
+  struct Drop {
+    std::string sha256;
+    std::string details;
+    bool quarantine = true; ///< else the file is already gone (a delete on a full disk)
+  };
+  /** Everything waiting to be written; guarded by m_counter_mutex. */
+  struct Queue {
+    std::unordered_map<std::string, std::uint64_t> hits;
+    std::unordered_map<std::string, PendingMiss> misses;
+    std::vector<Event> events;
+    std::vector<JobOp> job_ops;
+    std::unordered_map<std::string, FailureOp> failures; // newest state per key
+    std::vector<Job> finished_jobs;
+    std::vector<std::string> removals_done; // journal entries whose file is gone
+    std::unordered_map<std::string, Drop> drops;
+    std::optional<ScrubState> scrub;
+    [[nodiscard]] bool empty() const noexcept;
+    [[nodiscard]] std::uint64_t size() const noexcept;
+  };
+  /** What did not fit in the queue's bounds while writes failed; logged as one event once they work. */
+  struct Lost {
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
+    std::uint64_t events = 0;
+    std::uint64_t finished_jobs = 0;
+    [[nodiscard]] bool any() const noexcept { return hits + misses + events + finished_jobs > 0; }
+  };
+  struct Statements;
+
+  void open_database(const std::filesystem::path& db_path);
+  void migrate();
+  void sweep_blobs_once();
+  void load_index();
+  void recover_tmp();
+  void finish_removals();
+  Expected<Ok, std::string> flush_locked(); // m_db_mutex held; never throws
+  void write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files_to_remove);
+  void insert_event(const Event& event); // m_db_mutex held, inside a transaction
+  void requeue(Queue&& failed);
+  void note_write_failure(const std::string& message);
+  void note_disk_full();
   void flusher_loop();
+  void drop_damaged(const std::string& key, const std::string& sha256, std::string details);
+  bool queue_has_room_locked() const;
+  void move_to_quarantine(const std::string& key, std::string_view why);
+  template <class F> auto reading(std::string_view what, F&& body);
 
   StoreOptions m_options;
   RecoveryReport m_recovery;
 
   mutable std::mutex m_db_mutex;
   std::unique_ptr<SQLite::Database> m_db;
+  // Listings read on their own connection (WAL: readers never wait for the writer), so a slow page
+  // never holds up a fill's commit.
+  mutable std::mutex m_read_mutex;
+  std::unique_ptr<SQLite::Database> m_read_db;
+  // Prepared once, on both connections; declared after them so it is destroyed first.
+  std::unique_ptr<Statements> m_statements;
+  bool m_upgraded_from_old_layout = false;
 
   mutable std::shared_mutex m_index_mutex;
-  std::unordered_map<std::string, Artifact> m_index;
+  std::unique_ptr<detail::CompactIndex> m_index;
   std::atomic<std::uint64_t> m_stored_bytes{0};
   std::atomic<std::uint64_t> m_reserved_bytes{0};
+  std::atomic<std::uint64_t> m_damaged_found{0};
 
   mutable std::mutex m_counter_mutex;
-  std::unordered_map<std::string, std::uint64_t> m_pending_hits;
-  std::unordered_map<std::string, PendingMiss> m_pending_misses;
+  Queue m_queue;
+  Lost m_lost;
   std::unordered_set<std::string> m_known_misses; // keys with a miss row or a queued miss
-  std::vector<Event> m_pending_events;
-  std::vector<JobOp> m_pending_job_ops;
-  std::unordered_map<std::string, FailureOp> m_pending_failures; // newest state per key
-  std::unordered_map<std::string, Backoff> m_backoffs;           // keys with failures in a row
+  std::unordered_map<std::string, Backoff> m_backoffs; // keys with failures in a row
+  std::optional<WriteFailure> m_write_failure;
   std::atomic<std::int64_t> m_next_job_id{1};
+
+  mutable std::atomic<std::int64_t> m_disk_checked_at{0}; // steady-clock ms of the last statvfs
+  mutable std::atomic<bool> m_disk_full{false};
+  std::atomic<bool> m_writes_full{false}; // the last write of the queue failed for want of space
 
   std::condition_variable m_flusher_cv;
   bool m_stopping = false;
+  bool m_flush_now = false;
   std::thread m_flusher;
 };
 

@@ -165,6 +165,9 @@ struct FillPool::State {
   bool by_operator = false;
   std::string client;                    // client_group() of an automatic fill's reader; empty otherwise
   std::atomic<std::uint64_t> claimed{0}; // bytes the free-space guard counted this fill for
+  [[nodiscard]] bool ended() const noexcept {
+    return status == JobStatus::completed || status == JobStatus::failed || status == JobStatus::cancelled;
+  }
 };
 
 FillPool::FillPool(store::BlobStore& store, PoolOptions options)
@@ -280,9 +283,7 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
     return unexpected(EnqueueError{EnqueueErrc::backing_off, backoff->reason, backoff->retry_after});
   }
   if (m_store.is_full()) {
-    return unexpected(EnqueueError{EnqueueErrc::cache_full, "the cache is full (" +
-                                                                util::format_size(m_store.max_bytes()) +
-                                                                "); delete artifacts to make room"});
+    return unexpected(EnqueueError{EnqueueErrc::cache_full, m_store.full_reason()});
   }
   if (!by_operator) {
     const std::size_t queued = m_queue.size() + m_operator_queue.size();
@@ -330,7 +331,13 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
 }
 
 Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, std::string_view request_url) {
-  const std::string origin_url(request_url.empty() ? std::string_view(artifact.raw_url) : request_url);
+  std::string origin_url(request_url.empty() ? std::string_view(artifact.raw_url) : request_url);
+  if (origin_url.empty()) {
+    // An artifact from the store's index carries no URL (it is not kept in memory); callers off the
+    // read path may pass one as it is: its row has the URL. The read path always passes the request's.
+    const auto row = m_store.describe(artifact.key);
+    origin_url = row && *row ? (*row)->raw_url : std::string();
+  }
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     return unexpected(EnqueueError{EnqueueErrc::refused_origin, *refused});
   }
@@ -404,11 +411,18 @@ bool FillPool::cancel(std::int64_t id) {
 }
 
 std::size_t FillPool::clear_finished() {
-  std::lock_guard lock(m_mutex);
-  return std::erase_if(m_jobs, [](const auto& entry) {
-    const JobStatus s = entry.second->status;
-    return s == JobStatus::completed || s == JobStatus::failed || s == JobStatus::cancelled;
-  });
+  std::size_t cleared = 0;
+  {
+    std::lock_guard lock(m_mutex);
+    cleared = std::erase_if(m_jobs, [](const auto& entry) {
+      const JobStatus s = entry.second->status;
+      return s == JobStatus::completed || s == JobStatus::failed || s == JobStatus::cancelled;
+    });
+    m_ended = 0;
+  }
+  // Those in memory are the newest of the history: the count is the history's when it can be read.
+  const auto history = m_store.clear_finished_jobs();
+  return history ? std::max<std::size_t>(cleared, static_cast<std::size_t>(*history)) : cleared;
 }
 
 std::vector<Job> FillPool::list() const {
@@ -419,22 +433,6 @@ std::vector<Job> FillPool::list() const {
     jobs.push_back(snapshot(*it->second));
   }
   return jobs;
-}
-
-store::Page<Job> FillPool::list_page(const store::ListQuery& query) const {
-  const std::string filter = util::lower(query.filter);
-  store::Page<Job> page;
-  std::lock_guard lock(m_mutex);
-  for (auto it = m_jobs.rbegin(); it != m_jobs.rend(); ++it) {
-    if (!filter.empty() && util::lower(it->second->url).find(filter) == std::string::npos) {
-      continue;
-    }
-    if (page.total >= query.offset && page.items.size() < query.limit) {
-      page.items.push_back(snapshot(*it->second));
-    }
-    ++page.total;
-  }
-  return page;
 }
 
 std::optional<Job> FillPool::get(std::int64_t id) const {
@@ -717,7 +715,8 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   // A transfer that broke keeps its validator-guarded part for the next
   // attempt (SPEC §3 "At rest"): it resumes only if the origin still has the
   // same representation. Anything else has nothing worth keeping.
-  if (!keeps_part(result.error().reason) || job->revalidation) {
+  const bool out_of_space = result.error().reason == origin::FetchErrc::io && m_store.disk_full(/*fresh=*/true);
+  if ((!keeps_part(result.error().reason) && !out_of_space) || job->revalidation) {
     origin::remove_partial(request);
   }
   // Recorded before the job ends, so no enqueue can slip in between and skip the back-off.
@@ -762,6 +761,18 @@ void FillPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::
       m_active_by_key.erase(it);
     }
     done = snapshot(*job);
+    // Into the history before anyone can see the job ended, so a listing of the pool and then of the
+    // history never misses it; memory keeps only the newest ended jobs.
+    m_store.record_finished_job(done);
+    ++m_ended;
+    for (auto it = m_jobs.begin(); m_ended > k_ended_in_memory && it != m_jobs.end();) {
+      if (it->second->ended() && it->second != job) {
+        it = m_jobs.erase(it);
+        --m_ended;
+      } else {
+        ++it;
+      }
+    }
   }
   if (job->stream) {
     // After the commit: a reader cut now has got only bytes that are in the blob.

@@ -1,5 +1,8 @@
 // The JSON API under /api/v1/ (docs/api.md). Every route reads or writes
 // SQLite, so every route runs on the worker pool.
+#include <algorithm>
+#include <iterator>
+
 #include <spdlog/spdlog.h>
 
 #include "http/http.hpp"
@@ -7,6 +10,7 @@
 #include "server/context.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/strings.hpp"
+#include "withcache/util/time.hpp"
 
 namespace withcache::server {
 namespace {
@@ -39,7 +43,8 @@ Response unavailable(const std::string& reason) {
   return json_error(503, "the cache database is unavailable: " + reason);
 }
 
-// `{"items": [...], "total": N}` of a listing, or the database's failure as 503.
+// `{"items": [...], "total": N, "total_exact": bool, "next": cursor|null, "prev": cursor|null}` of a
+// listing, or the database's failure as 503.
 template <class T> Response json_page(const Expected<store::Page<T>, std::string>& page) {
   if (!page) {
     return unavailable(page.error());
@@ -49,7 +54,17 @@ template <class T> Response json_page(const Expected<store::Page<T>, std::string
   for (const auto& item : page->items) {
     items.push_back(shown(item));
   }
-  return json_text(200, json::dump(json::Json{{"items", items}, {"total", page->total}}));
+  const auto cursor = [](const std::string& c) { return c.empty() ? json::Json(nullptr) : json::Json(c); };
+  return json_text(200, json::dump(json::Json{{"items", items},
+                                              {"total", page->total},
+                                              {"total_exact", page->total_exact},
+                                              {"next", cursor(page->next)},
+                                              {"prev", cursor(page->prev)}}));
+}
+
+// A cursor as the listings hand them out: digits and dots, short.
+bool is_cursor(std::string_view text) {
+  return !text.empty() && text.size() <= 48 && text.find_first_not_of("0123456789.") == std::string_view::npos;
 }
 
 Expected<store::ListQuery, std::string> list_query(const Request& req) {
@@ -67,7 +82,32 @@ Expected<store::ListQuery, std::string> list_query(const Request& req) {
     *out = *value;
   }
   q.filter = req.param("q");
+  q.after = req.param("after");
+  q.before = req.param("before");
+  if ((!q.after.empty() && !is_cursor(q.after)) || (!q.before.empty() && !is_cursor(q.before))) {
+    return unexpected(std::string("after and before take a cursor from a listing's next or prev"));
+  }
+  if (!q.after.empty() && !q.before.empty()) {
+    return unexpected(std::string("after and before cannot be used together"));
+  }
   return q;
+}
+
+json::Json scrub_json(const store::ScrubStatus& s) {
+  const auto time = [](UnixTime t) { return t > 0 ? json::Json(util::format_rfc3339(t)) : json::Json(nullptr); };
+  return json::Json{{"running", s.running},
+                    {"paused", s.paused},
+                    {"pass_started_at", time(s.pass_started_at)},
+                    {"last_pass_finished_at", time(s.last_pass_finished_at)},
+                    {"passes", s.passes},
+                    {"pass_blobs", s.pass_blobs},
+                    {"pass_bytes", s.pass_bytes},
+                    {"blobs_checked", s.blobs_checked},
+                    {"bytes_checked", s.bytes_checked},
+                    {"mismatches", s.mismatches},
+                    {"missing", s.missing},
+                    {"orphans_removed", s.orphans_removed},
+                    {"rate", s.rate}};
 }
 
 // The id at the end of `/api/v1/<what>/<id>`: 64 lower-case hex digits (a key), or 1–18 digits (a job).
@@ -151,6 +191,72 @@ Response post_download(Context& ctx, const Request& req) {
 
 } // namespace
 
+Expected<store::Page<Job>, std::string> list_downloads(const Context& ctx, const store::ListQuery& query) {
+  // The pool's jobs from memory: queued and running ones, and the newest ended ones (also in the history,
+  // unless it could not be written yet: a full disk), matched like the history (case-insensitive).
+  const std::string filter = util::lower(query.filter);
+  const bool backward = !query.before.empty();
+  const auto cursor = http::parse_decimal(backward ? query.before : query.after);
+  const bool history_behind = ctx.store->write_failure().has_value();
+  std::vector<Job> active;
+  std::uint64_t active_total = 0;
+  for (auto& j : ctx.pool->list()) {
+    if (!filter.empty() && util::lower(j.url).find(filter) == std::string::npos) {
+      continue;
+    }
+    if (!j.ended() || history_behind) {
+      ++active_total;
+    }
+    const auto id = static_cast<std::uint64_t>(j.id);
+    if (!cursor || (backward ? id > *cursor : id < *cursor)) {
+      active.push_back(std::move(j));
+    }
+  }
+  // Then the history, asked for as many as the page could need from it.
+  store::ListQuery wanted = query;
+  wanted.offset = 0;
+  wanted.limit = (cursor ? 0 : query.offset) + query.limit + 1;
+  WITHCACHE_TRY_ASSIGN(auto history, ctx.store->list_finished_jobs(wanted));
+
+  // Merge the two by id (newest first; nearest to the cursor first when going back), each id once.
+  const auto newer = [](const Job& a, const Job& b) { return a.id > b.id; };
+  const auto older = [](const Job& a, const Job& b) { return a.id < b.id; };
+  std::sort(active.begin(), active.end(), backward ? older : newer);
+  if (backward) {
+    std::reverse(history.items.begin(), history.items.end());
+  }
+  std::vector<Job> merged;
+  std::merge(history.items.begin(), history.items.end(), active.begin(), active.end(), std::back_inserter(merged),
+             backward ? older : newer);
+  merged.erase(std::unique(merged.begin(), merged.end(), [](const Job& a, const Job& b) { return a.id == b.id; }),
+               merged.end());
+  const std::size_t skip = cursor ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(query.offset, merged.size()));
+  merged.erase(merged.begin(), merged.begin() + static_cast<std::ptrdiff_t>(skip));
+  const bool more = merged.size() > query.limit;
+  if (more) {
+    merged.resize(query.limit);
+  }
+  if (backward) {
+    std::reverse(merged.begin(), merged.end());
+  }
+  store::Page<Job> page;
+  page.total = active_total + history.total;
+  page.total_exact = history.total_exact;
+  if (!merged.empty()) {
+    const std::string first = std::to_string(merged.front().id);
+    const std::string last = std::to_string(merged.back().id);
+    if (backward) {
+      page.prev = more ? first : "";
+      page.next = last;
+    } else {
+      page.next = more ? last : "";
+      page.prev = cursor || query.offset > 0 ? first : "";
+    }
+  }
+  page.items = std::move(merged);
+  return page;
+}
+
 void add_api_routes(Router& router, Context& ctx) {
   add_listing(router, ctx, "/api/v1/artifacts",
               [](Context& c, const store::ListQuery& q) { return c.store->list_artifacts(q); });
@@ -158,9 +264,8 @@ void add_api_routes(Router& router, Context& ctx) {
               [](Context& c, const store::ListQuery& q) { return c.store->list_misses(q); });
   add_listing(router, ctx, "/api/v1/events",
               [](Context& c, const store::ListQuery& q) { return c.store->list_events(q); });
-  add_listing(router, ctx, "/api/v1/downloads", [](Context& c, const store::ListQuery& q) {
-    return Expected<store::Page<Job>, std::string>(c.pool->list_page(q));
-  });
+  add_listing(router, ctx, "/api/v1/downloads",
+              [](Context& c, const store::ListQuery& q) { return list_downloads(c, q); });
 
   router.add_prefix("DELETE", "/api/v1/artifacts/", Runs::worker, [&ctx](const Request& req) {
     return guarded(ctx, req, true, [&] {
@@ -168,15 +273,16 @@ void add_api_routes(Router& router, Context& ctx) {
       if (!key) {
         return json_error(404, "no such route");
       }
-      const auto artifact = ctx.store->find(*key);
-      const auto removed = artifact ? ctx.store->remove(*key) : Expected<bool, std::string>(false);
+      const auto row = ctx.store->describe(*key); // the URL, for the events log (the index does not keep it)
+      const auto removed = ctx.store->remove(*key);
       if (!removed) {
         return unavailable(removed.error());
       }
       if (!*removed) {
         return json_error(404, "no artifact with key " + *key);
       }
-      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, url::redact(artifact->url));
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address,
+                              url::redact(row && *row ? (*row)->url : *key));
       return json_text(200, json::dump(json::Json{{"deleted", *key}}));
     });
   });
@@ -209,6 +315,11 @@ void add_api_routes(Router& router, Context& ctx) {
       const auto id = static_cast<std::int64_t>(*number);
       const auto job = ctx.pool->get(id);
       if (!job) {
+        // Ended long enough ago to be only in the history: it exists, but there is nothing to cancel.
+        const auto ended = ctx.store->finished_job(id);
+        if (ended && *ended) {
+          return json_error(409, "download " + std::to_string(id) + " has already ended");
+        }
         return json_error(404, "no download " + std::to_string(id));
       }
       if (!ctx.pool->cancel(id)) {
@@ -226,6 +337,19 @@ void add_api_routes(Router& router, Context& ctx) {
       ctx.store->record_event("logout_everywhere", who, req.remote_address,
                               std::to_string(ended) + " sessions ended");
       return json_text(200, json::dump(json::Json{{"ended", ended}}));
+    });
+  });
+  // The scrub: its state, and a full pass on demand (SPEC §3 "At rest").
+  router.add("GET", "/api/v1/scrub", Runs::worker, [&ctx](const Request& req) {
+    return guarded(ctx, req, false, [&] { return json_text(200, json::dump(scrub_json(ctx.scrubber->status()))); });
+  });
+  router.add("POST", "/api/v1/scrub", Runs::worker, [&ctx](const Request& req) {
+    return guarded(ctx, req, true, [&] {
+      ctx.scrubber->start_pass();
+      ctx.store->record_event("scrub", actor(ctx, req), req.remote_address, "a full scrub pass was started");
+      auto status = ctx.scrubber->status();
+      status.running = true;
+      return json_text(202, json::dump(scrub_json(status)));
     });
   });
   router.add("GET", "/api/v1/stats", Runs::worker, [&ctx](const Request& req) {

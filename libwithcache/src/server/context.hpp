@@ -14,6 +14,7 @@
 #include "auth/auth.hpp"
 #include "server/exchange.hpp"
 #include "withcache/fills.hpp"
+#include "withcache/scrub.hpp"
 #include "withcache/server.hpp"
 #include "withcache/store.hpp"
 
@@ -76,7 +77,15 @@ struct Context {
   std::shared_ptr<origin::OwnListeners> own_listeners;
   /** The transport's connection counters (set once serving starts). */
   std::function<TransportStats()> transport_stats;
+  /** The background scrub (after the pool: stopped before it). */
+  std::unique_ptr<store::Scrubber> scrubber;
 };
+
+/**
+ * Downloads newest first: those queued or running (the pool's memory) merged with the history of ended
+ * ones (cache.db), paged like the other listings (offset, or the after/before cursors: job ids).
+ */
+Expected<store::Page<Job>, std::string> list_downloads(const Context& ctx, const store::ListQuery& query);
 
 // --- the session and auth middleware (session.cpp) ---------------------------
 

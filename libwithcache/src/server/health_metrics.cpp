@@ -53,6 +53,28 @@ Response metrics_page(const Context& ctx) {
   gauge("withcache_stored_bytes", "Bytes in cached blobs.", ctx.store->stored_bytes());
   gauge("withcache_capacity_bytes", "The --max-bytes cap (0 = unlimited).", ctx.store->max_bytes());
   gauge("withcache_artifacts", "Cached artifacts.", ctx.store->artifact_count());
+  gauge("withcache_index_bytes", "Memory of the in-memory artifact index, roughly.", ctx.store->index_memory_bytes());
+  counter("withcache_blobs_damaged_total",
+          "Cached blobs found missing or of the wrong size when served or scrubbed (each dropped and filled again).",
+          ctx.store->damaged_blobs_found());
+  const auto failure = ctx.store->write_failure();
+  gauge("withcache_writes_failing", "1 while cache.db cannot be written (counters and events wait in memory).",
+        failure ? 1 : 0);
+  gauge("withcache_disk_full", "1 while the data dir's file system is out of space.", ctx.store->disk_full() ? 1 : 0);
+  gauge("withcache_write_queue", "Counters, misses, events and records waiting to be written.",
+        failure ? failure->queued : 0);
+  if (ctx.scrubber) {
+    const auto scrub = ctx.scrubber->status();
+    counter("withcache_scrub_mismatches_total", "Blobs the scrub found with other bytes than their SHA-256 (quarantined).",
+            scrub.mismatches);
+    counter("withcache_scrub_missing_total", "Blobs the scrub found missing or of the wrong size.", scrub.missing);
+    counter("withcache_scrub_blobs_total", "Blobs the scrub re-hashed.", scrub.blobs_checked);
+    counter("withcache_scrub_bytes_total", "Bytes the scrub re-hashed.", scrub.bytes_checked);
+    counter("withcache_scrub_passes_total", "Full scrub passes completed (kept across restarts).", scrub.passes);
+    gauge("withcache_scrub_running", "1 while a scrub pass is under way.", scrub.running ? 1 : 0);
+    gauge("withcache_scrub_paused", "1 while the scrub waits for fills to end or serving to slow down.",
+          scrub.paused ? 1 : 0);
+  }
   if (ctx.transport_stats) {
     const TransportStats t = ctx.transport_stats();
     gauge("withcache_connections_open", "Client connections open now.", t.open_connections);

@@ -32,21 +32,29 @@ std::string action(std::string_view route, std::string_view field, std::string_v
   return out;
 }
 
+// "1–50 of 1234 · first · previous · next": links carry the cursors of the page before and after, so
+// paging deep costs what the first page costs. A page asked for by cursor does not know its position.
 std::string pages_line(const Listing& l) {
-  std::string out;
-  const auto link = [&](std::uint64_t offset, const char* label) {
-    return "<a href=\"" + l.path + "?q=" + util::percent_encode(l.filter) + "&amp;offset=" + std::to_string(offset) +
-           "&amp;limit=" + std::to_string(l.limit) + "\">" + label + "</a>";
+  const auto link = [&](const std::string& query, const char* label, const char* rel) {
+    return "<a href=\"" + l.path + "?q=" + util::percent_encode(l.filter) + "&amp;limit=" + std::to_string(l.limit) +
+           query + "\" rel=\"" + rel + "\">" + label + "</a>";
   };
-  out += "<p class=\"paging\">";
-  const std::uint64_t last = l.total == 0 ? 0 : std::min(l.total, l.offset + l.limit);
-  out += std::to_string(l.total == 0 ? 0 : l.offset + 1) + "–" + std::to_string(last) + " of " +
-         std::to_string(l.total);
-  if (l.offset > 0) {
-    out += " · " + link(l.offset > l.limit ? l.offset - l.limit : 0, "previous");
+  const std::string total = (l.total_exact ? "" : "more than ") + std::to_string(l.total);
+  std::string out = "<p class=\"paging\">";
+  if (l.by_cursor) {
+    out += std::to_string(l.shown) + " of " + total;
+  } else {
+    const std::uint64_t first = l.shown == 0 ? 0 : l.offset + 1;
+    out += std::to_string(first) + "–" + std::to_string(l.offset + l.shown) + " of " + total;
   }
-  if (l.offset + l.limit < l.total) {
-    out += " · " + link(l.offset + l.limit, "next");
+  if (l.by_cursor || l.offset > 0) {
+    out += " · " + link("", "first", "first");
+  }
+  if (!l.prev.empty()) {
+    out += " · " + link("&amp;before=" + l.prev, "previous", "prev");
+  }
+  if (!l.next.empty()) {
+    out += " · " + link("&amp;after=" + l.next, "next", "next");
   }
   out += "</p>";
   return out;
@@ -145,6 +153,17 @@ std::string filter_form(std::string_view path, std::string_view filter) {
 std::string live_section(std::string_view id, std::string_view fragment_url, std::string_view fragment) {
   return "<section id=\"" + std::string(id) + "\" hx-get=\"" + std::string(fragment_url) +
          "\" hx-trigger=\"every 1s\" hx-swap=\"innerHTML\">" + std::string(fragment) + "</section>";
+}
+
+std::string write_failure_banner(const std::optional<store::WriteFailure>& failure) {
+  if (!failure) {
+    return {};
+  }
+  const std::string what = failure->disk_full ? "Disk full" : "cache.db cannot be written";
+  return "<article class=\"banner\" role=\"alert\"><strong>" + what + ":</strong> counters, misses and events are "
+         "kept in memory (" + std::to_string(failure->queued) + " waiting) and written as soon as there is room. "
+         "Cached artifacts are still served; new downloads wait. Since " + format_display_time(failure->since) +
+         ": <small>" + escape(failure->message) + "</small></article>";
 }
 
 std::string dashboard_fragment(const Dashboard& d) {

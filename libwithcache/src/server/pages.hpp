@@ -4,6 +4,7 @@
 // Everything that came from a URL, a header or the database goes through
 // escape(). Internal to withcache::server.
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +38,11 @@ struct Listing {
   std::uint64_t offset = 0;
   std::uint64_t limit = 50;
   std::uint64_t total = 0;
+  bool total_exact = true;   ///< false: more than `total` match
+  std::uint64_t shown = 0;   ///< rows on this page
+  std::string next{};        ///< cursor of the page after (empty: none)
+  std::string prev{};        ///< cursor of the page before (empty: none)
+  bool by_cursor = false;    ///< this page was asked for with a cursor (its position is not known)
 };
 
 /** The whole page around `body`. `auth` shows the "Log out" and "Log out everywhere" buttons. */
@@ -44,6 +50,11 @@ std::string layout(std::string_view title, std::string_view active, bool auth, s
 /** The login form; `failed` says the password was wrong, `notice` is shown when not empty. */
 std::string login(bool failed, std::string_view notice);
 
+/**
+ * The banner shown above every section while cache.db cannot be written (a full disk): what is kept in
+ * memory and that hits are still served. Empty when writes work.
+ */
+std::string write_failure_banner(const std::optional<store::WriteFailure>& failure);
 std::string dashboard_fragment(const Dashboard& d);
 std::string downloads_fragment(const store::Page<Job>& page, const Listing& listing);
 std::string misses_fragment(const store::Page<store::Miss>& page, const Listing& listing, bool curate);

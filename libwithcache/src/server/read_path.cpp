@@ -1,6 +1,7 @@
 // The open read path of SPEC §3: `GET`/`HEAD /b/<token>[/<name>]` and
 // `/blob?url=`. It runs on the I/O threads, so it touches only memory (the
-// store's index, the pool's queue) and one open(2) for a GET: never SQLite.
+// store's index, the pool's queue), one stat(2) for a HEAD and one open(2)
+// and fstat(2) for a GET: never SQLite.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -242,17 +243,27 @@ void wait_for_head(const std::shared_ptr<fills::FillStream>& stream, std::functi
 }
 
 // A hit: the artifact (and for a GET an open descriptor on exactly its bytes, so a replacement cannot
-// slip in between the lookup and the open), or nothing for a miss.
-std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const Request& req, const std::string& key) {
+// slip in between the lookup and the open), or nothing for a miss. A hit is a blob that is there with
+// its recorded size (a stat for HEAD, an fstat of the descriptor for GET): one that is not is dropped
+// by the store and answered as a miss, which fills it again.
+std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const Request& req, const std::string& key,
+                                                           const std::string& origin) {
+  store::Presence presence = store::Presence::not_cached;
   if (req.head) {
-    if (auto artifact = ctx.store->find(key)) {
+    if (auto artifact = ctx.store->find_present(key, &presence)) {
       return std::pair{std::move(*artifact), FileBody{}};
     }
-    return std::nullopt;
-  }
-  if (auto opened = ctx.store->open_blob(key)) {
+  } else if (auto opened = ctx.store->open_blob(key, &presence)) {
     const int fd = opened->release();
     return std::pair{opened->artifact(), FileBody{fd, 0, 0}};
+  }
+  if (presence == store::Presence::dropped) {
+    spdlog::warn("cached blob of {} is missing or of the wrong size: dropped, filling it again", url::redact(origin));
+    if (ctx.options.curate) {
+      // A repair of what an operator approved, not a new fill: the miss below does not fill in this mode.
+      // Without the reader's userinfo: a reader's credentials never ride on an operator's fill.
+      (void)ctx.pool->enqueue(url::strip_userinfo(origin), {}, /*by_operator=*/true);
+    }
   }
   return std::nullopt;
 }
@@ -296,7 +307,7 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
   if (!key) {
     return bad_request(ctx, key.error().message);
   }
-  if (auto hit = lookup(ctx, req, *key)) {
+  if (auto hit = lookup(ctx, req, *key, origin)) {
     // A stale hit is still served, and queues one conditional fill (joined by later stale hits).
     if (fills::is_stale(hit->first, util::now())) {
       (void)ctx.pool->revalidate(hit->first, origin);
@@ -325,8 +336,8 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
   deferred->timeout = ctx.options.miss_wait;
   deferred->wait = [stream](std::function<void()> wake) { wait_for_head(stream, std::move(wake)); };
   auto fallback = std::make_shared<Response>(std::move(missed));
-  deferred->answer = [&ctx, req, key = *key, stream, fallback](bool) {
-    if (auto hit = lookup(ctx, req, key)) { // a small file may have completed meanwhile
+  deferred->answer = [&ctx, req, key = *key, origin, stream, fallback](bool) {
+    if (auto hit = lookup(ctx, req, key, origin)) { // a small file may have completed meanwhile
       return logged(req, serve_blob(ctx, req, hit->first, std::move(hit->second)), key);
     }
     if (auto filling = serve_filling(ctx, req, stream)) {

@@ -130,12 +130,14 @@ struct Server::Impl {
       throw StartupError(e.what());
     }
     const auto& recovered = ctx.store->recovery();
-    if (recovered.stray_parts_removed + recovered.blobs_without_row_removed + recovered.rows_without_blob_dropped >
+    if (recovered.stray_parts_removed + recovered.blobs_without_row_removed + recovered.rows_without_blob_dropped +
+            recovered.replacements_completed + recovered.removals_finished >
         0) {
       spdlog::warn("recovered the store: removed {} stray partial files, {} blobs without a row, {} rows "
-                   "without a blob",
+                   "without a blob; finished {} replacements and {} deletes",
                    recovered.stray_parts_removed, recovered.blobs_without_row_removed,
-                   recovered.rows_without_blob_dropped);
+                   recovered.rows_without_blob_dropped, recovered.replacements_completed,
+                   recovered.removals_finished);
     }
 
     fills::PoolOptions pool_options;
@@ -178,6 +180,7 @@ struct Server::Impl {
       spdlog::error("queued fills were not resumed ({}); they stay in cache.db for the next start",
                     ctx.pool->recovery_error());
     }
+    ctx.scrubber = std::make_unique<store::Scrubber>(*ctx.store, scrub_options());
     try {
       ctx.sessions =
           std::make_unique<auth::Sessions>(auth::session_secret(options.data_dir, options.session_secret.c_str()));
@@ -204,6 +207,38 @@ struct Server::Impl {
     }));
     transport = std::make_unique<Transport>(transport_options(options), router);
     ctx.transport_stats = [t = transport.get()] { return t->stats(); };
+  }
+
+  // The scrub reads at --scrub-rate, and not at all while fills run or blobs are being sent fast: its
+  // disk reads would compete with them. What it finds damaged is filled again from its origin.
+  store::ScrubOptions scrub_options() {
+    store::ScrubOptions scrub;
+    scrub.rate = ctx.options.scrub_rate;
+    scrub.busy = [this, last_bytes = std::uint64_t{0}, last_at = std::chrono::steady_clock::now()]() mutable {
+      constexpr double k_busy_serving = 64.0 * 1024 * 1024; // bytes a second served
+      const auto t = std::chrono::steady_clock::now();
+      const std::uint64_t bytes = ctx.metrics.bytes_served.load();
+      const double seconds = std::chrono::duration<double>(t - last_at).count();
+      const double rate = seconds > 0 ? static_cast<double>(bytes - std::min(bytes, last_bytes)) / seconds : 0;
+      last_bytes = bytes;
+      last_at = t;
+      return ctx.pool->running() > 0 || rate > k_busy_serving;
+    };
+    scrub.on_damaged = [this](const Artifact& artifact, const std::string& found) {
+      const std::string shown = url::redact(artifact.url);
+      if (found.empty()) {
+        spdlog::warn("scrub: the blob of {} is missing or of the wrong size: dropped, filling it again", shown);
+      } else {
+        spdlog::warn("scrub: the blob of {} hashes to {}, not {}: moved to quarantine/, filling it again", shown,
+                     found, artifact.sha256);
+      }
+      const auto queued =
+          ctx.pool->enqueue(artifact.raw_url.empty() ? artifact.url : artifact.raw_url, {}, /*by_operator=*/true);
+      if (!queued) {
+        spdlog::warn("scrub: cannot fill {} again: {}", shown, queued.error().message);
+      }
+    };
+    return scrub;
   }
 
   void on_fill_finished(const Job& job) {
@@ -235,7 +270,18 @@ Server::Server(ServerOptions options) : m_impl(std::make_unique<Impl>(std::move(
 
 Server::~Server() {
   m_impl->transport->stop();
+  m_impl->ctx.scrubber->stop();
   m_impl->ctx.pool->shutdown();
+}
+
+Expected<store::VerifyReport, std::string>
+verify_data_dir(const std::filesystem::path& data_dir, const std::function<void(const store::VerifyProgress&)>& progress) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(data_dir, ec)) {
+    throw StartupError("data dir " + data_dir.string() + " does not exist");
+  }
+  const DataDirLock lock(data_dir); // a running server holds it: verifying under it would race its writes
+  return store::verify_data_dir(data_dir, progress);
 }
 
 void Server::bind() {

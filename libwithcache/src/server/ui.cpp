@@ -32,6 +32,16 @@ Expected<store::ListQuery, std::string> list_query(const Request& req) {
     return unexpected(std::string("offset and limit must be whole numbers (limit at most 1000)"));
   }
   q.filter = req.param("q");
+  const auto cursor = [&](const char* name, std::string& out) {
+    out = req.param(name);
+    return out.size() <= 48 && out.find_first_not_of("0123456789.") == std::string::npos;
+  };
+  if (!cursor("after", q.after) || !cursor("before", q.before)) {
+    return unexpected(std::string("after and before take a cursor from a page's next or previous link"));
+  }
+  if (!q.after.empty()) {
+    q.before.clear();
+  }
   return q;
 }
 
@@ -62,8 +72,9 @@ std::optional<origin::Headers> header_lines(const Request& req) {
   return headers;
 }
 
-pages::Listing listing_of(const std::string& path, const store::ListQuery& q, std::uint64_t total) {
-  return pages::Listing{path, q.filter, q.offset, q.limit, total};
+template <class T> pages::Listing listing_of(const std::string& path, const store::ListQuery& q, const store::Page<T>& page) {
+  return pages::Listing{path,       q.filter,          q.offset,  q.limit,  page.total, page.total_exact,
+                        page.items.size(), page.next, page.prev, !q.after.empty() || !q.before.empty()};
 }
 
 Expected<pages::Dashboard, std::string> dashboard(const Context& ctx) {
@@ -73,28 +84,38 @@ Expected<pages::Dashboard, std::string> dashboard(const Context& ctx) {
 }
 
 // A section's HTML; a database failure comes back as its one-line message.
-Expected<std::string, std::string> fragment_for(const Context& ctx, const std::string& section,
+Expected<std::string, std::string> section_html(const Context& ctx, const std::string& section,
                                                 const store::ListQuery& q) {
   if (section == "dashboard") {
     return dashboard(ctx).transform(pages::dashboard_fragment);
   }
   if (section == "downloads") {
-    const auto page = ctx.pool->list_page(q);
-    return pages::downloads_fragment(page, listing_of("/ui/downloads", q, page.total));
+    // Running and queued downloads from the pool, then the history: paged and filtered like the others.
+    return list_downloads(ctx, q).transform([&](const store::Page<Job>& page) {
+      return pages::downloads_fragment(page, listing_of("/ui/downloads", q, page));
+    });
   }
   if (section == "misses") {
     return ctx.store->list_misses(q).transform([&](const store::Page<store::Miss>& page) {
-      return pages::misses_fragment(page, listing_of("/ui/misses", q, page.total), ctx.options.curate);
+      return pages::misses_fragment(page, listing_of("/ui/misses", q, page), ctx.options.curate);
     });
   }
   if (section == "artifacts") {
     return ctx.store->list_artifacts(q).transform([&](const store::Page<store::Artifact>& page) {
-      return pages::artifacts_fragment(page, listing_of("/ui/artifacts", q, page.total));
+      return pages::artifacts_fragment(page, listing_of("/ui/artifacts", q, page));
     });
   }
   return ctx.store->list_events(q).transform([&](const store::Page<store::Event>& page) {
-    return pages::events_fragment(page, listing_of("/ui/events", q, page.total));
+    return pages::events_fragment(page, listing_of("/ui/events", q, page));
   });
+}
+
+// Every live section starts with the disk-full banner while cache.db cannot be written: pages keep
+// answering from what can be read, and the banner goes away by itself once writes work again.
+Expected<std::string, std::string> fragment_for(const Context& ctx, const std::string& section,
+                                                const store::ListQuery& q) {
+  return section_html(ctx, section, q).transform(
+      [&](const std::string& html) { return pages::write_failure_banner(ctx.store->write_failure()) + html; });
 }
 
 Response unavailable(const std::string& reason) {
@@ -118,9 +139,16 @@ Response page(const Context& ctx, const Request& req, const std::string& section
     return html(200, *fragment);
   }
   std::string self = section == "dashboard" ? "/" : "/ui/" + section;
-  if (req.has_param("q") || req.has_param("offset") || req.has_param("limit")) {
-    self += "?q=" + util::percent_encode(q->filter) + "&offset=" + std::to_string(q->offset) +
-            "&limit=" + std::to_string(q->limit);
+  if (req.has_param("q") || req.has_param("offset") || req.has_param("limit") || req.has_param("after") ||
+      req.has_param("before")) {
+    self += "?q=" + util::percent_encode(q->filter) + "&limit=" + std::to_string(q->limit);
+    if (!q->after.empty()) {
+      self += "&after=" + q->after;
+    } else if (!q->before.empty()) {
+      self += "&before=" + q->before;
+    } else {
+      self += "&offset=" + std::to_string(q->offset);
+    }
   }
   const std::string filter = section == "dashboard" ? "" : pages::filter_form("/ui/" + section, q->filter);
   return html(200, pages::layout(title, title, !ui_open(ctx), filter + pages::live_section(section, self, *fragment)));
@@ -207,7 +235,8 @@ void add_ui_routes(Router& router, Context& ctx) {
       return plain(401, "log in first (POST /ui/login)\n");
     }
     const auto d = dashboard(ctx);
-    return d ? html(200, pages::dashboard_fragment(*d)) : unavailable(d.error());
+    return d ? html(200, pages::write_failure_banner(ctx.store->write_failure()) + pages::dashboard_fragment(*d))
+             : unavailable(d.error());
   });
 
   router.add("POST", "/admin/fetch", Runs::worker, [&ctx](const Request& req) {
@@ -257,12 +286,13 @@ void add_ui_routes(Router& router, Context& ctx) {
   router.add("POST", "/admin/delete", Runs::worker, [&ctx](const Request& req) {
     return form_action(ctx, req, [&]() -> Outcome {
       const std::string key = req.param("key");
-      const auto artifact = ctx.store->find(key);
-      const auto removed = artifact ? ctx.store->remove(key) : Expected<bool, std::string>(false);
+      const auto row = ctx.store->describe(key); // the URL, for the events log (the index does not keep it)
+      const auto removed = ctx.store->remove(key);
       if (!removed || !*removed) {
         return {removed ? "no such artifact" : removed.error(), "artifacts"};
       }
-      ctx.store->record_event("delete", actor(ctx, req), req.remote_address, url::redact(artifact->url));
+      ctx.store->record_event("delete", actor(ctx, req), req.remote_address,
+                              url::redact(row && *row ? (*row)->url : key));
       return {"", "artifacts"};
     });
   });
