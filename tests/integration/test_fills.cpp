@@ -1439,6 +1439,17 @@ TEST_CASE("case 9: framing defects are not stored; an encoded body is stored wit
   CHECK(artifact->content_type == "text/plain");
   CHECK(artifact->sha256 == digest::sha256_hex(k_gzip));
   CHECK(read_file(s.blob_path(artifact->key)) == k_gzip);
+
+  // A header value that is not a valid field value (a bare CR) is not kept, so never replayed to readers.
+  test::RawOrigin cr("HTTP/1.1 200 OK\r\nContent-Type: application/x\rX-Injected: ct\r\nETag: \"a\rb\"\r\n"
+                     "Content-Length: 5\r\nConnection: close\r\n\r\nbytes");
+  const auto odd = pool.enqueue(cr.url("/odd.bin"));
+  REQUIRE(pool.wait(odd->job.id, k_deadline)->status == JobStatus::completed);
+  const auto kept = s.find(odd->job.key);
+  REQUIRE(kept.has_value());
+  CHECK(kept->content_type.empty());
+  CHECK(kept->etag.empty());
+  CHECK(read_file(s.blob_path(kept->key)) == "bytes");
 }
 
 TEST_CASE("case 7: a bad signature asked first does not hold back a valid presigned URL", "[fills][pool][negative-cache]") {

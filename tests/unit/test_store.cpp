@@ -111,6 +111,36 @@ TEST_CASE("misses are counted, listed, dismissed and move onto the artifact", "[
   CHECK(s.record_miss(other, "https://h/other")); // first again after dismissal
 }
 
+TEST_CASE("miss rows are capped: the least recently seen go, never one backing off", "[store]") {
+  TempDir dir;
+  store::StoreOptions options{dir.path(), 0, std::chrono::milliseconds(20)};
+  options.max_miss_rows = 5;
+  store::BlobStore s(options);
+  const auto key = [](int i) { return *url::key_id("https://h/m" + std::to_string(i)); };
+  // One that failed and backs off, then more distinct misses than the cap, in several batches.
+  const auto failing = *url::key_id("https://h/failing");
+  s.record_miss(failing, "https://h/failing");
+  (void)s.record_fill_failure(failing, "https://h/failing", "origin answered HTTP 503", true);
+  for (int i = 0; i < 12; ++i) {
+    CHECK(s.record_miss(key(i), "https://h/m" + std::to_string(i)));
+    if (i % 4 == 3) {
+      REQUIRE(s.flush().has_value());
+    }
+  }
+  REQUIRE(s.flush().has_value());
+  const auto misses = s.list_misses({0, 100, ""}).value();
+  CHECK(misses.total == 5);
+  CHECK(s.totals()->pending_misses == 5);
+  bool kept_failing = false;
+  for (const auto& m : misses.items) {
+    kept_failing = kept_failing || m.key == failing;
+  }
+  CHECK(kept_failing);
+  CHECK(s.backoff(failing, store::UnixTime{0}).has_value());
+  // A pruned key is new again: its next miss is a first miss.
+  CHECK(s.record_miss(key(0), "https://h/m0"));
+}
+
 TEST_CASE("hits are queued, written in batches and survive a re-fetch", "[store]") {
   TempDir dir;
   const std::string origin = "https://h/a";
@@ -696,7 +726,9 @@ TEST_CASE("listings page by cursor, forwards and backwards, and agree with offse
 TEST_CASE("filters: trigram for 3+ characters, bounded scans for 1-2, counts capped for broad ones",
           "[store][listing]") {
   TempDir dir;
-  store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+  store::StoreOptions options{dir.path(), 0, std::chrono::milliseconds(10)};
+  options.max_miss_rows = 0; // no cap: more rows than the count cap
+  store::BlobStore s(options);
   for (std::uint64_t i = 0; i < store::k_count_cap + 50; ++i) {
     const std::string u = "https://mirror.example/" + std::string(i % 100 == 7 ? "Rare-" : "pkg-") +
                           std::to_string(i) + ".deb";

@@ -228,6 +228,11 @@ struct StoreOptions {
   std::uint64_t max_bytes = 0; ///< 0 = unlimited
   /** How often queued hit/miss counters are written. */
   std::chrono::milliseconds flush_interval{500};
+  /**
+   * Miss rows kept at most: past it the least recently seen go (never one whose back-off is in force),
+   * so misses of ever new URLs from anyone cannot grow cache.db without bound. 0 = no cap.
+   */
+  std::uint64_t max_miss_rows = 10'000;
 };
 
 /**
@@ -544,7 +549,8 @@ class BlobStore {
   void recover_tmp();
   void finish_removals();
   Expected<Ok, std::string> flush_locked(); // m_db_mutex held; never throws
-  void write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files_to_remove);
+  void write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files_to_remove,
+                   std::vector<std::string>& misses_pruned);
   void insert_event(const Event& event); // m_db_mutex held, inside a transaction
   void requeue(Queue&& failed);
   void note_write_failure(const std::string& message);

@@ -266,7 +266,9 @@ Headers kept_headers(const httplib::Response& response) {
   Headers kept;
   for (const auto name : k_kept_headers) {
     const std::string key(name);
-    if (response.has_header(key)) {
+    // A value that is not a valid field value (a bare CR, say) is not kept: it would be replayed to
+    // every reader of the artifact, and would tear the resume state's lines.
+    if (response.has_header(key) && !http::check_field(key, response.get_header_value(key))) {
       kept.emplace_back(key, response.get_header_value(key));
     }
   }

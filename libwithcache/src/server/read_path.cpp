@@ -5,6 +5,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <mutex>
+#include <utility>
+
 #include <spdlog/spdlog.h>
 
 #include "http/http.hpp"
@@ -30,10 +34,39 @@ Response miss_response(std::string_view reason) {
                                    : "cache miss (recorded; " + std::string(reason) + ")\n");
 }
 
+// "first miss" log lines, at most k_first_miss_lines a minute: a flood of distinct URLs from anyone must
+// not flood the log. What is left out is counted in the next line written.
+constexpr std::uint32_t k_first_miss_lines = 60;
+
+void log_first_miss(const std::string& origin) {
+  static std::mutex mutex;
+  static std::chrono::steady_clock::time_point window;
+  static std::uint32_t written = 0;
+  static std::uint64_t skipped = 0;
+  std::unique_lock lock(mutex);
+  const auto t = std::chrono::steady_clock::now();
+  if (t - window >= std::chrono::minutes(1)) {
+    window = t;
+    written = 0;
+  }
+  if (written >= k_first_miss_lines) {
+    ++skipped;
+    return;
+  }
+  ++written;
+  const std::uint64_t before = std::exchange(skipped, 0);
+  lock.unlock();
+  if (before > 0) {
+    spdlog::info("first miss: {} ({} more first misses not logged)", url::redact(origin), before);
+  } else {
+    spdlog::info("first miss: {}", url::redact(origin));
+  }
+}
+
 Response miss(Context& ctx, const Request& req, const std::string& key, const std::string& origin) {
   ++ctx.metrics.misses;
   if (ctx.store->record_miss(key, origin)) {
-    spdlog::info("first miss: {}", url::redact(origin));
+    log_first_miss(origin);
     ctx.store->record_event("first_miss", "system", req.remote_address, url::redact(origin));
   }
   if (ctx.options.curate) {
@@ -127,7 +160,10 @@ Response serve_blob(Context& ctx, const Request& req, const store::Artifact& art
     refused.set("Content-Range", "bytes */" + std::to_string(artifact.size));
     return refused;
   }
-  res.set("Content-Type", artifact.content_type.empty() ? "application/octet-stream" : artifact.content_type);
+  // Checked again here: a row written before values were checked when a fill kept them.
+  res.set("Content-Type", artifact.content_type.empty() || http::check_field("Content-Type", artifact.content_type)
+                              ? "application/octet-stream"
+                              : artifact.content_type);
   file.offset = 0;
   file.length = artifact.size;
   if (range.kind == http::ByteRange::Kind::partial) {

@@ -580,6 +580,9 @@ ON CONFLICT (key) DO UPDATE SET url = excluded.url, raw_url = excluded.raw_url, 
   content_encoding = excluded.content_encoding, content_disposition = excluded.content_disposition,
   fresh_until = excluded.fresh_until)sql"),
         delete_miss(db, "DELETE FROM misses WHERE key = ?"),
+        miss_rows(db, "SELECT miss_rows FROM totals WHERE id = 1"),
+        prune_misses(db, "DELETE FROM misses WHERE id IN (SELECT id FROM misses WHERE retry_after <= ?1 "
+                         "ORDER BY last_seen LIMIT ?2) RETURNING key"),
         read_artifact(db, std::string("SELECT ") + k_artifact_columns + " FROM artifacts WHERE key = ?"),
         refresh(db, R"sql(
 UPDATE artifacts SET fresh_until = ?2, etag = ?3, last_modified = ?4, cache_control = ?5, expires = ?6
@@ -605,6 +608,8 @@ WHERE key = ?1)sql"),
   SQLite::Statement prune_finished;
   SQLite::Statement upsert_artifact;
   SQLite::Statement delete_miss;
+  SQLite::Statement miss_rows;
+  SQLite::Statement prune_misses;
   SQLite::Statement read_artifact;
   SQLite::Statement refresh;
   SQLite::Statement delete_artifact;
@@ -1251,11 +1256,12 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
   }
   // One transaction: one wait for a busy database, and all or nothing.
   std::vector<std::pair<std::string, bool>> files; // (key, quarantine) to deal with once committed
+  std::vector<std::string> pruned;                  // miss rows the cap removed
   bool full = false;
   std::string error;
   try {
     SQLite::Transaction tx(*m_db);
-    write_queue(queue, files);
+    write_queue(queue, files, pruned);
     if (lost.any()) {
       insert_event(Event{0, now(), "writes_resumed", "system", "",
                          "while cache.db could not be written, memory kept what it could; not recorded: " +
@@ -1268,6 +1274,7 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
     full = is_full_error(e);
     error = std::string("cannot write counters, events and pending fills to cache.db: ") + e.what();
     files.clear();
+    pruned.clear();
   }
   if (error.empty()) {
     m_writes_full = false;
@@ -1280,6 +1287,11 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
     }
     std::lock_guard lock(m_counter_mutex);
     m_write_failure.reset();
+    for (const auto& key : pruned) {
+      if (!m_queue.misses.contains(key)) { // missed again meanwhile: still known
+        m_known_misses.erase(key);
+      }
+    }
     for (auto& key : done) {
       m_queue.removals_done.push_back(std::move(key));
     }
@@ -1302,7 +1314,8 @@ Expected<Ok, std::string> BlobStore::flush_locked() {
   return unexpected(error);
 }
 
-void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files) {
+void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files,
+                            std::vector<std::string>& misses_pruned) {
   Statements& st = *m_statements;
   // Damaged artifacts the read path dropped: the row goes (only if it is still the damaged one) and
   // the journal names its file, quarantined once this commits.
@@ -1370,6 +1383,22 @@ void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, boo
     }
   }
   const UnixTime t = now();
+  if (!queue.misses.empty()) {
+    std::int64_t rows = 0;
+    {
+      Use count(st.miss_rows);
+      rows = count->executeStep() ? count->getColumn(0).getInt64() : 0;
+    }
+    const std::int64_t over = rows - to_db(m_options.max_miss_rows);
+    if (m_options.max_miss_rows > 0 && over > 0) {
+      Use prune(st.prune_misses);
+      prune->bind(1, t);
+      prune->bind(2, over);
+      while (prune->executeStep()) {
+        misses_pruned.push_back(prune->getColumn(0).getString());
+      }
+    }
+  }
   for (const auto& [key, op] : queue.failures) {
     if (op.clear) {
       Use clear(st.clear_failure);
