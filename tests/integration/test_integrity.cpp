@@ -535,9 +535,9 @@ TEST_CASE("200 000 artifacts: the server starts fast and small, and pages stay q
   REQUIRE(port > 0);
   REQUIRE(test::wait_until_healthy(port));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  WARN("start-up with " << k_rows << " artifacts: " << seconds << " s");
   const std::string status = test::slurp("/proc/" + std::to_string(server.pid()) + "/status");
   const auto rss = std::stoul(status.substr(status.find("VmRSS:") + 6));
+  WARN("start-up with " << k_rows << " artifacts: " << seconds << " s, RSS " << rss << " KiB");
 #if !defined(__SANITIZE_ADDRESS__)
   CHECK(rss < 64 * 1024); // KiB: the index is ~18 MiB at 200 000 (AddressSanitizer's shadow memory is not)
 #endif
