@@ -6,6 +6,8 @@
 // reads the request head first, keeps the heads it received, and closes.
 
 #include <atomic>
+#include <cstdint>
+#include <string_view>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -21,8 +23,13 @@ namespace withcache::test {
 
 class RawOrigin {
  public:
-  /** `response`: the exact bytes sent after each request head. */
-  explicit RawOrigin(std::string response) : m_response(std::move(response)) {
+  /**
+   * `response`: the exact bytes sent after each request head. With `flood_bytes`, `response` is sent up
+   * to its first empty line, then `flood_bytes` of header lines `flood_line` (a header flood, stopped
+   * when the client hangs up), then the rest of `response`.
+   */
+  explicit RawOrigin(std::string response, std::uint64_t flood_bytes = 0, std::string flood_line = "X-Flood: a\r\n")
+      : m_response(std::move(response)), m_flood_bytes(flood_bytes), m_flood_line(std::move(flood_line)) {
     m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -80,20 +87,47 @@ class RawOrigin {
         std::lock_guard lock(m_mutex);
         m_requests.push_back(head);
       }
-      std::size_t sent = 0;
-      while (sent < m_response.size()) {
-        const ssize_t n = ::send(client, m_response.data() + sent, m_response.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) {
-          break;
+      const std::size_t split = m_flood_bytes > 0 ? m_response.find("\r\n\r\n") + 2 : m_response.size();
+      bool open = send_all(client, std::string_view(m_response).substr(0, split));
+      if (open && m_flood_bytes > 0) {
+        std::string block;
+        while (block.size() < 64 * 1024) {
+          block += m_flood_line;
         }
-        sent += static_cast<std::size_t>(n);
+        for (std::uint64_t sent = 0; open && sent < m_flood_bytes && !m_stopping; sent += block.size()) {
+          open = send_all(client, block);
+          m_flooded += open ? block.size() : 0;
+        }
+      }
+      if (open) {
+        send_all(client, std::string_view(m_response).substr(split));
       }
       ::shutdown(client, SHUT_WR);
       ::close(client);
     }
   }
 
+  static bool send_all(int client, std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(client, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) {
+        return false;
+      }
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+ public:
+  /** Bytes of flood header lines the clients took before hanging up (or all of them). */
+  [[nodiscard]] std::uint64_t flooded() const { return m_flooded.load(); }
+
+ private:
+  std::atomic<std::uint64_t> m_flooded{0};
+
   std::string m_response;
+  std::uint64_t m_flood_bytes = 0;
+  std::string m_flood_line;
   int m_fd = -1;
   int m_port = 0;
   std::atomic<bool> m_stopping{false};

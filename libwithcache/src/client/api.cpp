@@ -1,15 +1,18 @@
 #include "withcache/client/api.hpp"
 
-#include <httplib.h>
-
 #include "http/http.hpp"
 #include "json/json.hpp"
+#include "origin/http_client.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/version.hpp"
 
 namespace withcache::client {
 namespace {
+
+// The largest API answer kept: a page of 1 000 rows of 8 KiB URLs, with room to spare. A server that
+// sends more is not a withcache.
+constexpr std::size_t k_max_api_response = 32 << 20;
 
 ApiError error(ApiErrc code, std::string message) {
   return ApiError{code, std::move(message)};
@@ -40,29 +43,27 @@ Api::Api(std::string server, std::string token, std::chrono::milliseconds timeou
 Expected<std::string, ApiError> Api::call(const std::string& method, const std::string& path,
                                           const std::string& body) const {
   try {
-    httplib::Client http(m_base);
-    http.set_connection_timeout(m_timeout);
-    http.set_read_timeout(m_timeout);
-    http.set_write_timeout(m_timeout);
-    http.enable_server_certificate_verification(true);
-    httplib::Headers headers = {{"User-Agent", k_product}, {"Accept", "application/json"}};
+    origin::Headers headers = {{"User-Agent", k_product}, {"Accept", "application/json"}};
     if (!m_token.empty()) {
-      headers.emplace("Authorization", "Bearer " + m_token);
+      headers.emplace_back("Authorization", "Bearer " + m_token);
     }
-    httplib::Result result = method == "GET"    ? http.Get(path, headers)
-                             : method == "POST" ? http.Post(path, headers, body, "application/json")
-                                                : http.Delete(path, headers);
+    if (method == "POST") {
+      headers.emplace_back("Content-Type", "application/json");
+    }
+    auto result = origin::request_small(method, m_base + path, headers, body, m_timeout, k_max_api_response);
     if (!result) {
-      return unexpected(
-          error(ApiErrc::unreachable, "cannot reach " + m_base + ": " + httplib::to_string(result.error())));
+      return unexpected(error(result.error().code == origin::WireErrc::malformed ? ApiErrc::bad_response
+                                                                                 : ApiErrc::unreachable,
+                              "cannot reach " + m_base + ": " + result.error().message));
     }
-    std::string message = "HTTP " + std::to_string(result->status);
+    const int status = result->head.status;
+    std::string message = "HTTP " + std::to_string(status);
     if (auto value = json::parse(result->body); value && value->is_object()) {
       if (const auto it = value->find("error"); it != value->end() && it->is_string()) {
         message = it->get<std::string>();
       }
     }
-    switch (result->status) {
+    switch (status) {
     case 200:
     case 202:
       return std::move(result->body);
@@ -72,7 +73,7 @@ Expected<std::string, ApiError> Api::call(const std::string& method, const std::
     case 404:
       return unexpected(error(ApiErrc::not_found, message));
     default:
-      return unexpected(error(result->status >= 500 ? ApiErrc::bad_response : ApiErrc::refused, message));
+      return unexpected(error(status >= 500 ? ApiErrc::bad_response : ApiErrc::refused, message));
     }
   } catch (const std::exception& e) {
     return unexpected(error(ApiErrc::unreachable, "cannot reach " + m_base + ": " + e.what()));

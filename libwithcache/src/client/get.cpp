@@ -5,14 +5,14 @@
 #include <system_error>
 #include <thread>
 
-#include <httplib.h>
-
 #include "http/http.hpp"
+#include "origin/http_client.hpp"
 #include "withcache/client/probe.hpp"
 #include "withcache/origin.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/util/size.hpp"
+#include "withcache/version.hpp"
 
 namespace withcache::client {
 namespace {
@@ -39,21 +39,11 @@ GetErrc code_of(origin::FetchErrc reason) {
 // `wait`; nothing while it is still filling (or the cache does not answer).
 std::optional<std::string> completed_sha(const std::string& cache_url, std::chrono::milliseconds wait,
                                          std::chrono::milliseconds timeout) {
-  const auto target = url::parse_target(cache_url);
-  if (!target) {
-    return std::nullopt;
-  }
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
-    const bool ipv6 = target->host.find(':') != std::string::npos;
-    httplib::Client http(target->scheme + "://" + (ipv6 ? "[" + target->host + "]" : target->host) + ":" +
-                         std::to_string(target->port));
-    http.set_connection_timeout(timeout);
-    http.set_read_timeout(timeout);
-    http.enable_server_certificate_verification(true);
-    if (const auto res = http.Head(target->request); res && res->status == 200 &&
-                                                      res->get_header_value("X-Withcache-Status") != "filling") {
-      const std::string sha = res->get_header_value("X-Withcache-Sha256");
+    const auto res = origin::request_small("HEAD", cache_url, {{"User-Agent", k_product}}, {}, timeout, 0);
+    if (res && res->head.status == 200 && res->head.get("X-Withcache-Status") != "filling") {
+      const std::string sha = res->head.get("X-Withcache-Sha256");
       return sha.empty() ? std::nullopt : std::optional<std::string>(sha);
     }
     if (std::chrono::steady_clock::now() + std::chrono::milliseconds(100) >= deadline) {

@@ -23,9 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <httplib.h>
-
 #include "http/http.hpp"
+#include "origin/http_client.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
@@ -39,8 +38,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t k_hash_chunk = 1 << 20;
-// cpp-httplib hands the body over in 4 KiB pieces; batching them into 1 MiB
-// writes saves ~250 000 syscalls per GiB.
+// The connection hands the body over in pieces of up to 256 KiB (16 KiB over TLS); batching them into
+// 1 MiB writes saves syscalls.
 constexpr std::size_t k_write_buffer = 1 << 20;
 constexpr const char* k_system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -262,14 +261,13 @@ struct Representation {
   }
 };
 
-Headers kept_headers(const httplib::Response& response) {
+Headers kept_headers(const ResponseHead& response) {
   Headers kept;
   for (const auto name : k_kept_headers) {
-    const std::string key(name);
     // A value that is not a valid field value (a bare CR, say) is not kept: it would be replayed to
     // every reader of the artifact, and would tear the resume state's lines.
-    if (response.has_header(key) && !http::check_field(key, response.get_header_value(key))) {
-      kept.emplace_back(key, response.get_header_value(key));
+    if (const auto value = http::find_field(response.fields, name); value && !http::check_field(name, *value)) {
+      kept.emplace_back(std::string(name), std::string(*value));
     }
   }
   return kept;
@@ -407,54 +405,21 @@ Expected<std::string, FetchError> resolve_checked(const url::Target& target, con
   return chosen;
 }
 
-// Every value of a header (cpp-httplib's Headers is a multimap).
-std::vector<std::string> all_values(const httplib::Response& response, const std::string& name) {
-  std::vector<std::string> values;
-  const auto [first, last] = response.headers.equal_range(name);
-  for (auto it = first; it != last; ++it) {
-    values.push_back(it->second);
+// The body length the head declares, if any; framing_error() has refused every ambiguous head.
+std::optional<std::uint64_t> declared_length(const ResponseHead& response) {
+  const auto lengths = response.all("Content-Length");
+  if (lengths.empty()) {
+    return std::nullopt;
   }
-  return values;
-}
-
-// Refuses a response whose body length cannot be known for sure. cpp-httplib
-// frames the body by the FIRST Content-Length while curl takes the last, so a
-// response with two of them, a list, or Content-Length beside
-// Transfer-Encoding, is refused before a byte of its body is read.
-std::optional<std::string> check_framing(const httplib::Response& response, std::uint64_t& length,
-                                         bool& has_length) {
-  const auto lengths = all_values(response, "Content-Length");
-  const auto encodings = all_values(response, "Transfer-Encoding");
-  has_length = !lengths.empty();
-  if (lengths.size() > 1) {
-    return lengths[0] == lengths[1] ? "duplicate Content-Length headers (" + lengths[0] + ")"
-                                    : "conflicting Content-Length headers (" + lengths[0] + " and " +
-                                          lengths[1] + ")";
-  }
-  if (!encodings.empty()) {
-    if (has_length) {
-      return std::string("both Content-Length and Transfer-Encoding");
-    }
-    if (encodings.size() > 1 || !util::iequals(util::trim(encodings[0]), "chunked")) {
-      return "unsupported Transfer-Encoding (" + encodings[0] + ")";
-    }
-  }
-  if (has_length) {
-    const auto parsed = http::parse_decimal(util::trim(lengths[0]));
-    if (!parsed) {
-      return "malformed Content-Length (" + lengths[0] + ")";
-    }
-    length = *parsed;
-  }
-  return std::nullopt;
+  return http::parse_decimal(util::trim(lengths[0]));
 }
 
 // Why the cache must not store this response, when it must not.
-std::optional<std::string> unstorable(const httplib::Response& response, const FetchOptions& options) {
+std::optional<std::string> unstorable(const ResponseHead& response, const FetchOptions& options) {
   if (!options.only_storable) {
     return std::nullopt;
   }
-  for (const auto& value : all_values(response, "Cache-Control")) {
+  for (const auto& value : response.all("Cache-Control")) {
     const auto directives = http::parse_cache_control(value);
     if (http::find_directive(directives, "no-store") != nullptr) {
       return std::string("origin marked it no-store");
@@ -465,7 +430,7 @@ std::optional<std::string> unstorable(const httplib::Response& response, const F
     }
   }
   if (!options.cache_html) {
-    const std::string type = response.get_header_value("Content-Type");
+    const std::string type = response.get("Content-Type");
     const std::string media = util::lower(util::trim(std::string_view(type).substr(0, type.find(';'))));
     if (media == "text/html" || media == "application/xhtml+xml") {
       return "an HTML page (" + media + "; start the server with --cache-html to store pages)";
@@ -475,12 +440,12 @@ std::optional<std::string> unstorable(const httplib::Response& response, const F
 }
 
 // Watches one attempt from another thread: the cancel flag, the deadline of
-// the response head and the minimum rate of the body. It stops the client
-// (cpp-httplib's only thread-safe way to interrupt a blocked read) and says why.
+// the response head and the minimum rate of the body. It interrupts the connection (whose every wait
+// also watches an eventfd) and says why.
 class Watchdog {
  public:
-  Watchdog(httplib::Client& client, const FetchOptions& options, const std::atomic<bool>* cancel)
-      : m_client(client), m_options(options), m_cancel(cancel), m_started(Clock::now()) {
+  Watchdog(HttpConnection& connection, const FetchOptions& options, const std::atomic<bool>* cancel)
+      : m_connection(connection), m_options(options), m_cancel(cancel), m_started(Clock::now()) {
     m_thread = std::thread([this] { watch(); });
   }
   ~Watchdog() { finish(); }
@@ -528,9 +493,8 @@ class Watchdog {
         m_why = check();
       }
       if (m_why) {
-        // Repeated: a stop() that lands while the socket is still connecting does nothing.
         lock.unlock();
-        m_client.stop();
+        m_connection.interrupt();
         lock.lock();
       }
       m_cv.wait_for(lock, std::chrono::milliseconds(20));
@@ -577,7 +541,7 @@ class Watchdog {
     return std::nullopt;
   }
 
-  httplib::Client& m_client;
+  HttpConnection& m_connection;
   const FetchOptions& m_options;
   const std::atomic<bool>* m_cancel;
   const Clock::time_point m_started;
@@ -590,6 +554,10 @@ class Watchdog {
   std::optional<std::pair<FetchErrc, std::string>> m_why;
   std::thread m_thread;
 };
+
+bool outcome_is_redirect(const AttemptResult& result) {
+  return result.step == Step::redirect;
+}
 
 AttemptResult attempt(FetchState& state, const std::string& current_url, const Headers& headers) {
   const std::string shown = url::redact(current_url);
@@ -605,33 +573,16 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     return {e.reason == FetchErrc::connect ? Step::retry : Step::fail, e, {}};
   }
 
-  const bool ipv6 = target->host.find(':') != std::string::npos;
-  const std::string host_for_client = ipv6 ? "[" + target->host + "]" : target->host;
-  httplib::Client client(target->scheme + "://" + host_for_client + ":" + std::to_string(target->port));
-  client.set_connection_timeout(state.options.connect_timeout);
-  client.set_read_timeout(state.options.read_timeout);
-  client.set_write_timeout(state.options.read_timeout);
-  client.set_follow_location(false);
-  client.set_decompress(false); // a Content-Encoding is stored as delivered
-  client.set_url_encode(false);
-  client.set_keep_alive(false);
-  client.enable_server_certificate_verification(true);
-  if (target->scheme == "https") {
-    std::error_code ec;
-    if (!state.options.ca_file.empty()) {
-      client.set_ca_cert_path(state.options.ca_file);
-    } else if (std::filesystem::exists(k_system_ca_bundle, ec)) {
-      client.set_ca_cert_path(k_system_ca_bundle);
-    }
-  }
-  if (proxy) {
-    client.set_proxy(proxy->host, proxy->port);
-    if (!proxy->user.empty()) {
-      client.set_proxy_basic_auth(proxy->user, proxy->password);
-    }
-  } else if (!address->empty()) {
-    client.set_hostname_addr_map({{target->host, *address}});
-  }
+  Endpoint endpoint;
+  endpoint.scheme = target->scheme;
+  endpoint.host = target->host;
+  endpoint.port = target->port;
+  endpoint.address = proxy ? std::string() : *address; // pinned: the name is not resolved again
+  endpoint.proxy = proxy;
+  endpoint.ca_file = state.options.ca_file;
+  endpoint.connect_timeout = state.options.connect_timeout;
+  endpoint.io_timeout = state.options.read_timeout;
+  HttpConnection connection;
 
   // Part bytes that no validator and no declared length can vouch for are not resumed.
   if (state.part.size() > 0 && state.rep.known && state.rep.if_range().empty() && state.rep.total == 0) {
@@ -643,31 +594,28 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     }
   }
 
-  httplib::Headers request_headers;
-  request_headers.emplace("User-Agent", k_product);
-  request_headers.emplace("Accept-Encoding", "identity");
-  for (const auto& [name, value] : headers) {
-    request_headers.emplace(name, value);
-  }
+  Headers request_headers;
+  request_headers.emplace_back("User-Agent", k_product);
+  request_headers.emplace_back("Accept-Encoding", "identity");
+  request_headers.insert(request_headers.end(), headers.begin(), headers.end());
   const std::uint64_t resume_from = state.part.size();
   const bool conditional = resume_from == 0 && !state.request.conditional.empty();
   if (resume_from > 0) {
-    request_headers.emplace("Range", "bytes=" + std::to_string(resume_from) + "-");
+    request_headers.emplace_back("Range", "bytes=" + std::to_string(resume_from) + "-");
     if (const std::string validator = state.rep.if_range(); state.rep.known && !validator.empty()) {
-      request_headers.emplace("If-Range", validator);
+      request_headers.emplace_back("If-Range", validator);
     }
   } else if (conditional) {
     if (!state.request.conditional.etag.empty()) {
-      request_headers.emplace("If-None-Match", state.request.conditional.etag);
+      request_headers.emplace_back("If-None-Match", state.request.conditional.etag);
     }
     if (!state.request.conditional.last_modified.empty()) {
-      request_headers.emplace("If-Modified-Since", state.request.conditional.last_modified);
+      request_headers.emplace_back("If-Modified-Since", state.request.conditional.last_modified);
     }
   }
 
   AttemptResult outcome;
   bool decided = false; // a handler settled the outcome
-  auto last_byte = Clock::now();
   std::optional<Watchdog> watchdog;
 
   auto decide = [&](Step step, FetchError error) {
@@ -687,27 +635,25 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     return decide(Step::retry, make_error(FetchErrc::truncated, shown, why + "; restarting from zero"));
   };
 
-  auto on_response = [&](const httplib::Response& response) -> bool {
+  auto on_response = [&](const ResponseHead& response) -> bool {
     watchdog->head_arrived();
     const int status = response.status;
     if (status == 301 || status == 302 || status == 303 || status == 307 || status == 308) {
-      if (!response.has_header("Location")) {
+      if (!response.has("Location")) {
         return fail(FetchErrc::http_status, "HTTP " + std::to_string(status) + " without Location", status);
       }
-      outcome.location = response.get_header_value("Location");
+      outcome.location = response.get("Location");
       return decide(Step::redirect, {});
     }
-    state.response_headers.assign(response.headers.begin(), response.headers.end());
     if (status == 304 && conditional) {
       state.not_modified = true;
       state.not_modified_headers = kept_headers(response);
       return decide(Step::complete, {});
     }
-    std::uint64_t length = 0;
-    bool has_length = false;
-    if (auto bad = check_framing(response, length, has_length)) {
-      return fail(FetchErrc::malformed, *bad);
-    }
+    // read_head() refused every head whose framing is in doubt.
+    const std::optional<std::uint64_t> content_length = declared_length(response);
+    const bool has_length = content_length.has_value();
+    const std::uint64_t length = content_length.value_or(0);
     if (status == 200 || status == 206) {
       if (auto refused = unstorable(response, state.options)) {
         return fail(FetchErrc::not_storable, *refused);
@@ -732,14 +678,14 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       }
       declared = state.rep.total;
     } else if (status == 206) {
-      const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
+      const auto range = http::parse_content_range(response.get("Content-Range"));
       if (resume_from == 0 || !range || range->unsatisfied || range->first != resume_from || range->total == 0) {
         return start_over("origin answered Range with a different range");
       }
       if (has_length && length != range->last - range->first + 1) {
         return fail(FetchErrc::malformed, "Content-Length " + std::to_string(length) +
                                               " does not match Content-Range " +
-                                              response.get_header_value("Content-Range"));
+                                              response.get("Content-Range"));
       }
       if (state.rep.known) {
         const Representation& first = state.rep;
@@ -751,7 +697,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
         const std::string validator = first.if_range();
         if (!validator.empty()) {
           const bool by_etag = validator == etag;
-          const std::string now = response.get_header_value(by_etag ? "ETag" : "Last-Modified");
+          const std::string now = response.get(by_etag ? "ETag" : "Last-Modified");
           if (now != validator) {
             return start_over(std::string("the resumed response has another ") +
                               (by_etag ? "ETag" : "Last-Modified"));
@@ -761,7 +707,7 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
           const std::string lowered = util::lower(util::trim(value));
           return lowered == "identity" ? std::string{} : lowered;
         };
-        if (coding(response.get_header_value("Content-Encoding")) != coding(first.header("Content-Encoding"))) {
+        if (coding(response.get("Content-Encoding")) != coding(first.header("Content-Encoding"))) {
           return start_over("the resumed response has another Content-Encoding");
         }
         if (first.total == 0) {
@@ -778,13 +724,12 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       }
       declared = range->total;
     } else if (status == 416 && resume_from > 0) {
-      const auto range = http::parse_content_range(response.get_header_value("Content-Range"));
+      const auto range = http::parse_content_range(response.get("Content-Range"));
       const bool holds_all = range && range->unsatisfied && range->total == resume_from;
       const std::string etag = state.rep.header("ETag");
       const bool same = !state.rep.known ||
                         (state.rep.total == resume_from &&
-                         (!response.has_header("ETag") || etag.empty() ||
-                          response.get_header_value("ETag") == etag));
+                         (!response.has("ETag") || etag.empty() || response.get("ETag") == etag));
       if (holds_all && same) {
         state.declared = resume_from; // we already hold every byte
         return decide(Step::complete, {});
@@ -815,7 +760,6 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     if (state.request.cancel != nullptr && state.request.cancel->load()) {
       return fail(FetchErrc::cancelled, "cancelled");
     }
-    last_byte = Clock::now();
     watchdog->add_bytes(length);
     if (state.declared > 0 && state.part.size() + length > state.declared) {
       return fail(FetchErrc::malformed,
@@ -836,37 +780,60 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
     return true;
   };
 
-  watchdog.emplace(client, state.options, state.request.cancel);
-  const auto result = client.Get(target->request, request_headers, on_response, on_content);
+  // The exchange, step by step; `wire` is why it stopped early, `head` what the origin answered.
+  enum class Phase { connecting, waiting_head, body } phase = Phase::connecting;
+  std::optional<WireError> wire;
+  std::optional<ResponseHead> head;
+  watchdog.emplace(connection, state.options, state.request.cancel);
+  wire = connection.open(endpoint);
+  if (!wire) {
+    phase = Phase::waiting_head;
+    wire = connection.send("GET", target->request, request_headers);
+  }
+  if (!wire) {
+    if (auto got = connection.read_head(k_head_limits)) {
+      head = std::move(*got);
+    } else {
+      wire = got.error();
+    }
+  }
+  if (head && on_response(*head)) {
+    phase = Phase::body;
+    wire = connection.read_body(on_content);
+  }
   watchdog->finish();
+  if (head && !outcome_is_redirect(outcome)) {
+    state.response_headers = std::move(head->fields); // of the last non-redirect response
+  }
   if (decided) {
     return outcome;
   }
-  const httplib::Error err = result.error();
   if (state.request.cancel != nullptr && state.request.cancel->load()) {
     return {Step::fail, make_error(FetchErrc::cancelled, shown, "cancelled"), {}};
   }
-  const bool whole = err == httplib::Error::Success && (state.declared == 0 || state.part.size() == state.declared);
+  const bool whole = !wire && (state.declared == 0 || state.part.size() == state.declared);
   if (const auto why = watchdog->why(); why && !whole) {
     // A stall before the head or a trickle is not retried: the next attempt would do the same.
     return {Step::fail, make_error(why->first, shown, why->second), {}};
   }
 
-  if (err != httplib::Error::Success) {
-    switch (err) {
-    case httplib::Error::SSLConnection:
-    case httplib::Error::SSLLoadingCerts:
-    case httplib::Error::SSLServerVerification:
-      return {Step::fail, make_error(FetchErrc::tls, shown, "TLS failed (" + httplib::to_string(err) + ")"), {}};
-    case httplib::Error::Connection:
-      return {Step::retry, make_error(FetchErrc::connect, shown, "cannot connect to " + host_for_client), {}};
-    case httplib::Error::ConnectionTimeout:
-      return {Step::retry, make_error(FetchErrc::timeout, shown, "connect timed out"), {}};
-    default:
+  if (wire) {
+    switch (wire->code) {
+    case WireErrc::tls:
+      return {Step::fail, make_error(FetchErrc::tls, shown, wire->message), {}};
+    case WireErrc::malformed:
+      // An oversized or broken head, bad framing or a bad chunk: the next attempt would get the same.
+      return {Step::fail, make_error(FetchErrc::malformed, shown, wire->message), {}};
+    case WireErrc::connect:
+      if (phase == Phase::connecting) {
+        return {Step::retry, make_error(FetchErrc::connect, shown, wire->message), {}};
+      }
       break;
-    }
-    if (Clock::now() - last_byte >= state.options.read_timeout) {
-      if (!watchdog->head_seen()) {
+    case WireErrc::timeout:
+      if (phase == Phase::connecting) {
+        return {Step::retry, make_error(FetchErrc::timeout, shown, "connect timed out"), {}};
+      }
+      if (phase == Phase::waiting_head) {
         // No head at all, like the watchdog's head deadline (which a read timeout as short can beat):
         // the next attempt would wait the same, so it is not retried.
         return {Step::fail,
@@ -875,6 +842,10 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
                 {}};
       }
       return {Step::retry, make_error(FetchErrc::timeout, shown, "read timed out"), {}};
+    case WireErrc::closed:
+    case WireErrc::interrupted:
+    case WireErrc::aborted:
+      break;
     }
   }
   if (state.declared > 0 && state.part.size() < state.declared) {
@@ -884,9 +855,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
                            std::to_string(state.part.size())),
             {}};
   }
-  if (err != httplib::Error::Success) {
+  if (wire) {
     // No declared length: a dropped connection cannot be told from the end.
-    return {Step::retry, make_error(FetchErrc::connect, shown, httplib::to_string(err)), {}};
+    return {Step::retry, make_error(FetchErrc::connect, shown, wire->message), {}};
   }
   return {Step::complete, {}, {}};
 }
@@ -1587,7 +1558,7 @@ Expected<FetchResult, FetchError> fetch_to_file(const FetchRequest& request, con
   try {
     return fetch(request, options);
   } catch (const std::exception& e) {
-    // cpp-httplib and the standard library stop here, as one line.
+    // The standard library stops here, as one line.
     return unexpected(make_error(FetchErrc::io, url::redact(request.url), e.what()));
   }
 }

@@ -1,0 +1,226 @@
+// Bounded response heads (issue 19, item 1): everything we read a response head from — the fetcher
+// (fills and `withcache-client get`), the client's JSON API calls and HEADs, the shim's probe — stops at
+// 64 KiB or 100 fields, whatever the peer sends, with a clear error.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "origin/http_client.hpp"
+#include "support/eventually.hpp"
+#include "support/process.hpp"
+#include "support/raw_origin.hpp"
+#include "support/server_process.hpp"
+#include "support/temp_dir.hpp"
+#include "withcache/client/probe.hpp"
+#include "withcache/origin.hpp"
+
+namespace fs = std::filesystem;
+using namespace withcache;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint64_t k_flood = 160ull << 20; // what the attack sent: 160 MB of header lines
+
+std::string fields(std::size_t n) {
+  std::string text;
+  for (std::size_t i = 0; i < n; ++i) {
+    text += "X-Field-" + std::to_string(i) + ": v\r\n";
+  }
+  return text;
+}
+
+// kB of the peak resident set of a process (VmHWM), from /proc.
+long peak_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("VmHWM:")) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return -1;
+}
+
+// Runs a command to its end (bounded) and reports its exit code, stderr and peak RSS (from wait4). The
+// peak includes this test's own (posix_spawn shares our memory until the exec), so `own_kib` is that
+// part: what the command itself held is at most max_rss_kib - own_kib.
+struct Measured {
+  int exit_code = -1;
+  std::string err;
+  long max_rss_kib = 0;
+  long own_kib = 0;
+};
+
+Measured run_measured(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = 60s) {
+  test::TempDir tmp;
+  Measured m;
+  m.own_kib = peak_kib(::getpid());
+  const pid_t pid = test::spawn(argv, {}, tmp / "out", tmp / "err");
+  REQUIRE(pid > 0);
+  int status = 0;
+  rusage usage{};
+  const bool done = test::eventually([&] { return ::wait4(pid, &status, WNOHANG, &usage) == pid; }, timeout);
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::wait4(pid, &status, 0, &usage);
+  } else if (WIFEXITED(status)) {
+    m.exit_code = WEXITSTATUS(status);
+  }
+  m.err = test::slurp(tmp / "err");
+  m.max_rss_kib = usage.ru_maxrss;
+  return m;
+}
+
+} // namespace
+
+TEST_CASE("response heads: what a peer sends, and what request_small makes of it", "[heads]") {
+  struct Case {
+    const char* name;
+    std::string response;
+    int status;     // 0: an error is expected
+    const char* has; // the body (status != 0) or a phrase of the error
+  };
+  const std::string ok = "HTTP/1.1 200 OK\r\n";
+  const Case cases[] = {
+      {"content-length", ok + "Content-Length: 5\r\n\r\nhello", 200, "hello"},
+      {"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n", 200, "hello"},
+      {"until close", ok + "\r\nhello", 200, "hello"},
+      {"interim 100 first", "HTTP/1.1 100 Continue\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok", 200, "ok"},
+      {"HTTP/1.0", "HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", 404, "nope"},
+      {"100 fields", ok + fields(99) + "Content-Length: 1\r\n\r\n!", 200, "!"},
+      {"101 fields", ok + fields(100) + "Content-Length: 1\r\n\r\n!", 0, "more than 100 header fields"},
+      {"a 70 000-byte field", ok + "X-Big: " + std::string(70'000, 'a') + "\r\n\r\n", 0, "over 65536 bytes"},
+      {"conflicting lengths", ok + "Content-Length: 5\r\nContent-Length: 10\r\n\r\nhello", 0,
+       "conflicting Content-Length headers (5 and 10)"},
+      {"duplicate lengths", ok + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 0,
+       "duplicate Content-Length headers (5)"},
+      {"length and chunked", ok + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
+       "both Content-Length and Transfer-Encoding"},
+      {"chunked then length", ok + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 0,
+       "both Content-Length and Transfer-Encoding"},
+      {"gzip transfer coding", ok + "Transfer-Encoding: gzip\r\n\r\nhello", 0, "unsupported Transfer-Encoding"},
+      {"bad length", ok + "Content-Length: 1O\r\n\r\nhello", 0, "malformed Content-Length (1O)"},
+      {"not HTTP", "SSH-2.0-OpenSSH_9.2\r\n\r\n", 0, "malformed response"},
+      {"short body", ok + "Content-Length: 10\r\n\r\nhello", 0, "closed before the body ended"},
+      {"short chunked body", ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", 0, "closed before the body ended"},
+      {"nothing at all", "", 0, "closed before a response head"},
+      {"half a head", ok + "Content-Le", 0, "closed inside the response head"},
+      {"a chunk-size line of 100 000 bytes", ok + "Transfer-Encoding: chunked\r\n\r\n5;" + std::string(100'000, 'a'),
+       0, "over 65536 bytes"},
+      {"101 trailer fields", ok + "Transfer-Encoding: chunked\r\n\r\n0\r\n" + fields(101) + "\r\n", 0,
+       "more than 100 header fields"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    test::RawOrigin raw(c.response);
+    const auto got = origin::request_small("GET", raw.url("/x"), {}, {}, 5s, 1 << 20);
+    if (c.status != 0) {
+      REQUIRE(got.has_value());
+      CHECK(got->head.status == c.status);
+      CHECK(got->body == c.has);
+    } else {
+      REQUIRE_FALSE(got.has_value());
+      CHECK_THAT(got.error().message, Catch::Contains(c.has));
+    }
+  }
+}
+
+TEST_CASE("response heads: a body over the caller's bound is refused", "[heads]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world");
+  const auto got = origin::request_small("GET", raw.url("/x"), {}, {}, 5s, 10);
+  REQUIRE_FALSE(got.has_value());
+  CHECK(got.error().code == origin::WireErrc::malformed);
+  CHECK_THAT(got.error().message, Catch::Contains("over 10 bytes"));
+}
+
+TEST_CASE("response heads: a request header that would split the request is never sent", "[heads]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  const auto got = origin::request_small("GET", raw.url("/x"), {{"X-Evil", "a\r\nHost: other"}}, {}, 5s, 10);
+  REQUIRE_FALSE(got.has_value());
+  CHECK((raw.requests().empty() || raw.requests().front().find("other") == std::string::npos));
+}
+
+TEST_CASE("a fill stops a 160 MB header flood at the limit and does not retry it", "[heads][fills]") {
+  for (const std::string& line : {std::string("X-Flood: a\r\n"), "X-Flood-Long: " + std::string(4000, 'b') + "\r\n"}) {
+    INFO("line of " << line.size() << " bytes");
+    test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\nbody", k_flood, line);
+    test::TempDir dir;
+    origin::FetchRequest request;
+    request.url = raw.url("/flood.bin");
+    request.part_path = dir / "flood.part";
+    origin::FetchOptions options;
+    options.policy = origin::OriginPolicy::any();
+    const auto got = origin::fetch_to_file(request, options);
+    REQUIRE_FALSE(got.has_value());
+    CHECK(got.error().reason == origin::FetchErrc::malformed);
+    const bool says = got.error().detail.find("more than 100 header fields") != std::string::npos ||
+                      got.error().detail.find("over 65536 bytes") != std::string::npos;
+    CHECK(says);
+    CHECK(raw.requests().size() == 1); // refused, not retried
+    // What the origin pushed before we hung up: the limit plus what the socket buffers held.
+    CHECK(raw.flooded() < (16u << 20));
+  }
+}
+
+#ifdef WITHCACHE_SERVER
+TEST_CASE("the server's memory stays flat under an origin's header flood", "[heads][server]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\nbody", k_flood);
+  test::ServerProcess server({"--allow-private", "127.0.0.1"}, {"WITHCACHE_API_TOKEN=t0ken"});
+  const long before = peak_kib(server.pid());
+  REQUIRE(before > 0);
+  const auto miss = test::curl(server.base() + "/blob?url=" + raw.url("/flood.bin"));
+  CHECK(miss.status == 404);
+  REQUIRE(test::eventually(
+      [&] {
+        const auto list = test::curl(server.base() + "/api/v1/downloads", {"-H", "Authorization: Bearer t0ken"});
+        return list.body.find("\"failed\"") != std::string::npos;
+      },
+      30s));
+  const auto list = test::curl(server.base() + "/api/v1/downloads", {"-H", "Authorization: Bearer t0ken"});
+  CHECK((list.body.find("header fields") != std::string::npos || list.body.find("65536 bytes") != std::string::npos));
+  const long after = peak_kib(server.pid());
+  INFO("peak RSS " << before << " kB before, " << after << " kB after");
+  CHECK(after - before < 8 * 1024);
+  CHECK(raw.requests().size() == 1);
+}
+#endif
+
+#ifdef WITHCACHE_CLIENT
+TEST_CASE("withcache-client get: a header flood is one line and flat memory", "[heads][client]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\nbody", k_flood);
+  test::TempDir dir;
+  const auto got = run_measured({WITHCACHE_CLIENT, "get", raw.url("/flood.bin"), "-o", (dir / "f").string()});
+  INFO(got.err);
+  CHECK(got.exit_code != 0);
+  CHECK(got.exit_code != -1);
+  CHECK(std::count(got.err.begin(), got.err.end(), '\n') == 1);
+  CHECK((got.err.find("header fields") != std::string::npos || got.err.find("65536 bytes") != std::string::npos));
+  INFO("peak RSS " << got.max_rss_kib << " kB, of which this test's " << got.own_kib << " kB");
+  CHECK(got.max_rss_kib < got.own_kib + 40 * 1024);
+  CHECK_FALSE(fs::exists(dir / "f"));
+}
+
+TEST_CASE("withcache-client's API calls stop a flooding server's head", "[heads][client]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}", k_flood);
+  const std::string server = raw.url("");
+  const auto got = run_measured({WITHCACHE_CLIENT, "--server", server, "stats"});
+  INFO(got.err);
+  CHECK(got.exit_code != 0);
+  CHECK(got.exit_code != -1);
+  CHECK(std::count(got.err.begin(), got.err.end(), '\n') == 1);
+  CHECK(got.max_rss_kib < got.own_kib + 40 * 1024);
+}
+#endif
+
+TEST_CASE("the probe reads a status line, never a flood behind it", "[heads][probe]") {
+  test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\n", k_flood);
+  const auto start = std::chrono::steady_clock::now();
+  const int status = client::head_status(raw.url("/b/aHR0cHM6Ly9leGFtcGxlLm9yZy9hLmJpbg/a.bin"), {3s, {}});
+  CHECK(status == 200);
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+  CHECK(raw.flooded() < (16u << 20));
+}
