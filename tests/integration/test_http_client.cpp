@@ -1,22 +1,30 @@
-// Bounded response heads (issue 19, item 1): everything we read a response head from — the fetcher
+// The outbound HTTP client (origin::HttpConnection) through its real users: bounded response heads
+// (issue 19, item 1) — everything we read a response head from — the fetcher
 // (fills and `withcache-client get`), the client's JSON API calls and HEADs, the shim's probe — stops at
-// 64 KiB or 100 fields, whatever the peer sends, with a clear error.
+// 64 KiB or 100 fields, whatever the peer sends, with a clear error; TLS verification; proxies.
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <thread>
 
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <httplib.h>
+
 #include "origin/http_client.hpp"
 #include "support/eventually.hpp"
+#include "support/forward_proxy.hpp"
 #include "support/process.hpp"
 #include "support/raw_origin.hpp"
 #include "support/server_process.hpp"
 #include "support/temp_dir.hpp"
 #include "withcache/client/probe.hpp"
+#include "withcache/digest.hpp"
 #include "withcache/origin.hpp"
+#include "withcache/util/encoding.hpp"
 
 namespace fs = std::filesystem;
 using namespace withcache;
@@ -59,7 +67,7 @@ Measured run_measured(const std::vector<std::string>& argv, std::chrono::millise
   test::TempDir tmp;
   Measured m;
   m.own_kib = peak_kib(::getpid());
-  const pid_t pid = test::spawn(argv, {}, tmp / "out", tmp / "err");
+  const pid_t pid = test::spawn(argv, {"no_proxy=*"}, tmp / "out", tmp / "err"); // never CI's proxy
   REQUIRE(pid > 0);
   int status = 0;
   rusage usage{};
@@ -154,6 +162,7 @@ TEST_CASE("a fill stops a 160 MB header flood at the limit and does not retry it
     request.part_path = dir / "flood.part";
     origin::FetchOptions options;
     options.policy = origin::OriginPolicy::any();
+    options.getenv = [](const char*) -> const char* { return nullptr; }; // no proxy from CI's environment
     const auto got = origin::fetch_to_file(request, options);
     REQUIRE_FALSE(got.has_value());
     CHECK(got.error().reason == origin::FetchErrc::malformed);
@@ -169,7 +178,7 @@ TEST_CASE("a fill stops a 160 MB header flood at the limit and does not retry it
 #ifdef WITHCACHE_SERVER
 TEST_CASE("the server's memory stays flat under an origin's header flood", "[heads][server]") {
   test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\nbody", k_flood);
-  test::ServerProcess server({"--allow-private", "127.0.0.1"}, {"WITHCACHE_API_TOKEN=t0ken"});
+  test::ServerProcess server({"--allow-private", "127.0.0.1"}, {"WITHCACHE_API_TOKEN=t0ken", "no_proxy=*"});
   const long before = peak_kib(server.pid());
   REQUIRE(before > 0);
   const auto miss = test::curl(server.base() + "/blob?url=" + raw.url("/flood.bin"));
@@ -223,4 +232,139 @@ TEST_CASE("the probe reads a status line, never a flood behind it", "[heads][pro
   CHECK(status == 200);
   CHECK(std::chrono::steady_clock::now() - start < 3s);
   CHECK(raw.flooded() < (16u << 20));
+}
+
+namespace {
+
+// An HTTPS origin on 127.0.0.1 with the given certificate, serving `/a.bin`.
+class TlsOrigin {
+ public:
+  TlsOrigin(const fs::path& cert, const fs::path& key) : m_server(cert.c_str(), key.c_str()) {
+    m_server.Get("/a.bin", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("bytes over TLS", "application/octet-stream");
+    });
+    m_port = m_server.bind_to_any_port("127.0.0.1");
+    m_thread = std::thread([this] { m_server.listen_after_bind(); });
+    REQUIRE(test::eventually([this] { return m_server.is_running(); }));
+  }
+  ~TlsOrigin() {
+    m_server.stop();
+    m_thread.join();
+  }
+  TlsOrigin(const TlsOrigin&) = delete;
+  TlsOrigin& operator=(const TlsOrigin&) = delete;
+  [[nodiscard]] int port() const { return m_port; }
+
+ private:
+  httplib::SSLServer m_server;
+  int m_port = 0;
+  std::thread m_thread;
+};
+
+// A self-signed pair for `names` (a subjectAltName value such as `DNS:localhost,IP:127.0.0.1`).
+void make_pair(const fs::path& dir, const std::string& names) {
+  const auto made = test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                               "/CN=withcache-test", "-addext", "subjectAltName=" + names, "-keyout",
+                               (dir / "key.pem").string(), "-out", (dir / "cert.pem").string()});
+  REQUIRE(made.exit_code == 0);
+}
+
+// A fetch with no proxy from the environment unless `env` names one.
+Expected<origin::FetchResult, origin::FetchError> fetch(const std::string& url, const fs::path& dir,
+                                                        const std::string& ca_file,
+                                                        std::map<std::string, std::string> env = {}) {
+  origin::FetchRequest request;
+  request.url = url;
+  request.part_path = dir / "a.part";
+  origin::FetchOptions options;
+  options.policy = origin::OriginPolicy::any();
+  options.ca_file = ca_file;
+  options.max_attempts = 1;
+  options.getenv = [env = std::move(env)](const char* name) -> const char* {
+    const auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  return origin::fetch_to_file(request, options);
+}
+
+} // namespace
+
+TEST_CASE("fills over TLS verify the chain and the name", "[http_client][tls]") {
+  test::TempDir dir;
+  make_pair(dir.path(), "DNS:localhost,IP:127.0.0.1");
+  TlsOrigin server(dir / "cert.pem", dir / "key.pem");
+  const std::string port = std::to_string(server.port());
+  const std::string ca = (dir / "cert.pem").string();
+
+  SECTION("trusted, by name and by address") {
+    for (const std::string host : {"localhost", "127.0.0.1"}) {
+      INFO(host);
+      const auto got = fetch("https://" + host + ":" + port + "/a.bin", dir.path(), ca);
+      REQUIRE(got.has_value());
+      CHECK(got->sha256 == digest::sha256_hex("bytes over TLS"));
+      fs::remove(dir / "a.part");
+    }
+  }
+  SECTION("not trusted: the system store does not know a self-signed certificate") {
+    const auto got = fetch("https://localhost:" + port + "/a.bin", dir.path(), "");
+    REQUIRE_FALSE(got.has_value());
+    CHECK(got.error().reason == origin::FetchErrc::tls);
+    CHECK_THAT(got.error().detail, Catch::Contains("certificate"));
+  }
+  SECTION("another name") {
+    test::TempDir other;
+    make_pair(other.path(), "DNS:other.invalid");
+    TlsOrigin wrong(other / "cert.pem", other / "key.pem");
+    const auto got =
+        fetch("https://localhost:" + std::to_string(wrong.port()) + "/a.bin", dir.path(), (other / "cert.pem").string());
+    REQUIRE_FALSE(got.has_value());
+    CHECK(got.error().reason == origin::FetchErrc::tls);
+    CHECK_THAT(got.error().detail, Catch::Contains("mismatch"));
+  }
+}
+
+TEST_CASE("fills go through the proxy the environment names", "[http_client][proxy]") {
+  test::ForwardProxy proxy;
+  const std::string proxy_url = "http://lab:s3cret@127.0.0.1:" + std::to_string(proxy.port());
+  const std::string basic = "Proxy-Authorization: Basic " + util::base64_encode("lab:s3cret");
+
+  SECTION("https: a CONNECT tunnel, then TLS to the origin's name") {
+    test::TempDir dir;
+    make_pair(dir.path(), "DNS:localhost,IP:127.0.0.1");
+    TlsOrigin server(dir / "cert.pem", dir / "key.pem");
+    const auto got = fetch("https://localhost:" + std::to_string(server.port()) + "/a.bin", dir.path(),
+                           (dir / "cert.pem").string(), {{"https_proxy", proxy_url}});
+    REQUIRE(got.has_value());
+    CHECK(got->sha256 == digest::sha256_hex("bytes over TLS"));
+    const auto seen = proxy.requests();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].starts_with("CONNECT localhost:" + std::to_string(server.port()) + " HTTP/1.1\r\n"));
+    CHECK_THAT(seen[0], Catch::Contains(basic));
+  }
+  SECTION("http: the absolute form") {
+    test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    test::TempDir dir;
+    const auto got = fetch(raw.url("/p.bin?x=1"), dir.path(), "", {{"http_proxy", proxy_url}});
+    REQUIRE(got.has_value());
+    CHECK(got->sha256 == digest::sha256_hex("hello"));
+    const auto seen = proxy.requests();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].starts_with("GET " + raw.url("/p.bin?x=1") + " HTTP/1.1\r\n"));
+    CHECK_THAT(seen[0], Catch::Contains(basic));
+    REQUIRE(raw.requests().size() == 1);
+    CHECK(raw.requests()[0].starts_with("GET /p.bin?x=1 HTTP/1.1\r\n"));
+  }
+  SECTION("no_proxy names the host: straight to the origin") {
+    test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    test::TempDir dir;
+    const auto got = fetch(raw.url("/p.bin"), dir.path(), "", {{"http_proxy", proxy_url}, {"no_proxy", "127.0.0.1"}});
+    REQUIRE(got.has_value());
+    CHECK(proxy.requests().empty());
+  }
+  SECTION("a proxy that refuses the tunnel is a connect error") {
+    const auto got = fetch("https://localhost:1/a.bin", fs::temp_directory_path(), "", {{"https_proxy", proxy_url}});
+    REQUIRE_FALSE(got.has_value());
+    CHECK_THAT(got.error().detail, Catch::Contains("proxy refused the tunnel"));
+    CHECK_THAT(got.error().detail, Catch::Contains("502"));
+  }
 }
