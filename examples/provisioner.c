@@ -7,13 +7,14 @@
 
 int main(int argc, char** argv) {
   withcache_client* client = NULL;
-  withcache_client_options options = {2000, NULL};
+  withcache_client_options options = WITHCACHE_CLIENT_OPTIONS_INIT;
   int i;
   int status = 0;
   if (argc < 3) {
     fprintf(stderr, "usage: example-provisioner SERVER ORIGIN...\n");
     return 2;
   }
+  options.timeout_ms = 2000;
   if (withcache_client_new(&client, argv[1], &options) != WITHCACHE_OK) {
     fprintf(stderr, "example-provisioner: %s\n", withcache_last_error());
     return 2;

@@ -83,6 +83,8 @@ const char* withcache_strerror(int error) {
     return "out of memory";
   case WITHCACHE_EINTERNAL:
     return "internal error";
+  case WITHCACHE_EVERSION:
+    return "unknown options version";
   default:
     return "unknown error code";
   }
@@ -94,6 +96,21 @@ const char* withcache_last_error(void) {
 
 void withcache_string_free(char* string) {
   std::free(string);
+}
+
+int withcache_client_options_init(withcache_client_options* options, unsigned int version) {
+  return guarded([&] {
+    if (options == nullptr) {
+      return fail(WITHCACHE_EINVAL, "withcache_client_options_init: options must not be NULL");
+    }
+    if (version != WITHCACHE_CLIENT_OPTIONS_VERSION) {
+      return fail(WITHCACHE_EVERSION, "withcache_client_options_init: version " + std::to_string(version) +
+                                          " is not one this library knows (" +
+                                          std::to_string(WITHCACHE_CLIENT_OPTIONS_VERSION) + ")");
+    }
+    *options = withcache_client_options WITHCACHE_CLIENT_OPTIONS_INIT;
+    return ok();
+  });
 }
 
 int withcache_normalize_key(char** out, const char* url, int keep_query) {
@@ -130,6 +147,15 @@ int withcache_client_new(withcache_client** out, const char* server,
     auto client = std::make_unique<withcache_client>();
     client->server = server;
     if (options != nullptr) {
+      // Version 0 is also withcache 0.4's unversioned struct, zero-initialised: its timeout_ms (where
+      // `version` is now) was 0 and its headers pointer sits where ours does.
+      if (options->version != 0 && options->version != WITHCACHE_CLIENT_OPTIONS_VERSION) {
+        return fail(WITHCACHE_EVERSION,
+                    "withcache_client_new: options->version is " + std::to_string(options->version) +
+                        ", this library knows " + std::to_string(WITHCACHE_CLIENT_OPTIONS_VERSION) +
+                        " (initialise options with WITHCACHE_CLIENT_OPTIONS_INIT; a withcache 0.4 struct with a "
+                        "timeout set needs rebuilding against this header)");
+      }
       if (options->timeout_ms != 0) {
         client->options.timeout = std::chrono::milliseconds(options->timeout_ms);
       }

@@ -13,7 +13,7 @@ import os
 __all__ = ["WithcacheError", "Client", "version", "normalize_key", "blob_url", "serve_url", "is_cached",
            "is_healthy"]
 
-OK, EINVAL, EURL, ENOTFOUND, ENOMEM, EINTERNAL = 0, -1, -2, -3, -4, -5
+OK, EINVAL, EURL, ENOTFOUND, ENOMEM, EINTERNAL, EVERSION = 0, -1, -2, -3, -4, -5, -6
 
 
 def _load():
@@ -38,8 +38,12 @@ def _load():
 _lib = _load()
 
 
+_OPTIONS_VERSION = 1  # WITHCACHE_CLIENT_OPTIONS_VERSION
+
+
 class _Options(ctypes.Structure):
-    _fields_ = [("timeout_ms", ctypes.c_uint), ("headers", ctypes.POINTER(ctypes.c_char_p))]
+    _fields_ = [("version", ctypes.c_uint), ("timeout_ms", ctypes.c_uint),
+                ("headers", ctypes.POINTER(ctypes.c_char_p))]
 
 
 class WithcacheError(Exception):
@@ -84,7 +88,7 @@ class Client:
     def __init__(self, server, timeout_ms=3000, headers=None):
         lines = [f"{name}: {value}".encode() for name, value in (headers or {}).items()]
         array = (ctypes.c_char_p * (len(lines) + 1))(*lines, None)
-        options = _Options(timeout_ms, ctypes.cast(array, ctypes.POINTER(ctypes.c_char_p)))
+        options = _Options(_OPTIONS_VERSION, timeout_ms, ctypes.cast(array, ctypes.POINTER(ctypes.c_char_p)))
         self._handle = ctypes.c_void_p()
         _check(_lib.withcache_client_new(ctypes.byref(self._handle), server.encode(), ctypes.byref(options)))
 

@@ -75,7 +75,41 @@ int main(void) {
   CHECK(withcache_blob_url(&text, NULL, "o") == WITHCACHE_EINVAL);
   CHECK(withcache_blob_url(&text, "s", NULL) == WITHCACHE_EINVAL);
 
-  memset(&options, 0, sizeof options);
+  CHECK(withcache_client_options_init(NULL, WITHCACHE_CLIENT_OPTIONS_VERSION) == WITHCACHE_EINVAL);
+  CHECK(withcache_client_options_init(&options, 99) == WITHCACHE_EVERSION);
+  CHECK(strstr(withcache_last_error(), "99") != NULL);
+  CHECK(withcache_client_options_init(&options, WITHCACHE_CLIENT_OPTIONS_VERSION) == WITHCACHE_OK);
+  CHECK(options.version == WITHCACHE_CLIENT_OPTIONS_VERSION && options.timeout_ms == 0 && options.headers == NULL);
+  {
+    const withcache_client_options by_macro = WITHCACHE_CLIENT_OPTIONS_INIT;
+    CHECK(by_macro.version == WITHCACHE_CLIENT_OPTIONS_VERSION && by_macro.timeout_ms == 0);
+  }
+  CHECK(strcmp(withcache_strerror(WITHCACHE_EVERSION), "unknown options version") == 0);
+
+  /* A caller built against withcache 0.4's header: its struct had no version field. Zero-initialised it
+   * keeps working (its headers are read); with a timeout it gets a clear error, never a wrong timeout. */
+  {
+    struct legacy_options {
+      unsigned int timeout_ms;
+      const char* const* headers;
+    } legacy;
+    memset(&legacy, 0, sizeof legacy);
+    legacy.headers = bad_headers; /* read: so the version-0 struct is understood */
+    CHECK(withcache_client_new(&client, server, (const withcache_client_options*)(const void*)&legacy) ==
+          WITHCACHE_EINVAL);
+    legacy.headers = headers;
+    CHECK(withcache_client_new(&client, server, (const withcache_client_options*)(const void*)&legacy) ==
+          WITHCACHE_OK);
+    CHECK(client != NULL);
+    withcache_client_free(client);
+    client = NULL;
+    legacy.timeout_ms = 5000;
+    CHECK(withcache_client_new(&client, server, (const withcache_client_options*)(const void*)&legacy) ==
+          WITHCACHE_EVERSION);
+    CHECK(client == NULL);
+    CHECK(strstr(withcache_last_error(), "WITHCACHE_CLIENT_OPTIONS_INIT") != NULL);
+  }
+
   CHECK(withcache_client_new(NULL, server, NULL) == WITHCACHE_EINVAL);
   CHECK(withcache_client_new(&client, NULL, NULL) == WITHCACHE_EINVAL);
   CHECK(withcache_client_new(&client, "  ", NULL) == WITHCACHE_EINVAL);
