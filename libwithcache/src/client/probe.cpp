@@ -30,6 +30,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "client/nosignal_bio.hpp"
 #include "withcache/url.hpp"
 #include "withcache/version.hpp"
 
@@ -116,52 +117,6 @@ std::shared_ptr<Lookup> start_lookup(const std::string& host, int port) {
     lookup->done = true; // no thread: unresolved
   }
   return lookup;
-}
-
-// A BIO over a non-blocking socket that sends with MSG_NOSIGNAL: OpenSSL's
-// own socket BIO write()s, and a cache that closes mid-handshake would then
-// kill the process with SIGPIPE.
-int bio_write(BIO* bio, const char* data, int length) {
-  BIO_clear_retry_flags(bio);
-  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
-  const ssize_t n = ::send(fd, data, static_cast<std::size_t>(length), MSG_NOSIGNAL);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    BIO_set_retry_write(bio);
-  }
-  return static_cast<int>(n);
-}
-
-int bio_read(BIO* bio, char* data, int length) {
-  BIO_clear_retry_flags(bio);
-  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
-  const ssize_t n = ::recv(fd, data, static_cast<std::size_t>(length), 0);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    BIO_set_retry_read(bio);
-  }
-  return static_cast<int>(n);
-}
-
-long bio_ctrl(BIO* /*bio*/, int command, long /*number*/, void* /*pointer*/) {
-  return command == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-int bio_create(BIO* bio) {
-  BIO_set_init(bio, 1);
-  return 1;
-}
-
-BIO_METHOD* socket_bio_method() {
-  static BIO_METHOD* const method = [] {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "withcache nosignal socket");
-    if (m != nullptr) {
-      BIO_meth_set_write(m, bio_write);
-      BIO_meth_set_read(m, bio_read);
-      BIO_meth_set_ctrl(m, bio_ctrl);
-      BIO_meth_set_create(m, bio_create);
-    }
-    return m;
-  }();
-  return method;
 }
 
 // "HTTP/1.1 200 OK" → 200. Strict: HTTP/1.0 or HTTP/1.1, one space, exactly
@@ -319,14 +274,13 @@ class Attempt {
   }
 
   void begin_tls() {
-    BIO* bio = socket_bio_method() != nullptr ? BIO_new(socket_bio_method()) : nullptr;
+    BIO* bio = nosignal_socket_bio(m_fd);
     m_ssl = m_tls != nullptr ? SSL_new(m_tls) : nullptr;
     if (bio == nullptr || m_ssl == nullptr) {
       BIO_free(bio);
       finish(0, ProbeFailure::tls);
       return;
     }
-    BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(m_fd)));
     SSL_set_bio(m_ssl, bio, bio);
     // SNI only for names (RFC 6066 forbids IP literals); the certificate is checked against either.
     const bool literal = numeric_address(m_target.host, m_target.port).has_value();

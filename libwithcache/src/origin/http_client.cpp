@@ -23,6 +23,7 @@
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "client/nosignal_bio.hpp"
 #include "http/http.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
@@ -365,9 +366,12 @@ struct HttpConnection::State {
       return wire_error(WireErrc::tls, error);
     }
     ssl = SSL_new(tls.get());
-    if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
+    BIO* bio = client::nosignal_socket_bio(fd); // never SIGPIPE in a host program
+    if (ssl == nullptr || bio == nullptr) {
+      BIO_free(bio);
       return wire_error(WireErrc::tls, "cannot start TLS");
     }
+    SSL_set_bio(ssl, bio, bio);
     const bool ip = is_ip_literal(endpoint.host);
     if (!ip) {
       SSL_set_tlsext_host_name(ssl, endpoint.host.c_str());
