@@ -174,8 +174,11 @@ struct HttpConnection::State {
   std::shared_ptr<SSL_CTX> tls;
   SSL* ssl = nullptr;
   Endpoint endpoint;
-  std::vector<char> in;   // received, not yet parsed: in[from, in.size())
+  // Received, not yet parsed: in[from, until). Not a vector: growing one zeroes what recv() then overwrites.
+  std::unique_ptr<char[]> in;
+  std::size_t capacity = 0;
   std::size_t from = 0;
+  std::size_t until = 0;
   HeadLimits limits;
   std::unique_ptr<ResponseParser> parser;
   std::size_t head_bytes = 0; // of this exchange's heads so far (interim ones included)
@@ -192,7 +195,7 @@ struct HttpConnection::State {
     }
   }
 
-  [[nodiscard]] std::size_t buffered() const { return in.size() - from; }
+  [[nodiscard]] std::size_t buffered() const { return until - from; }
 
   // Waits until the socket is ready for `events`, at most `timeout`.
   std::optional<WireError> wait(short events, std::chrono::milliseconds timeout, const char* what) {
@@ -299,17 +302,27 @@ struct HttpConnection::State {
 
   // Appends up to k_read_size received bytes to `in`; 0 when the peer closed.
   Expected<std::size_t, WireError> fill() {
-    if (from > 0 && from == in.size()) {
-      in.clear();
-      from = 0;
-    } else if (from >= k_read_size) {
-      in.erase(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(from));
-      from = 0;
+    if (from == until) {
+      from = until = 0;
     }
-    const std::size_t old = in.size();
-    in.resize(old + k_read_size);
-    auto n = read_some(in.data() + old, k_read_size);
-    in.resize(old + (n ? *n : 0));
+    if (capacity - until < k_read_size) {
+      // Keep the unparsed bytes (a partial head or chunk line, bounded by the head budget) at the front.
+      if (from > 0) {
+        std::memmove(in.get(), in.get() + from, until - from);
+        until -= from;
+        from = 0;
+      }
+      if (capacity - until < k_read_size) {
+        auto bigger = std::make_unique_for_overwrite<char[]>(until + k_read_size);
+        if (until > 0) {
+          std::memcpy(bigger.get(), in.get(), until);
+        }
+        in = std::move(bigger);
+        capacity = until + k_read_size;
+      }
+    }
+    auto n = read_some(in.get() + until, k_read_size);
+    until += n ? *n : 0;
     return n;
   }
 
@@ -415,7 +428,7 @@ struct HttpConnection::State {
       if (buffered() > 0) {
         error_code ec;
         const std::size_t used =
-            parser->put(boost::asio::const_buffer(in.data() + from, buffered()), ec);
+            parser->put(boost::asio::const_buffer(in.get() + from, buffered()), ec);
         if (ec && ec != beast_http::error::need_more) {
           return parse_error(ec); // `from` still at what was fed: the error may quote the raw head
         }
@@ -483,7 +496,7 @@ struct HttpConnection::State {
 
   // The framing fields of the head that is buffered, described as a person would.
   std::optional<std::string> framing_problem() const {
-    const std::string_view text(in.data() + from, buffered());
+    const std::string_view text(in.get() + from, buffered());
     const std::size_t end = text.find("\r\n\r\n");
     const std::size_t status_end = text.find("\r\n");
     if (end == std::string_view::npos || status_end == std::string_view::npos || status_end >= end) {
