@@ -69,7 +69,6 @@ std::shared_ptr<SSL_CTX> tls_context(const std::string& ca_file, std::string& er
     return nullptr;
   }
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF);
   int loaded = 0;
   if (!ca_file.empty()) {
     loaded = SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr);
@@ -241,11 +240,13 @@ struct HttpConnection::State {
           continue;
         }
         if (reason == SSL_ERROR_ZERO_RETURN) {
-          // Also a close without close_notify (SSL_OP_IGNORE_UNEXPECTED_EOF): the framing
-          // (Content-Length, chunked) says whether the message was whole, as it does for plain TCP.
-          return std::size_t{0};
+          return std::size_t{0}; // close_notify: the only end of TLS that proves nothing was cut
         }
-        return unexpected(wire_error(WireErrc::closed, "TLS read failed: " + tls_error_text("connection reset")));
+        // A bare FIN or a reset: anyone on the path can forge one. A framed message (Content-Length,
+        // chunked) is judged by its framing before we ever read past its end; an until-close body
+        // ending this way is a failure, not a complete artifact (the TLS truncation attack).
+        return unexpected(wire_error(WireErrc::closed, "the TLS peer closed without close_notify (" +
+                                                           tls_error_text("connection reset") + ")"));
       }
       const ssize_t n = ::recv(fd, data, size, 0);
       if (n >= 0) {
@@ -257,9 +258,7 @@ struct HttpConnection::State {
         }
         continue;
       }
-      if (errno == ECONNRESET) {
-        return std::size_t{0};
-      }
+      // A reset is not an end: an until-close body cut by one is not whole.
       return unexpected(wire_error(WireErrc::closed, std::string("read failed: ") + std::strerror(errno)));
     }
   }
