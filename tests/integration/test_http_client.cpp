@@ -98,6 +98,13 @@ TEST_CASE("response heads: what a peer sends, and what request_small makes of it
       {"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n", 200, "hello"},
       {"until close", ok + "\r\nhello", 200, "hello"},
       {"interim 100 first", "HTTP/1.1 100 Continue\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok", 200, "ok"},
+      {"a storm of interim heads", [] {
+         std::string storm;
+         while (storm.size() < 70'000) {
+           storm += "HTTP/1.1 100 Continue\r\n\r\n";
+         }
+         return storm;
+       }() + ok + "Content-Length: 2\r\n\r\nok", 0, "response heads over 65536 bytes"},
       {"HTTP/1.0", "HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", 404, "nope"},
       {"100 fields", ok + fields(99) + "Content-Length: 1\r\n\r\n!", 200, "!"},
       {"101 fields", ok + fields(100) + "Content-Length: 1\r\n\r\n!", 0, "more than 100 header fields"},

@@ -653,6 +653,10 @@ Expected<ResponseHead, WireError> HttpConnection::read_head(const HeadLimits& li
     const int status = s.parser->head.status;
     if (status >= 100 && status < 200 && status != 101) {
       fields_before += s.parser->fields; // an interim response: the real one follows
+      if (s.head_bytes > limits.max_bytes) {
+        return unexpected(wire_error(WireErrc::malformed, "response heads over " +
+                                                              std::to_string(limits.max_bytes) + " bytes"));
+      }
       continue;
     }
     if (auto bad = framing_error(s.parser->head)) {
