@@ -112,6 +112,8 @@ struct Response {
 
   /** Sets (replacing) a header. */
   Response& set(std::string name, std::string value);
+  /** Adds a header, keeping any of the same name (a second `Set-Cookie`). */
+  Response& add(std::string name, std::string value);
   /** The value of header `name`, or empty. */
   [[nodiscard]] std::string_view header(std::string_view name) const;
   /** The body's length, whichever kind it is. */

@@ -182,8 +182,9 @@ struct Server::Impl {
     }
     ctx.scrubber = std::make_unique<store::Scrubber>(*ctx.store, scrub_options());
     try {
-      ctx.sessions =
-          std::make_unique<auth::Sessions>(auth::session_secret(options.data_dir, options.session_secret.c_str()));
+      const std::string secret = auth::session_secret(options.data_dir, options.session_secret.c_str());
+      ctx.sessions = std::make_unique<auth::Sessions>(secret);
+      ctx.device_cookies = std::make_unique<auth::DeviceCookies>(secret);
     } catch (const std::exception& e) {
       throw StartupError(e.what());
     }
