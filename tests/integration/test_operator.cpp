@@ -508,3 +508,51 @@ TEST_CASE("a spray from 50 addresses: the operator with a device cookie gets in,
   // The global budget held: most guesses were refused unjudged.
   CHECK(paused > judged);
 }
+
+TEST_CASE("cookies carry Secure over HTTPS, not over plain HTTP", "[operator][tls]") {
+  test::TempDir certs;
+  const auto made =
+      test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                 "/CN=withcache-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                 (certs / "key.pem").string(), "-out", (certs / "cert.pem").string()});
+  REQUIRE(made.exit_code == 0);
+  const std::vector<std::string> env = {"WITHCACHE_ADMIN_PASSWORD=" + k_password,
+                                        "WITHCACHE_SESSION_SECRET=" + k_secret};
+  ServerProcess plain_server({}, env);
+  ServerProcess tls_server(
+      {"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()}, env);
+
+  const auto secure = [](const std::string& set_cookie) {
+    return set_cookie.find("; Secure") != std::string::npos;
+  };
+  const auto check = [&](httplib::ClientImpl& c, bool tls) {
+    INFO((tls ? "HTTPS" : "plain HTTP"));
+    const auto res = c.Post("/ui/login", httplib::Params{{"password", k_password}});
+    REQUIRE(res);
+    REQUIRE(res->status == 303);
+    const std::size_t n = res->get_header_value_count("Set-Cookie");
+    REQUIRE(n == 2);
+    std::string session;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string set = res->get_header_value("Set-Cookie", i);
+      INFO(set);
+      CHECK(secure(set) == tls);
+      if (set.starts_with(std::string(auth::k_cookie) + "=")) {
+        session = set.substr(0, set.find(';'));
+      }
+    }
+    REQUIRE_FALSE(session.empty());
+    const auto out = c.Post("/ui/logout", with_cookie(session), "", "application/x-www-form-urlencoded");
+    REQUIRE(out);
+    CHECK(out->get_header_value("Set-Cookie").find("Max-Age=0") != std::string::npos);
+    CHECK(secure(out->get_header_value("Set-Cookie")) == tls);
+  };
+  httplib::ClientImpl plain_client("127.0.0.1", plain_server.port());
+  plain_client.set_read_timeout(30s);
+  check(plain_client, false);
+  httplib::SSLClient tls_client("127.0.0.1", tls_server.port());
+  tls_client.set_ca_cert_path((certs / "cert.pem").c_str());
+  tls_client.enable_server_certificate_verification(true);
+  tls_client.set_read_timeout(30s);
+  check(tls_client, true);
+}

@@ -30,7 +30,7 @@ struct Request {
   Fields headers;             ///< every field as sent
   std::string body;           ///< at most the body limit
   std::string remote_address; ///< the peer's address, without port
-  bool tls = false;
+  bool tls = false;           ///< the request came over TLS (HTTPS)
   bool head = false; ///< a HEAD: the transport sends headers only
 
   /** The first field named `name` (ASCII case-insensitive), or empty. */

@@ -24,19 +24,26 @@ std::optional<auth::Claims> session_claims(const Context& ctx, const Request& re
   return claims;
 }
 
-std::string session_cookie(const std::string& token, std::chrono::seconds lifetime) {
-  return std::string(auth::k_cookie) + "=" + token +
-         "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" + std::to_string(lifetime.count());
+// `Secure` whenever the request came over TLS: a browser then never sends the cookie over plain HTTP (to
+// the same host on another port, or to an attacker on the path). Over plain HTTP it would not be stored.
+std::string secure_if_tls(const Request& req) {
+  return req.tls ? "; Secure" : "";
 }
 
-std::string clear_cookie() {
-  return std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0";
+std::string session_cookie(const Request& req, const std::string& token, std::chrono::seconds lifetime) {
+  return std::string(auth::k_cookie) + "=" + token +
+         "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" + std::to_string(lifetime.count()) + secure_if_tls(req);
+}
+
+std::string clear_cookie(const Request& req) {
+  return std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0" + secure_if_tls(req);
 }
 
 // Sent only to the login form (Path=/ui/login) and never cross-site: it is worth nothing elsewhere.
-std::string device_cookie(const std::string& token, std::chrono::seconds lifetime) {
+std::string device_cookie(const Request& req, const std::string& token, std::chrono::seconds lifetime) {
   return std::string(auth::k_device_cookie) + "=" + token +
-         "; HttpOnly; SameSite=Strict; Path=/ui/login; Max-Age=" + std::to_string(lifetime.count());
+         "; HttpOnly; SameSite=Strict; Path=/ui/login; Max-Age=" + std::to_string(lifetime.count()) +
+         secure_if_tls(req);
 }
 
 // The id of the operator's valid device cookie on this request, or empty.
@@ -194,10 +201,10 @@ void add_session_routes(Router& router, Context& ctx) {
     }
     ctx.store->record_event("login", "admin", address, "");
     Response res = redirect("/");
-    res.set("Set-Cookie", session_cookie(token, ctx.sessions->lifetime()));
+    res.set("Set-Cookie", session_cookie(req, token, ctx.sessions->lifetime()));
     // A fresh device cookie on every login, so it stays valid for a year after the last one.
     res.add("Set-Cookie",
-            device_cookie(ctx.device_cookies->issue("admin"), ctx.device_cookies->lifetime()));
+            device_cookie(req, ctx.device_cookies->issue("admin"), ctx.device_cookies->lifetime()));
     return res;
   });
 
@@ -215,7 +222,7 @@ void add_session_routes(Router& router, Context& ctx) {
       ctx.store->record_event("logout", "admin", req.remote_address, "");
     }
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
-    res.set("Set-Cookie", clear_cookie());
+    res.set("Set-Cookie", clear_cookie(req));
     return res;
   });
 
@@ -233,7 +240,7 @@ void add_session_routes(Router& router, Context& ctx) {
     ctx.store->record_event("logout_everywhere", who, req.remote_address,
                             std::to_string(ended) + " sessions ended");
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
-    res.set("Set-Cookie", clear_cookie());
+    res.set("Set-Cookie", clear_cookie(req));
     return res;
   });
 }
