@@ -30,9 +30,11 @@ constexpr const char* k_help_footer =
     "\nDurations are a number and a unit: 500ms, 10s, 30m, 12h, 7d. Sizes are 1024-based: 16K, 1M.\n"
     "Environment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by the\n"
     "operator UI and API. Signals: SIGINT/SIGTERM stop accepting, keep queued and running fills for the\n"
-    "next start, and exit 0; SIGHUP reloads --tls-cert and --tls-key. Exit status 2: bad option or value,\n"
-    "unusable data dir, port in use, certificate or key that cannot be loaded. --verify exits 0 when every\n"
-    "artifact is intact, 1 when one is damaged, 2 when it cannot check (a server holds the data dir).\n";
+    "next start, and exit 0; SIGHUP reloads --tls-cert and --tls-key (a pair that does not load is\n"
+    "refused and the previous one kept). Exit status 2: bad option or value, unusable data dir, port in\n"
+    "use, certificate or key that cannot be loaded (an encrypted key needs --tls-key-passphrase-file).\n"
+    "--verify exits 0 when every artifact is intact, 1 when one is damaged, 2 when it cannot check (a\n"
+    "server holds the data dir).\n";
 
 int fail(const std::string& message) {
   std::cerr << "withcache-server: " << message << '\n';
@@ -167,7 +169,11 @@ int main(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("1s"))
       ("tls-cert", "PEM certificate chain: serve HTTPS (with --tls-key); SIGHUP reloads it",
        cxxopts::value<std::string>())
-      ("tls-key", "PEM private key of --tls-cert", cxxopts::value<std::string>())
+      ("tls-key", "PEM private key of --tls-cert. An encrypted key needs --tls-key-passphrase-file (the server "
+                  "never prompts)", cxxopts::value<std::string>())
+      ("tls-key-passphrase-file", "A file (mode 0600) whose first line is the passphrase of an encrypted "
+                                  "--tls-key; read at start and at each SIGHUP, never logged",
+       cxxopts::value<std::string>(), "FILE")
       ("io-threads", "Threads serving connections (0 = one per core)", cxxopts::value<unsigned>()->default_value("0"))
       ("head-timeout", "A request's head must arrive within this (slow senders are cut)",
        cxxopts::value<std::string>()->default_value("10s"))
@@ -335,6 +341,12 @@ int main(int argc, char** argv) {
     if (config.tls_cert.empty() != config.tls_key.empty()) {
       return fail("--tls-cert and --tls-key go together");
     }
+    if (args.count("tls-key-passphrase-file") != 0) {
+      config.tls_key_passphrase_file = args["tls-key-passphrase-file"].as<std::string>();
+      if (config.tls_key.empty()) {
+        return fail("--tls-key-passphrase-file needs --tls-cert and --tls-key");
+      }
+    }
     const auto level = spdlog::level::from_str(args["log-level"].as<std::string>());
     if (level == spdlog::level::off && args["log-level"].as<std::string>() != "off") {
       return fail("--log-level must be trace, debug, info, warn, error or off");
@@ -408,12 +420,14 @@ int main(int argc, char** argv) {
         int signal = 0;
         sigwait(&stop_signals, &signal);
         if (signal == SIGHUP) {
-          const std::string error = server.reload_tls();
-          if (error.empty()) {
-            spdlog::info("SIGHUP: reloaded the TLS certificate and key");
-          } else {
-            spdlog::warn("SIGHUP: {}", error);
-          }
+          // Off this thread: it must stay free to take SIGTERM whatever the reload does.
+          server.reload_tls_async([](const std::string& error) {
+            if (error.empty()) {
+              spdlog::info("SIGHUP: reloaded the TLS certificate and key");
+            } else {
+              spdlog::warn("SIGHUP: {}; still serving the previous certificate and key", error);
+            }
+          });
           continue;
         }
         spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");

@@ -2,12 +2,15 @@
 // action and API route with its status codes, and HTML escaping.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include <sys/stat.h>
 
 #include "support/origin.hpp"
 #include "support/process.hpp"
+#include "support/raw_client.hpp"
 #include "support/server_process.hpp"
 
 #include <nlohmann/json.hpp>
@@ -60,6 +63,65 @@ nlohmann::json parse(const httplib::Result& res) {
 
 double number(const nlohmann::json& v, const char* key) {
   return v.at(key).get<double>();
+}
+
+// What a browser sees of one POST /ui/login: the status and every Set-Cookie, whole.
+struct LoginAnswer {
+  int status = 0; // 0: no answer
+  std::vector<std::string> set_cookies;
+
+  /** The `name=value` of the cookie `name` was set to, or empty. */
+  [[nodiscard]] std::string cookie(const std::string& name) const {
+    for (const auto& set : set_cookies) {
+      if (set.starts_with(name + "=")) {
+        return set.substr(0, set.find(';'));
+      }
+    }
+    return {};
+  }
+  [[nodiscard]] std::string attributes(const std::string& name) const {
+    for (const auto& set : set_cookies) {
+      if (set.starts_with(name + "=")) {
+        return set.substr(set.find(';'));
+      }
+    }
+    return {};
+  }
+};
+
+// POST /ui/login from loopback address `from` (any of 127.0.0.0/8; the server sees it as the client).
+LoginAnswer post_login(int port, const std::string& from, const std::string& password,
+                       const std::string& cookie = {}) {
+  test::RawClient client(port, from.c_str());
+  if (!client.connected()) {
+    return {};
+  }
+  std::string form = "password=";
+  for (const char c : password) {
+    form += c == ' ' ? '+' : c;
+  }
+  std::string request = "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                        std::to_string(form.size()) + "\r\n";
+  if (!cookie.empty()) {
+    request += "Cookie: " + cookie + "\r\n";
+  }
+  if (!client.send(request + "\r\n" + form)) {
+    return {};
+  }
+  client.closed_within(30s);
+  LoginAnswer answer;
+  const std::string& text = client.received();
+  const std::string head = text.substr(0, text.find("\r\n\r\n"));
+  if (head.starts_with("HTTP/1.1 ") && head.size() >= 12) {
+    answer.status = std::stoi(head.substr(9, 3));
+  }
+  for (std::size_t at = head.find("\r\nSet-Cookie: "); at != std::string::npos;
+       at = head.find("\r\nSet-Cookie: ", at + 2)) {
+    const std::size_t start = at + 14;
+    answer.set_cookies.push_back(head.substr(start, head.find("\r\n", start) - start));
+  }
+  return answer;
 }
 
 } // namespace
@@ -357,4 +419,140 @@ TEST_CASE("everything from a URL is escaped in the HTML", "[operator]") {
     CHECK(res->body.find("\"onmouseover") == std::string::npos);
     CHECK(res->body.find("&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover") != std::string::npos);
   }
+}
+
+TEST_CASE("a spray from 50 addresses: the operator with a device cookie gets in, a new browser waits",
+          "[operator][throttle]") {
+  ServerProcess server({},
+                       {"WITHCACHE_ADMIN_PASSWORD=" + k_password, "WITHCACHE_SESSION_SECRET=" + k_secret});
+  const int port = server.port();
+
+  // The operator logged in on this browser before: it holds a device cookie.
+  const auto first = post_login(port, "127.0.0.1", k_password);
+  REQUIRE(first.status == 303);
+  const std::string device = first.cookie(auth::k_device_cookie);
+  REQUIRE_FALSE(device.empty());
+  const std::string attributes = first.attributes(auth::k_device_cookie);
+  CHECK(attributes.find("HttpOnly") != std::string::npos);
+  CHECK(attributes.find("SameSite=Strict") != std::string::npos);
+  CHECK(attributes.find("Path=/ui/login") != std::string::npos);
+  CHECK(attributes.find("Max-Age=31536000") != std::string::npos);
+  CHECK(attributes.find("Secure") == std::string::npos); // plain HTTP
+  // It is no session: it opens nothing.
+  CHECK(client_for(server).Get("/", with_cookie(device))->status == 303);
+  CHECK(client_for(server).Get("/api/v1/stats", with_cookie(device))->status == 401);
+
+  // The spray: 50 addresses guessing as fast as the server answers them (a short pause after each answer
+  // keeps 50 threads from starving a shared test machine).
+  std::atomic<bool> stop{false};
+  std::atomic<int> judged{0};
+  std::atomic<int> paused{0};
+  std::vector<std::thread> sprayers;
+  for (int i = 1; i <= 50; ++i) {
+    sprayers.emplace_back([&, i] {
+      const std::string from = "127.0.1." + std::to_string(i);
+      for (int n = 0; !stop; ++n) {
+        const int status = post_login(port, from, "guess-" + std::to_string(n)).status;
+        if (status == 401) {
+          ++judged;
+        } else if (status == 429) {
+          ++paused;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Joiner() {
+      stop = true;
+      for (auto& t : threads) {
+        t.join();
+      }
+    }
+  } joiner{stop, sprayers};
+
+  // The global budget (60 a minute) is spent and the spray is being paced.
+  REQUIRE(test::eventually([&] { return judged > 60 && paused > 100; }, 60s));
+
+  // The operator, with the device cookie, from its own address: every login gets in.
+  const int paused_before = paused;
+  int got_in = 0;
+  std::string session;
+  for (int i = 0; i < 16; ++i) {
+    const auto answer = post_login(port, "127.0.0.1", k_password, device);
+    INFO("operator login " << i << ": " << answer.status);
+    got_in += answer.status == 303 ? 1 : 0;
+    session = answer.cookie(auth::k_cookie);
+  }
+  CHECK(got_in == 16);
+  CHECK(client_for(server).Get("/", with_cookie(session))->status == 200);
+
+  // A new browser (no device cookie, or a forged one) with the right password, from addresses that never
+  // failed: paused like the spray. (One may land in the instant between two pauses; that is pacing.)
+  const std::string forged =
+      std::string(auth::k_device_cookie) + "=" + auth::DeviceCookies("another-key").issue("admin");
+  int new_paused = 0;
+  int forged_paused = 0;
+  for (int i = 1; i <= 5; ++i) {
+    const auto fresh = post_login(port, "127.0.2." + std::to_string(i), k_password);
+    new_paused += fresh.status == 429 ? 1 : 0;
+    const auto fake = post_login(port, "127.0.3." + std::to_string(i), k_password, forged);
+    forged_paused += fake.status == 429 ? 1 : 0;
+  }
+  CHECK(new_paused >= 4);
+  CHECK(forged_paused >= 4);
+  CHECK(paused > paused_before); // the spray was still paced while the operator logged in
+  stop = true;
+  // The global budget held: most guesses were refused unjudged.
+  CHECK(paused > judged);
+}
+
+TEST_CASE("cookies carry Secure over HTTPS, not over plain HTTP", "[operator][tls]") {
+  test::TempDir certs;
+  const auto made =
+      test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                 "/CN=withcache-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                 (certs / "key.pem").string(), "-out", (certs / "cert.pem").string()});
+  REQUIRE(made.exit_code == 0);
+  const std::vector<std::string> env = {"WITHCACHE_ADMIN_PASSWORD=" + k_password,
+                                        "WITHCACHE_SESSION_SECRET=" + k_secret};
+  ServerProcess plain_server({}, env);
+  ServerProcess tls_server(
+      {"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()}, env);
+
+  const auto secure = [](const std::string& set_cookie) {
+    return set_cookie.find("; Secure") != std::string::npos;
+  };
+  const auto check = [&](httplib::ClientImpl& c, bool tls) {
+    INFO((tls ? "HTTPS" : "plain HTTP"));
+    const auto res = c.Post("/ui/login", httplib::Params{{"password", k_password}});
+    REQUIRE(res);
+    REQUIRE(res->status == 303);
+    const std::size_t n = res->get_header_value_count("Set-Cookie");
+    REQUIRE(n == 2);
+    std::string session;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string set = res->get_header_value("Set-Cookie", i);
+      INFO(set);
+      CHECK(secure(set) == tls);
+      if (set.starts_with(std::string(auth::k_cookie) + "=")) {
+        session = set.substr(0, set.find(';'));
+      }
+    }
+    REQUIRE_FALSE(session.empty());
+    const auto out = c.Post("/ui/logout", with_cookie(session), "", "application/x-www-form-urlencoded");
+    REQUIRE(out);
+    CHECK(out->get_header_value("Set-Cookie").find("Max-Age=0") != std::string::npos);
+    CHECK(secure(out->get_header_value("Set-Cookie")) == tls);
+  };
+  httplib::ClientImpl plain_client("127.0.0.1", plain_server.port());
+  plain_client.set_read_timeout(30s);
+  check(plain_client, false);
+  httplib::SSLClient tls_client("127.0.0.1", tls_server.port());
+  tls_client.set_ca_cert_path((certs / "cert.pem").c_str());
+  tls_client.enable_server_certificate_verification(true);
+  tls_client.set_read_timeout(30s);
+  check(tls_client, true);
 }

@@ -5,8 +5,12 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <vector>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "support/origin.hpp"
 #include "support/process.hpp"
@@ -307,5 +311,107 @@ TEST_CASE("bad limit options are one-line errors", "[transport]") {
     CHECK(r.exit_code == 2);
     CHECK(r.err.starts_with("withcache-server: "));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("passphrase-protected TLS keys are never prompted for: refused, or read from a file",
+          "[transport][tls]") {
+  test::TempDir certs;
+  const std::string passphrase = "pp-7f3a9c-not-in-any-log";
+  // A plain pair (a), and a pair whose key is encrypted with `passphrase` (enc).
+  REQUIRE(test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                     "/CN=withcache-a", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                     (certs / "a.key").string(), "-out", (certs / "a.pem").string()})
+              .exit_code == 0);
+  REQUIRE(test::run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                     "-aes256", "-pass", "pass:" + passphrase, "-out", (certs / "enc.key").string()})
+              .exit_code == 0);
+  REQUIRE(test::run({"openssl", "req", "-x509", "-new", "-key", (certs / "enc.key").string(), "-passin",
+                     "pass:" + passphrase, "-days", "1", "-subj", "/CN=withcache-enc", "-addext",
+                     "subjectAltName=IP:127.0.0.1", "-out", (certs / "enc.pem").string()})
+              .exit_code == 0);
+  REQUIRE(test::slurp(certs / "enc.key").find("ENCRYPTED") != std::string::npos);
+  {
+    std::ofstream file(certs / "passphrase");
+    file << passphrase << "\n";
+  }
+  fs::permissions(certs / "passphrase", fs::perms::owner_read | fs::perms::owner_write);
+
+  SECTION("start with an encrypted key and no passphrase: one line, exit 2") {
+    test::TempDir data;
+    const auto r =
+        test::run({WITHCACHE_SERVER, "--port", "0", "--data-dir", (data / "d").string(), "--tls-cert",
+                   (certs / "enc.pem").string(), "--tls-key", (certs / "enc.key").string()},
+                  {}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.starts_with("withcache-server: "));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("is encrypted") != std::string::npos);
+    CHECK(r.err.find("--tls-key-passphrase-file") != std::string::npos);
+    CHECK(r.err.find("pass phrase") == std::string::npos); // OpenSSL's prompt
+  }
+
+  SECTION("start with --tls-key-passphrase-file: serves HTTPS; a wrong passphrase is one line, exit 2") {
+    ServerProcess server({"--tls-cert", (certs / "enc.pem").string(), "--tls-key",
+                          (certs / "enc.key").string(), "--tls-key-passphrase-file",
+                          (certs / "passphrase").string()});
+    const auto health = curl(server.base() + "/healthz", {"--cacert", (certs / "enc.pem").string()});
+    CHECK(health.status == 200);
+    CHECK(health.body == "ok\n");
+    CHECK(server.log().find(passphrase) == std::string::npos);
+
+    {
+      std::ofstream file(certs / "wrong");
+      file << "not-the-passphrase\n";
+    }
+    test::TempDir data;
+    const auto r =
+        test::run({WITHCACHE_SERVER, "--port", "0", "--data-dir", (data / "d").string(), "--tls-cert",
+                   (certs / "enc.pem").string(), "--tls-key", (certs / "enc.key").string(),
+                   "--tls-key-passphrase-file", (certs / "wrong").string()},
+                  {}, 30s);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("cannot decrypt") != std::string::npos);
+    CHECK(r.err.find("not-the-passphrase") == std::string::npos);
+  }
+
+  SECTION(
+      "SIGHUP to an encrypted key (or a FIFO) is refused at once; the old pair serves; SIGTERM stops it") {
+    fs::copy_file(certs / "a.pem", certs / "live.pem");
+    fs::copy_file(certs / "a.key", certs / "live.key");
+    ServerProcess server(
+        {"--tls-cert", (certs / "live.pem").string(), "--tls-key", (certs / "live.key").string()});
+    const std::vector<std::string> trust_a = {"--cacert", (certs / "a.pem").string(), "-I"};
+    REQUIRE(curl(server.base() + "/healthz", trust_a).status == 200);
+
+    fs::copy_file(certs / "enc.pem", certs / "live.pem", fs::copy_options::overwrite_existing);
+    fs::copy_file(certs / "enc.key", certs / "live.key", fs::copy_options::overwrite_existing);
+    REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    CHECK(test::eventually([&] { return server.log().find("is encrypted") != std::string::npos; }, 5s));
+    CHECK(server.log().find("SIGHUP: cannot load --tls-cert/--tls-key") != std::string::npos);
+    CHECK(server.log().find("still serving the previous certificate and key") != std::string::npos);
+    CHECK(server.log().find("pass phrase") == std::string::npos);
+    CHECK(curl(server.base() + "/healthz", trust_a).status == 200);
+
+    // A FIFO where the key was: opening it would block until a writer comes; the reload refuses it instead.
+    fs::remove(certs / "live.key");
+    REQUIRE(::mkfifo((certs / "live.key").c_str(), 0600) == 0);
+    REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    CHECK(test::eventually([&] { return server.log().find("is not a regular file") != std::string::npos; },
+                           5s));
+    CHECK(curl(server.base() + "/healthz", trust_a).status == 200);
+
+    // SIGTERM right after a HUP: the signal thread is free, the server stops promptly and cleanly.
+    REQUIRE(::kill(server.pid(), SIGHUP) == 0);
+    const auto start = std::chrono::steady_clock::now();
+    const int status = server.stop(SIGTERM);
+    const auto took = std::chrono::steady_clock::now() - start;
+    INFO("stopped in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    CHECK(took < 10s);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
   }
 }

@@ -142,7 +142,7 @@ TEST_CASE("LoginThrottle: a spray of 10 001 addresses does not unlock a locked o
   CHECK(throttle.retry_after("203.0.113.9", t + 1100ms) > 0ms);
 }
 
-TEST_CASE("LoginThrottle: the global budget paces every address; it lifts once the minute is quiet", "[auth]") {
+TEST_CASE("LoginThrottle: the global budget paces every address and lifts once the minute is quiet", "[auth]") {
   auth::ThrottleOptions options;
   options.global_failures_per_minute = 10;
   options.global_pause = 1000ms;
@@ -177,4 +177,113 @@ TEST_CASE("LoginThrottle: a full table makes room only from addresses whose paus
   CHECK(throttle.retry_after("a", t0 + 300ms) == 0ms);
   CHECK(throttle.delay_for("a") == 0ms);
   CHECK(throttle.delay_for("b") == 250ms);
+}
+
+TEST_CASE("device cookies: signed with their own key, expiring, never a session", "[auth]") {
+  const auth::DeviceCookies devices("key-one", 365 * 24h);
+  const auto now = std::chrono::system_clock::now();
+  const std::string token = devices.issue("admin", now);
+  const auto claims = devices.claims(token, now);
+  REQUIRE(claims.has_value());
+  CHECK(claims->user == "admin");
+  CHECK(claims->id.size() == 32);
+  CHECK(devices.claims(token, now + 365 * 24h - 1s).has_value());
+  CHECK_FALSE(devices.claims(token, now + 365 * 24h).has_value());            // expired
+  CHECK_FALSE(auth::DeviceCookies("key-two").claims(token, now).has_value()); // foreign secret
+  CHECK(devices.issue("admin", now) != token);                                // every login a new device id
+
+  // Same secret, different purposes: neither token is accepted as the other.
+  const auth::Sessions sessions("key-one");
+  CHECK_FALSE(sessions.claims(token, now).has_value());
+  CHECK_FALSE(devices.claims(sessions.issue("admin", now), now).has_value());
+
+  std::string tampered = token;
+  tampered[3] = tampered[3] == 'A' ? 'B' : 'A';
+  CHECK_FALSE(devices.claims(tampered, now).has_value());
+  for (const char* junk : {"", ".", "abc.def", "d1:admin:99999999999:x"}) {
+    INFO(junk);
+    CHECK_FALSE(devices.claims(junk, now).has_value());
+  }
+}
+
+TEST_CASE("LoginThrottle: a device cookie skips the global pause, never its own limits", "[auth]") {
+  struct Case {
+    const char* what;
+    unsigned address_failures;          // wrong passwords from the checked address (no device), at t0
+    unsigned device_failures;           // wrong passwords with the device (from elsewhere), at t0
+    bool with_device;                   // the checked attempt carries the device cookie
+    bool reset_device;                  // a right password with the device, after its failures
+    std::chrono::milliseconds spray_at; // 11 addresses (budget 10) fail then, and the check runs
+    std::chrono::milliseconds expected;
+  };
+  // Budget 10 a minute, pause 1 s; a device loses its exemption at 3 failures, for 60 s after the last.
+  const Case cases[] = {
+      {"no device during a spray: the global pause", 0, 0, false, false, 10s, 1000ms},
+      {"a device during a spray: no pause", 0, 0, true, false, 10s, 0ms},
+      {"a device keeps its address's wait", 2, 0, true, false, 0ms, 250ms},
+      {"a device keeps its own wait, from any address", 0, 2, true, false, 0ms, 250ms},
+      {"a device with 2 failures is still exempt once its wait is over", 0, 2, true, false, 10s, 0ms},
+      {"a locked-out device pays the global pause", 0, 3, true, false, 10s, 1000ms},
+      {"a locked-out device is exempt again after the lockout", 0, 3, true, false, 61s, 0ms},
+      {"a right password forgets the device's failures", 0, 3, true, true, 10s, 0ms},
+      {"no spray, no device: no wait", 0, 0, false, false, -1ms, 0ms},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    auth::ThrottleOptions options;
+    options.global_failures_per_minute = 10;
+    options.global_pause = 1000ms;
+    options.device_lockout_failures = 3;
+    options.device_lockout = 60s;
+    auth::LoginThrottle throttle(options);
+    const auto t0 = auth::LoginThrottle::Clock::now();
+    const std::string device = "0123456789abcdef0123456789abcdef";
+    for (unsigned i = 0; i < c.address_failures; ++i) {
+      throttle.record_failure("192.0.2.1", t0);
+    }
+    for (unsigned i = 0; i < c.device_failures; ++i) {
+      throttle.record_failure("198.51.100.7", device, t0);
+    }
+    if (c.reset_device) {
+      throttle.reset("198.51.100.7", device);
+    }
+    auto check_at = t0;
+    if (c.spray_at >= 0ms) {
+      check_at = t0 + c.spray_at;
+      for (int i = 0; i < 11; ++i) {
+        throttle.record_failure("203.0.113." + std::to_string(i), check_at);
+      }
+    }
+    CHECK(throttle.retry_after("192.0.2.1", c.with_device ? device : std::string(), check_at) == c.expected);
+  }
+}
+
+TEST_CASE("LoginThrottle: locked-out devices are remembered in bounded memory, never dropped early",
+          "[auth]") {
+  auth::ThrottleOptions options;
+  options.global_failures_per_minute = 0; // every failure sets off the global pause
+  options.max_devices = 2;
+  options.device_lockout_failures = 2;
+  options.device_lockout = 60s;
+  auth::LoginThrottle throttle(options);
+  const auto t0 = auth::LoginThrottle::Clock::now();
+  for (const char* device : {"device-a", "device-b"}) {
+    throttle.record_failure("192.0.2.1", device, t0);
+    throttle.record_failure("192.0.2.1", device, t0);
+  }
+  CHECK(throttle.devices() == 2);
+  CHECK(throttle.device_locked_out("device-a", t0));
+  // A third device finds the table full of locked-out devices: it is not remembered, and so not exempt
+  // (else failing with it would never lock it out).
+  throttle.record_failure("192.0.2.9", "device-c", t0 + 1s);
+  CHECK(throttle.devices() == 2);
+  CHECK(throttle.retry_after("192.0.2.10", "device-d", t0 + 1s) == 1000ms);
+  CHECK(throttle.retry_after("192.0.2.10", "device-a", t0 + 1s) == 1000ms);
+  // Once the lockouts are over, a new device is exempt and makes room by dropping the oldest.
+  const auto later = t0 + 61s;
+  throttle.record_failure("192.0.2.9", later); // keeps the global pause going
+  CHECK(throttle.retry_after("192.0.2.10", "device-d", later) == 0ms);
+  throttle.record_failure("192.0.2.9", "device-c", later);
+  CHECK(throttle.devices() == 2);
+  CHECK_FALSE(throttle.device_locked_out("device-a", later));
 }

@@ -77,6 +77,8 @@ struct ServerOptions {
   std::size_t max_connections_per_address = 256;
   std::string tls_cert; ///< PEM certificate chain; with tls_key, serve HTTPS
   std::string tls_key;  ///< PEM private key
+  /** `--tls-key-passphrase-file`: its first line decrypts tls_key (never logged); empty = no passphrase. */
+  std::string tls_key_passphrase_file;
   std::string admin_password; ///< WITHCACHE_ADMIN_PASSWORD; empty = the UI and its actions are open
   std::string session_secret; ///< WITHCACHE_SESSION_SECRET; blank = <data-dir>/session-secret
   std::string api_token;      ///< WITHCACHE_API_TOKEN; empty = the API only with a session
@@ -143,6 +145,12 @@ class Server {
    * @return empty on success, else a one-line reason (the previous pair stays in use). Thread-safe.
    */
   std::string reload_tls();
+  /**
+   * reload_tls() on a worker thread, then `done(error)` there (error empty on
+   * success). Returns at once, so the thread that handles SIGHUP, which also
+   * handles SIGTERM, never waits on a reload. Thread-safe.
+   */
+  void reload_tls_async(std::function<void(const std::string& error)> done);
 
  private:
   struct Impl;

@@ -34,6 +34,59 @@ std::optional<std::pair<std::string, int>> host_and_port(std::string_view text, 
   return std::pair{target->host, target->port};
 }
 
+// `<base64url("<prefix><user>:<expiry>:<id>")>.<HMAC-SHA256 hex under key>`: sessions (prefix `v1:`) and
+// device cookies (`d1:`, another key) share the shape, never a valid token.
+std::string issue_signed(std::string_view key, std::string_view prefix, std::string_view user,
+                         std::chrono::system_clock::time_point expires_at) {
+  // 128 random bits: a session's id (the server keeps only its hash), or a device's.
+  const std::string nonce = digest::random_hex(16);
+  const auto expires =
+      std::chrono::duration_cast<std::chrono::seconds>(expires_at.time_since_epoch()).count();
+  // base64url, so the cookie value needs no quoting.
+  const std::string payload = url::encode_token(std::string(prefix) + std::string(user) + ":" +
+                                                std::to_string(expires) + ":" + nonce);
+  return payload + "." + digest::hmac_sha256_hex(key, payload);
+}
+
+struct SignedFields {
+  std::string user;
+  std::string id;
+  std::int64_t expires = 0;
+};
+
+std::optional<SignedFields> read_signed(std::string_view key, std::string_view prefix, std::string_view token,
+                                        std::chrono::system_clock::time_point now) {
+  const std::size_t dot = token.rfind('.');
+  if (dot == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string_view payload = token.substr(0, dot);
+  if (!constant_time_equal(digest::hmac_sha256_hex(key, payload), token.substr(dot + 1))) {
+    return std::nullopt;
+  }
+  const auto decoded = url::decode_token(payload);
+  if (!decoded || !decoded->starts_with(prefix)) {
+    return std::nullopt;
+  }
+  const std::string_view fields = std::string_view(*decoded).substr(prefix.size());
+  const std::size_t a = fields.find(':');
+  const std::size_t b = a == std::string_view::npos ? a : fields.find(':', a + 1);
+  if (b == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const auto expires = http::parse_decimal(fields.substr(a + 1, b - a - 1));
+  if (!expires || *expires > (1ULL << 62) ||
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() >=
+          static_cast<std::int64_t>(*expires)) {
+    return std::nullopt;
+  }
+  return SignedFields{std::string(fields.substr(0, a)), std::string(fields.substr(b + 1)),
+                      static_cast<std::int64_t>(*expires)};
+}
+
+constexpr std::string_view k_session_prefix = "v1:";
+constexpr std::string_view k_device_prefix = "d1:";
+
 } // namespace
 
 std::string session_secret(const std::filesystem::path& data_dir, const char* env_secret) {
@@ -77,14 +130,7 @@ std::string Sessions::sign(std::string_view payload) const {
 }
 
 std::string Sessions::issue(std::string_view user, std::chrono::system_clock::time_point now) const {
-  // The session id: 128 random bits. The server keeps only its hash.
-  const std::string nonce = digest::random_hex(16);
-  const auto expires =
-      std::chrono::duration_cast<std::chrono::seconds>((now + m_lifetime).time_since_epoch()).count();
-  // v1:<user>:<expiry>:<nonce>, base64url so the cookie value needs no quoting.
-  const std::string payload = url::encode_token("v1:" + std::string(user) + ":" + std::to_string(expires) +
-                                                ":" + nonce);
-  return payload + "." + sign(payload);
+  return issue_signed(m_secret, k_session_prefix, user, now + m_lifetime);
 }
 
 std::optional<std::string> Sessions::verify(std::string_view token,
@@ -102,32 +148,27 @@ std::string Sessions::password_fingerprint(std::string_view password) const {
 
 std::optional<Claims> Sessions::claims(std::string_view token,
                                        std::chrono::system_clock::time_point now) const {
-  const std::size_t dot = token.rfind('.');
-  if (dot == std::string_view::npos) {
+  auto fields = read_signed(m_secret, k_session_prefix, token, now);
+  if (!fields) {
     return std::nullopt;
   }
-  const std::string_view payload = token.substr(0, dot);
-  if (!constant_time_equal(sign(payload), token.substr(dot + 1))) {
+  return Claims{std::move(fields->user), std::move(fields->id), fields->expires};
+}
+
+DeviceCookies::DeviceCookies(std::string_view secret, std::chrono::seconds lifetime)
+    : m_key(digest::hmac_sha256_hex(secret, "withcache device cookie key v1")), m_lifetime(lifetime) {}
+
+std::string DeviceCookies::issue(std::string_view user, std::chrono::system_clock::time_point now) const {
+  return issue_signed(m_key, k_device_prefix, user, now + m_lifetime);
+}
+
+std::optional<DeviceClaims> DeviceCookies::claims(std::string_view token,
+                                                  std::chrono::system_clock::time_point now) const {
+  auto fields = read_signed(m_key, k_device_prefix, token, now);
+  if (!fields) {
     return std::nullopt;
   }
-  const auto decoded = url::decode_token(payload);
-  if (!decoded || !decoded->starts_with("v1:")) {
-    return std::nullopt;
-  }
-  const std::string_view fields = std::string_view(*decoded).substr(3);
-  const std::size_t a = fields.find(':');
-  const std::size_t b = a == std::string_view::npos ? a : fields.find(':', a + 1);
-  if (b == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const auto expires = http::parse_decimal(fields.substr(a + 1, b - a - 1));
-  if (!expires || *expires > (1ULL << 62) ||
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count() >=
-          static_cast<std::int64_t>(*expires)) {
-    return std::nullopt;
-  }
-  return Claims{std::string(fields.substr(0, a)), std::string(fields.substr(b + 1)),
-                static_cast<std::int64_t>(*expires)};
+  return DeviceClaims{std::move(fields->user), std::move(fields->id), fields->expires};
 }
 
 std::string id_hash(std::string_view id) {
@@ -214,7 +255,51 @@ bool same_origin(std::string_view origin, std::string_view referer, std::string_
   return a && b && *a == *b;
 }
 
-LoginThrottle::LoginThrottle(ThrottleOptions options) : m_options(options) {}
+LoginThrottle::LoginThrottle(ThrottleOptions options)
+    : m_options(options), m_addresses(options.max_addresses), m_devices(options.max_devices) {}
+
+const LoginThrottle::Failures* LoginThrottle::FailureTable::find(const std::string& key) const {
+  const auto it = m_entries.find(key);
+  return it == m_entries.end() ? nullptr : &it->second;
+}
+
+template <class Keep> bool LoginThrottle::FailureTable::has_room(Clock::time_point now, Keep keep) const {
+  if (m_entries.size() < m_capacity) {
+    return true;
+  }
+  const auto oldest = m_recent.empty() ? m_entries.end() : m_entries.find(m_recent.back());
+  return oldest != m_entries.end() && !keep(oldest->second, now);
+}
+
+template <class Keep>
+void LoginThrottle::FailureTable::record(const std::string& key, Clock::time_point now, Keep keep) {
+  auto it = m_entries.find(key);
+  if (it == m_entries.end()) {
+    if (m_entries.size() >= m_capacity) {
+      // Make room with the least recently failed entry that may go; if even that one must stay, remember
+      // no new key: a full table of waiting entries means far more failures than the global budget, and
+      // the global pacing holds them.
+      if (!has_room(now, keep)) {
+        return;
+      }
+      m_entries.erase(m_recent.back());
+      m_recent.pop_back();
+    }
+    m_recent.push_front(key);
+    it = m_entries.emplace(key, Failures{0, now, m_recent.begin()}).first;
+  } else {
+    m_recent.splice(m_recent.begin(), m_recent, it->second.recency);
+  }
+  ++it->second.count;
+  it->second.last = now;
+}
+
+void LoginThrottle::FailureTable::erase(const std::string& key) {
+  if (const auto it = m_entries.find(key); it != m_entries.end()) {
+    m_recent.erase(it->second.recency);
+    m_entries.erase(it);
+  }
+}
 
 std::chrono::milliseconds LoginThrottle::delay_after(unsigned failures) {
   if (failures < 2) {
@@ -224,8 +309,12 @@ std::chrono::milliseconds LoginThrottle::delay_after(unsigned failures) {
   return std::min(std::chrono::milliseconds(250 << shift), std::chrono::milliseconds(5000));
 }
 
-bool LoginThrottle::waiting(const Failures& f, Clock::time_point now) const {
+bool LoginThrottle::waiting(const Failures& f, Clock::time_point now) {
   return f.last + delay_after(f.count) > now;
+}
+
+bool LoginThrottle::locked(const Failures& f, Clock::time_point now) const {
+  return f.count >= m_options.device_lockout_failures && f.last + m_options.device_lockout > now;
 }
 
 unsigned LoginThrottle::failures_last_minute(Clock::time_point now) {
@@ -247,61 +336,82 @@ unsigned LoginThrottle::failures_last_minute(Clock::time_point now) {
 
 std::chrono::milliseconds LoginThrottle::delay_for(const std::string& address) {
   std::lock_guard lock(m_mutex);
-  const auto it = m_failures.find(address);
-  return delay_after(it == m_failures.end() ? 0 : it->second.count);
+  const Failures* f = m_addresses.find(address);
+  return delay_after(f == nullptr ? 0 : f->count);
 }
 
 std::chrono::milliseconds LoginThrottle::retry_after(const std::string& address, Clock::time_point now) {
+  return retry_after(address, std::string(), now);
+}
+
+std::chrono::milliseconds LoginThrottle::retry_after(const std::string& address, const std::string& device,
+                                                     Clock::time_point now) {
   std::lock_guard lock(m_mutex);
   Clock::time_point ready = now;
-  if (const auto it = m_failures.find(address); it != m_failures.end()) {
-    ready = std::max(ready, it->second.last + delay_after(it->second.count));
+  if (const Failures* f = m_addresses.find(address)) {
+    ready = std::max(ready, f->last + delay_after(f->count));
   }
-  if (failures_last_minute(now) > m_options.global_failures_per_minute) {
+  bool exempt = false;
+  if (!device.empty()) {
+    if (const Failures* f = m_devices.find(device)) {
+      ready = std::max(ready, f->last + delay_after(f->count));
+      exempt = !locked(*f, now);
+    } else {
+      // A device the table could not remember if it failed would escape its own lockout: not exempt then.
+      exempt = m_devices.has_room(
+          now, [this](const Failures& g, Clock::time_point t) { return waiting(g, t) || locked(g, t); });
+    }
+  }
+  if (!exempt && failures_last_minute(now) > m_options.global_failures_per_minute) {
     ready = std::max(ready, m_last_failure + m_options.global_pause);
   }
   return std::chrono::ceil<std::chrono::milliseconds>(ready - now);
 }
 
 void LoginThrottle::record_failure(const std::string& address, Clock::time_point now) {
+  record_failure(address, std::string(), now);
+}
+
+void LoginThrottle::record_failure(const std::string& address, const std::string& device,
+                                   Clock::time_point now) {
   std::lock_guard lock(m_mutex);
   (void)failures_last_minute(now); // move the buckets to `now`
   ++m_buckets[static_cast<std::size_t>(m_bucket_second % 60)];
   m_last_failure = std::max(m_last_failure, now);
-
-  auto it = m_failures.find(address);
-  if (it == m_failures.end()) {
-    if (m_failures.size() >= m_options.max_addresses) {
-      // Make room with the least recently failed address whose wait is over; if every one is still
-      // waiting, remember no new address: the global pacing holds it (a full table of waiting
-      // addresses means far more failures than the global budget).
-      const auto oldest = m_failures.find(m_recent.back());
-      if (oldest == m_failures.end() || waiting(oldest->second, now)) {
-        return;
-      }
-      m_failures.erase(oldest);
-      m_recent.pop_back();
-    }
-    m_recent.push_front(address);
-    it = m_failures.emplace(address, Failures{0, now, m_recent.begin()}).first;
-  } else {
-    m_recent.splice(m_recent.begin(), m_recent, it->second.recency);
+  m_addresses.record(address, now, [](const Failures& f, Clock::time_point t) { return waiting(f, t); });
+  if (!device.empty()) {
+    m_devices.record(device, now, [this](const Failures& f, Clock::time_point t) {
+      return waiting(f, t) || locked(f, t);
+    });
   }
-  ++it->second.count;
-  it->second.last = now;
 }
 
 void LoginThrottle::reset(const std::string& address) {
+  reset(address, std::string());
+}
+
+void LoginThrottle::reset(const std::string& address, const std::string& device) {
   std::lock_guard lock(m_mutex);
-  if (const auto it = m_failures.find(address); it != m_failures.end()) {
-    m_recent.erase(it->second.recency);
-    m_failures.erase(it);
+  m_addresses.erase(address);
+  if (!device.empty()) {
+    m_devices.erase(device);
   }
+}
+
+bool LoginThrottle::device_locked_out(const std::string& device, Clock::time_point now) {
+  std::lock_guard lock(m_mutex);
+  const Failures* f = m_devices.find(device);
+  return f != nullptr && locked(*f, now);
 }
 
 std::size_t LoginThrottle::size() {
   std::lock_guard lock(m_mutex);
-  return m_failures.size();
+  return m_addresses.size();
+}
+
+std::size_t LoginThrottle::devices() {
+  std::lock_guard lock(m_mutex);
+  return m_devices.size();
 }
 
 } // namespace withcache::auth

@@ -68,6 +68,8 @@ struct Context {
   std::unique_ptr<fills::FillPool> pool;
   Metrics metrics;
   std::unique_ptr<auth::Sessions> sessions;
+  /** Signs and checks device cookies (same secret as sessions, another key). */
+  std::unique_ptr<auth::DeviceCookies> device_cookies;
   /** The live operator sessions (memory; the store's `sessions` table persists them). */
   auth::SessionTable session_table;
   auth::LoginThrottle throttle;

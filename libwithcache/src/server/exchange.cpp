@@ -115,6 +115,11 @@ Response& Response::set(std::string name, std::string value) {
   return *this;
 }
 
+Response& Response::add(std::string name, std::string value) {
+  headers.emplace_back(std::move(name), std::move(value));
+  return *this;
+}
+
 std::string_view Response::header(std::string_view name) const {
   for (const auto& [n, v] : headers) {
     if (util::iequals(n, name)) {

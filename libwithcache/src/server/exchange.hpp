@@ -30,7 +30,7 @@ struct Request {
   Fields headers;             ///< every field as sent
   std::string body;           ///< at most the body limit
   std::string remote_address; ///< the peer's address, without port
-  bool tls = false;
+  bool tls = false;           ///< the request came over TLS (HTTPS)
   bool head = false; ///< a HEAD: the transport sends headers only
 
   /** The first field named `name` (ASCII case-insensitive), or empty. */
@@ -112,6 +112,8 @@ struct Response {
 
   /** Sets (replacing) a header. */
   Response& set(std::string name, std::string value);
+  /** Adds a header, keeping any of the same name (a second `Set-Cookie`). */
+  Response& add(std::string name, std::string value);
   /** The value of header `name`, or empty. */
   [[nodiscard]] std::string_view header(std::string_view name) const;
   /** The body's length, whichever kind it is. */

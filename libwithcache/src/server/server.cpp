@@ -97,6 +97,7 @@ TransportOptions transport_options(const ServerOptions& o) {
   t.max_connections_per_address = o.max_connections_per_address;
   t.tls_cert = o.tls_cert;
   t.tls_key = o.tls_key;
+  t.tls_key_passphrase_file = o.tls_key_passphrase_file;
   t.server_header = k_product;
   t.access_log = [](const Request& req, const Response& res, double ms, bool complete) {
     if (!spdlog::should_log(spdlog::level::info)) {
@@ -182,8 +183,9 @@ struct Server::Impl {
     }
     ctx.scrubber = std::make_unique<store::Scrubber>(*ctx.store, scrub_options());
     try {
-      ctx.sessions =
-          std::make_unique<auth::Sessions>(auth::session_secret(options.data_dir, options.session_secret.c_str()));
+      const std::string secret = auth::session_secret(options.data_dir, options.session_secret.c_str());
+      ctx.sessions = std::make_unique<auth::Sessions>(secret);
+      ctx.device_cookies = std::make_unique<auth::DeviceCookies>(secret);
     } catch (const std::exception& e) {
       throw StartupError(e.what());
     }
@@ -323,6 +325,10 @@ void Server::stop() {
 
 std::string Server::reload_tls() {
   return m_impl->transport->reload_tls();
+}
+
+void Server::reload_tls_async(std::function<void(const std::string& error)> done) {
+  m_impl->transport->reload_tls_async(std::move(done));
 }
 
 } // namespace withcache::server

@@ -24,8 +24,36 @@ std::optional<auth::Claims> session_claims(const Context& ctx, const Request& re
   return claims;
 }
 
-std::string clear_cookie() {
-  return std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0";
+// `Secure` whenever the request came over TLS: a browser then never sends the cookie over plain HTTP (to
+// the same host on another port, or to an attacker on the path). Over plain HTTP it would not be stored.
+std::string secure_if_tls(const Request& req) {
+  return req.tls ? "; Secure" : "";
+}
+
+std::string session_cookie(const Request& req, const std::string& token, std::chrono::seconds lifetime) {
+  return std::string(auth::k_cookie) + "=" + token +
+         "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" + std::to_string(lifetime.count()) + secure_if_tls(req);
+}
+
+std::string clear_cookie(const Request& req) {
+  return std::string(auth::k_cookie) + "=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0" + secure_if_tls(req);
+}
+
+// Sent only to the login form (Path=/ui/login) and never cross-site: it is worth nothing elsewhere.
+std::string device_cookie(const Request& req, const std::string& token, std::chrono::seconds lifetime) {
+  return std::string(auth::k_device_cookie) + "=" + token +
+         "; HttpOnly; SameSite=Strict; Path=/ui/login; Max-Age=" + std::to_string(lifetime.count()) +
+         secure_if_tls(req);
+}
+
+// The id of the operator's valid device cookie on this request, or empty.
+std::string device_id(const Context& ctx, const Request& req) {
+  const auto token = auth::cookie_value(req.header("Cookie"), auth::k_device_cookie);
+  if (!token) {
+    return {};
+  }
+  const auto claims = ctx.device_cookies->claims(*token);
+  return claims && claims->user == "admin" ? claims->id : std::string();
 }
 
 } // namespace
@@ -132,19 +160,27 @@ void add_session_routes(Router& router, Context& ctx) {
       return plain(403, "cross-site request refused\n");
     }
     const std::string& address = req.remote_address;
-    if (const auto wait = ctx.throttle.retry_after(address); wait.count() > 0) {
+    // A browser that logged in here before skips the global pause (not its own limits): a spray from many
+    // addresses cannot lock the operator out.
+    const std::string device = device_id(ctx, req);
+    if (const auto wait = ctx.throttle.retry_after(address, device); wait.count() > 0) {
       const auto seconds = std::to_string((wait.count() + 999) / 1000);
       Response res = html(429, pages::login(false, "Too many wrong passwords: try again in " + seconds + " s."));
       res.set("Retry-After", seconds);
       return res;
     }
     if (!digest::constant_time_equal(req.param("password"), ctx.options.admin_password)) {
-      ctx.throttle.record_failure(address);
-      spdlog::warn("failed operator login from {}", address);
+      ctx.throttle.record_failure(address, device);
+      spdlog::warn("failed operator login from {}{}", address,
+                   device.empty() ? "" : " (with a device cookie)");
+      if (!device.empty() && ctx.throttle.device_locked_out(device)) {
+        spdlog::warn("a device cookie used from {} has too many wrong passwords: no more skipping the pause",
+                     address);
+      }
       ctx.store->record_event("login_failed", "anonymous", address, "");
       return html(401, pages::login(true, {}));
     }
-    ctx.throttle.reset(address);
+    ctx.throttle.reset(address, device);
     const std::string token = ctx.sessions->issue("admin");
     const auto claims = ctx.sessions->claims(token);
     if (!claims) {
@@ -165,9 +201,10 @@ void add_session_routes(Router& router, Context& ctx) {
     }
     ctx.store->record_event("login", "admin", address, "");
     Response res = redirect("/");
-    res.set("Set-Cookie", std::string(auth::k_cookie) + "=" + token +
-                              "; HttpOnly; SameSite=Lax; Path=/; Max-Age=" +
-                              std::to_string(ctx.sessions->lifetime().count()));
+    res.set("Set-Cookie", session_cookie(req, token, ctx.sessions->lifetime()));
+    // A fresh device cookie on every login, so it stays valid for a year after the last one.
+    res.add("Set-Cookie",
+            device_cookie(req, ctx.device_cookies->issue("admin"), ctx.device_cookies->lifetime()));
     return res;
   });
 
@@ -185,7 +222,7 @@ void add_session_routes(Router& router, Context& ctx) {
       ctx.store->record_event("logout", "admin", req.remote_address, "");
     }
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
-    res.set("Set-Cookie", clear_cookie());
+    res.set("Set-Cookie", clear_cookie(req));
     return res;
   });
 
@@ -203,7 +240,7 @@ void add_session_routes(Router& router, Context& ctx) {
     ctx.store->record_event("logout_everywhere", who, req.remote_address,
                             std::to_string(ended) + " sessions ended");
     Response res = redirect(ui_open(ctx) ? "/" : "/ui/login");
-    res.set("Set-Cookie", clear_cookie());
+    res.set("Set-Cookie", clear_cookie(req));
     return res;
   });
 }

@@ -17,9 +17,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/bind_executor.hpp>
@@ -33,6 +35,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include "http/http.hpp"
@@ -120,12 +123,88 @@ struct Shared {
   }
 };
 
-std::shared_ptr<ssl::context> load_tls(const std::string& cert, const std::string& key) {
+// A PEM file (certificate, key, passphrase) read whole. O_NONBLOCK and the regular-file check: a FIFO or a
+// device planted at the path is refused at once instead of blocking the reload (or the start) forever.
+std::string read_pem_file(const std::string& path) {
+  constexpr std::size_t k_max_pem_bytes = 1024 * 1024;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  }
+  struct FdCloser {
+    int owned;
+    ~FdCloser() { ::close(owned); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    throw std::runtime_error(path + " is not a regular file");
+  }
+  if (static_cast<std::uint64_t>(info.st_size) > k_max_pem_bytes) {
+    throw std::runtime_error(path + " is larger than 1 MiB");
+  }
+  std::string text(static_cast<std::size_t>(info.st_size), '\0');
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw std::runtime_error("cannot read " + path +
+                               (n < 0 ? ": " + std::string(std::strerror(errno)) : ""));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return text;
+}
+
+// The first line of the passphrase file, as `openssl -passin file:` reads it.
+std::string read_passphrase(const std::string& path) {
+  std::string text = read_pem_file(path);
+  const std::size_t end = text.find_first_of("\r\n");
+  std::string line = text.substr(0, end);
+  OPENSSL_cleanse(text.data(), text.size());
+  return line;
+}
+
+std::shared_ptr<ssl::context> load_tls(const TransportOptions& o) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  context->use_certificate_chain_file(cert);
-  context->use_private_key_file(key, ssl::context::pem);
+  const std::string cert = read_pem_file(o.tls_cert);
+  std::string key = read_pem_file(o.tls_key);
+  std::string passphrase =
+      o.tls_key_passphrase_file.empty() ? std::string() : read_passphrase(o.tls_key_passphrase_file);
+  // Without a callback OpenSSL prompts "Enter PEM pass phrase:" on the terminal and blocks until someone
+  // types: at start that hangs the server, on SIGHUP the thread that reloads. This one answers at once.
+  bool asked = false;
+  context->set_password_callback([&](std::size_t, ssl::context::password_purpose) {
+    asked = true;
+    return passphrase;
+  });
+  const auto forget = [&] {
+    // The context keeps its callback: leave it one that knows no passphrase and touches no local.
+    context->set_password_callback([](std::size_t, ssl::context::password_purpose) { return std::string(); });
+    OPENSSL_cleanse(passphrase.data(), passphrase.size());
+    OPENSSL_cleanse(key.data(), key.size());
+  };
+  try {
+    context->use_certificate_chain(net::buffer(cert));
+    context->use_private_key(net::buffer(key), ssl::context::pem);
+  } catch (const boost::system::system_error& e) {
+    const bool had_passphrase = !passphrase.empty();
+    forget();
+    if (asked && !had_passphrase) {
+      throw std::runtime_error(o.tls_key +
+                               " is encrypted: give its passphrase with --tls-key-passphrase-file");
+    }
+    if (asked) {
+      throw std::runtime_error("cannot decrypt " + o.tls_key +
+                               " with the passphrase in --tls-key-passphrase-file");
+    }
+    throw std::runtime_error(e.code().message());
+  }
+  forget();
   return context;
 }
 
@@ -733,7 +812,7 @@ void Transport::bind() {
       throw std::runtime_error("--tls-cert and --tls-key go together");
     }
     try {
-      m_impl->shared->tls_context = load_tls(o.tls_cert, o.tls_key);
+      m_impl->shared->tls_context = load_tls(o);
     } catch (const std::exception& e) {
       throw std::runtime_error("cannot load --tls-cert/--tls-key: " + std::string(e.what()));
     }
@@ -822,13 +901,23 @@ std::string Transport::reload_tls() {
     return "TLS is not configured (--tls-cert, --tls-key)";
   }
   try {
-    auto context = load_tls(o.tls_cert, o.tls_key);
+    auto context = load_tls(o);
     std::lock_guard lock(m_impl->shared->tls_mutex);
     m_impl->shared->tls_context = std::move(context);
     return {};
   } catch (const std::exception& e) {
     return std::string("cannot load --tls-cert/--tls-key: ") + e.what();
   }
+}
+
+void Transport::reload_tls_async(std::function<void(const std::string&)> done) {
+  // On the worker pool, never on the caller's thread: the signal thread must stay free for SIGTERM.
+  net::post(m_impl->shared->pool, [this, done = std::move(done)] {
+    const std::string error = reload_tls();
+    if (done) {
+      done(error);
+    }
+  });
 }
 
 TransportStats Transport::stats() const {

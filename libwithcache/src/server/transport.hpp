@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,8 @@ struct TransportOptions {
   std::size_t max_connections_per_address = 256;
   std::string tls_cert; ///< PEM certificate chain; empty = plain HTTP
   std::string tls_key;  ///< PEM private key
+  /** A file whose first line is tls_key's passphrase, read at each load; empty = no passphrase. */
+  std::string tls_key_passphrase_file;
   std::string server_header;
   /**
    * Writes one access-log line per answered request (may be empty); `complete`
@@ -81,6 +84,12 @@ class Transport {
    * open ones keep theirs. @return empty on success, else a one-line reason (the old pair stays).
    */
   std::string reload_tls();
+  /**
+   * reload_tls() on the worker pool, then `done` with its result there: the
+   * caller (the thread that also handles SIGTERM) never waits on files or
+   * OpenSSL. Thread-safe.
+   */
+  void reload_tls_async(std::function<void(const std::string&)> done);
   [[nodiscard]] TransportStats stats() const;
 
  private:
