@@ -254,7 +254,7 @@ TEST_CASE("a server killed during a fill with attached clients resumes it after 
   CHECK(hit.headers["x-withcache-sha256"] == digest::sha256_hex(body));
 }
 
-TEST_CASE("a fill with no declared length is not streamed; curated mode never streams", "[filling]") {
+TEST_CASE("a fill with no declared length is not streamed, curated mode never streams", "[filling]") {
   Origin origin;
   Route unsized = slow(test::make_bytes(2 * 1024 * 1024, 208), 2.0);
   unsized.chunked = true;

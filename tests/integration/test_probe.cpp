@@ -136,7 +136,7 @@ TEST_CASE("a hung or trickling server is cut at the deadline", "[probe]") {
   }
 }
 
-TEST_CASE("a refused connection fails at once; a name is resolved within the deadline", "[probe]") {
+TEST_CASE("a refused connection fails at once, a name is resolved within the deadline", "[probe]") {
   const test::ClosedPort closed;
   const auto start = Clock::now();
   const auto refused = client::head("http://" + closed.authority() + "/b/x/y", {std::chrono::hours(1), {}});

@@ -173,7 +173,7 @@ TEST_CASE("absolute-form targets and HTTP/1.0", "[transport]") {
   CHECK(healthz_answers(server.port()));
 }
 
-TEST_CASE("connections per client address are capped; other addresses are served", "[transport]") {
+TEST_CASE("connections per client address are capped, other addresses are served", "[transport]") {
   ServerProcess server({"--max-connections-per-address", "8"});
   std::vector<std::unique_ptr<RawClient>> held;
   for (int i = 0; i < 8; ++i) {

@@ -491,7 +491,7 @@ TEST_CASE("failed fills put a key in the negative cache, kept in memory and on t
   CHECK(s.list_misses({0, 10, "other"})->total == 0);
 }
 
-TEST_CASE("a replacement commits atomically; readers of the old blob keep the old bytes", "[store][replace]") {
+TEST_CASE("a replacement commits atomically, readers of the old blob keep the old bytes", "[store][replace]") {
   TempDir dir;
   const std::string origin = "https://h/latest.txt";
   const std::string v1 = "version one, the longer of the two";
@@ -763,7 +763,7 @@ TEST_CASE("filters: trigram for 3+ characters, bounded scans for 1-2, counts cap
   CHECK(s.list_misses({0, 20, "\xC3\xA9t\xC3\xA9"})->items.empty()); // 3 characters, 5 bytes
 }
 
-TEST_CASE("a blob missing or short when served is dropped; a re-fill is never undone by the drop",
+TEST_CASE("a blob missing or short when served is dropped, a re-fill is never undone by the drop",
           "[store][at-rest]") {
   TempDir dir;
   store::BlobStore s({dir.path(), 0, std::chrono::hours(1)}); // only explicit flushes

@@ -289,7 +289,7 @@ TEST_CASE("cache_base accepts host, host:port and full URLs", "[url]") {
   }
 }
 
-TEST_CASE("tokens are byte-identical to withcache 0.3; names and queries are the origin's own",
+TEST_CASE("tokens are byte-identical to withcache 0.3, names and queries are the origin's own",
           "[url][compat]") {
   // Tokens computed with Python: urlsafe_b64encode(origin).rstrip(b'='), as 0.3 does. The name is the
   // origin's last path segment byte for byte (0.3 percent-quoted it, which made `curl -O` save
