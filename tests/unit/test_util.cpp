@@ -220,6 +220,12 @@ TEST_CASE("LineBudget writes at most N lines a window and counts the ones left o
     INFO("at " << s.at.count() << " s");
     CHECK(budget.admit(t0 + s.at) == s.expected);
   }
+  // line(): the text, with what was left out said after it.
+  LineBudget lines(1, 60s);
+  CHECK(lines.line("first miss: a", "first misses", t0) == "first miss: a");
+  CHECK_FALSE(lines.line("first miss: b", "first misses", t0 + 1s).has_value());
+  CHECK_FALSE(lines.line("first miss: c", "first misses", t0 + 2s).has_value());
+  CHECK(lines.line("first miss: d", "first misses", t0 + 60s) == "first miss: d (2 more first misses not logged)");
   LineBudget none(0, 60s);
   CHECK_FALSE(none.admit(t0).has_value());
   CHECK_FALSE(none.admit(t0 + 120s).has_value());

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 
 namespace withcache::server {
 
@@ -44,6 +46,21 @@ class LineBudget {
     const std::uint64_t left_out = m_left_out;
     m_left_out = 0;
     return left_out;
+  }
+
+  /**
+   * `text` as it is to be written now, followed by ` (N more <what> not logged)` when N lines were left
+   * out since the last one written; nothing when this one is left out (see admit()).
+   */
+  std::optional<std::string> line(std::string text, std::string_view what, Clock::time_point now = Clock::now()) {
+    const auto left_out = admit(now);
+    if (!left_out) {
+      return std::nullopt;
+    }
+    if (*left_out > 0) {
+      text += " (" + std::to_string(*left_out) + " more " + std::string(what) + " not logged)";
+    }
+    return text;
   }
 
  private:

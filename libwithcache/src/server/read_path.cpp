@@ -41,24 +41,13 @@ Response too_long(Context& ctx, const url::UrlError& error) {
   return res;
 }
 
-// "first miss" log lines go through the context's budget: a flood of distinct URLs from anyone must not
-// flood the log. What is left out is counted in the next line written.
-void log_first_miss(Context& ctx, const std::string& origin) {
-  const auto left_out = ctx.first_miss_lines.admit();
-  if (!left_out) {
-    return;
-  }
-  if (*left_out > 0) {
-    spdlog::info("first miss: {} ({} more first misses not logged)", url::shown(origin), *left_out);
-  } else {
-    spdlog::info("first miss: {}", url::shown(origin));
-  }
-}
-
 Response miss(Context& ctx, const Request& req, const std::string& key, const std::string& origin) {
   ++ctx.metrics.misses;
   if (ctx.store->record_miss(key, origin)) {
-    log_first_miss(ctx, origin);
+    // Through the budget: a flood of distinct URLs from anyone must not flood the log.
+    if (auto line = ctx.first_miss_lines.line("first miss: " + url::shown(origin), "first misses")) {
+      spdlog::info("{}", *line);
+    }
     ctx.store->record_event("first_miss", "system", req.remote_address, url::shown(origin));
   }
   if (ctx.options.curate) {
@@ -95,11 +84,9 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
       ctx.store->record_fill_failure(key, origin, reason, /*back_off=*/false);
     }
     if (ctx.logged_refusals.first(key)) {
-      if (const auto left_out = ctx.refusal_lines.admit(); left_out && *left_out > 0) {
-        spdlog::warn("not fetching {}: {} ({} more refusals not logged)", url::shown(origin),
-                     util::shorten(error.message, url::k_shown_url_bytes), *left_out);
-      } else if (left_out) {
-        spdlog::warn("not fetching {}: {}", url::shown(origin), util::shorten(error.message, url::k_shown_url_bytes));
+      const std::string why = util::shorten(error.message, url::k_shown_url_bytes);
+      if (auto line = ctx.refusal_lines.line("not fetching " + url::shown(origin) + ": " + why, "refusals")) {
+        spdlog::warn("{}", *line);
       }
     }
     return miss_response(reason);

@@ -264,10 +264,8 @@ struct Server::Impl {
       // The pool records the event, with its reason. A refusal is logged once per URL, and any fill
       // failure within the line budget: anyone can make fills of distinct URLs fail.
       if (job.error_reason != "refused_origin" || ctx.logged_refusals.first(job.key)) {
-        if (const auto left_out = ctx.fill_failure_lines.admit(); left_out && *left_out > 0) {
-          spdlog::warn("fill failed: {} ({} more failed fills not logged)", job.error, *left_out);
-        } else if (left_out) {
-          spdlog::warn("fill failed: {}", job.error);
+        if (auto line = ctx.fill_failure_lines.line("fill failed: " + job.error, "failed fills")) {
+          spdlog::warn("{}", *line);
         }
       }
       break;
