@@ -169,6 +169,19 @@ TEST_CASE("an origin URL of 8192 bytes is accepted and one of 8193 gets 414 on e
   CHECK(log.find("[URL too long]") != std::string::npos);
 }
 
+TEST_CASE("with a head limit that lets it in, a /b/ URL of 14 000 characters is 414 too, not recorded",
+          "[bounds][414]") {
+  Origin origin;
+  ServerProcess server({"--scrub-rate", "0", "--max-header-bytes", "64K"},
+                       {std::string("WITHCACHE_API_TOKEN=") + k_token});
+  const std::string u = url_of_size(origin, "wide", 14'000, 'w');
+  const auto r = curl(server.blob(u));
+  CHECK(r.status == 414);
+  CHECK(r.body == "URL too long: 14000 bytes, at most 8192 are accepted\n");
+  CHECK(api_get(server, "/api/v1/misses")["total"] == 0);
+  CHECK(server.log().find("wwww") == std::string::npos);
+}
+
 TEST_CASE("1 000 misses of 14 000-character URLs: all 414, cache.db and the log grow by a few hundred KiB",
           "[bounds][flood]") {
   Origin origin;
