@@ -902,3 +902,91 @@ TEST_CASE("the history of ended fills is kept, paged, pruned by count and cleare
   CHECK(s.clear_finished_jobs().value() == 30);
   CHECK(s.list_finished_jobs({})->total == 0);
 }
+
+TEST_CASE("rows that hold URLs stay bounded in bytes: the URL index takes 512 characters, events 1 KiB",
+          "[store][bounds]") {
+  TempDir dir;
+  constexpr int k_rows = 200;
+  // URLs of the largest accepted size whose text differs everywhere, so every trigram is new.
+  const auto long_url = [](int i) {
+    std::string u = "https://h/" + std::to_string(i) + "/";
+    for (int j = 0; u.size() < url::k_max_origin_url; ++j) {
+      u += digest::sha256_hex(std::to_string(i) + "." + std::to_string(j));
+    }
+    u.resize(url::k_max_origin_url);
+    return u;
+  };
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    for (int i = 0; i < k_rows; ++i) {
+      const std::string u = long_url(i);
+      s.record_miss(*url::key_id(u), u);
+    }
+    s.record_event("fill_failed", "system", "", std::string(5000, 'x'));
+    REQUIRE(s.list_misses({})->total == static_cast<std::uint64_t>(k_rows));
+
+    // A filter finds text in a URL's first 512 characters, not after them.
+    const std::string u7 = long_url(7);
+    CHECK(s.list_misses({0, 10, u7.substr(400, 40)})->total == 1);
+    CHECK(s.list_misses({0, 10, u7.substr(600, 40)})->total == 0);
+
+    const auto events = s.list_events({0, 10, ""}).value();
+    REQUIRE(events.items.size() == 1);
+    CHECK(events.items[0].details.size() <= store::k_max_event_details + 32);
+    CHECK(events.items[0].details.ends_with("(5000 bytes)"));
+
+    // The dismissals delete what was indexed: the index stays consistent.
+    for (int i = 0; i < k_rows / 2; ++i) {
+      CHECK(s.dismiss_miss(*url::key_id(long_url(i))).value());
+    }
+  }
+  SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE);
+  db.exec("INSERT INTO misses_fts (misses_fts) VALUES ('integrity-check')");
+  // What the index holds: a few bytes per indexed character of each row left, never 8 KiB of trigrams.
+  const auto index_bytes = db.execAndGet("SELECT sum(length(block)) FROM misses_fts_data").getInt64();
+  INFO(index_bytes << " bytes of trigram index for " << k_rows / 2 << " rows of " << url::k_max_origin_url << " bytes");
+  CHECK(index_bytes > 0);
+  CHECK(index_bytes < static_cast<std::int64_t>(k_rows / 2) * 8 * store::k_indexed_url_chars);
+  CHECK(index_bytes < static_cast<std::int64_t>(k_rows / 2) * static_cast<std::int64_t>(url::k_max_origin_url));
+}
+
+TEST_CASE("a schema 5 index of whole URLs is cut to 512 characters on upgrade", "[store][upgrade][bounds]") {
+  TempDir dir;
+  const std::string long_url = "https://h/" + std::string(1000, 'a') + "tail-marker";
+  const std::string key = *url::key_id(long_url);
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    s.record_miss(key, long_url);
+    REQUIRE(s.flush().has_value());
+  }
+  {
+    // The triggers and the index as schema 5 wrote them: the whole URL indexed.
+    SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE);
+    db.exec("DROP TRIGGER misses_inserted; DROP TRIGGER misses_deleted; DROP TRIGGER misses_renamed;"
+            "INSERT INTO misses_fts (misses_fts) VALUES ('delete-all');"
+            "INSERT INTO misses_fts (rowid, url) SELECT id, url FROM misses;"
+            "CREATE TRIGGER misses_inserted AFTER INSERT ON misses BEGIN"
+            "  UPDATE totals SET miss_rows = miss_rows + 1, miss_count = miss_count + new.count;"
+            "  INSERT INTO misses_fts (rowid, url) VALUES (new.id, new.url);"
+            "END;"
+            "CREATE TRIGGER misses_deleted AFTER DELETE ON misses BEGIN"
+            "  UPDATE totals SET miss_rows = miss_rows - 1, miss_count = miss_count - old.count;"
+            "  INSERT INTO misses_fts (misses_fts, rowid, url) VALUES ('delete', old.id, old.url);"
+            "END;"
+            "CREATE TRIGGER misses_renamed AFTER UPDATE OF url ON misses WHEN old.url IS NOT new.url BEGIN"
+            "  INSERT INTO misses_fts (misses_fts, rowid, url) VALUES ('delete', old.id, old.url);"
+            "  INSERT INTO misses_fts (rowid, url) VALUES (new.id, new.url);"
+            "END;"
+            "PRAGMA user_version = 5;");
+    CHECK(db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"tail-marker\"'").getInt() == 1);
+  }
+  {
+    store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});
+    CHECK(s.list_misses({0, 10, "tail-marker"})->total == 0);
+    CHECK(s.list_misses({0, 10, "aaaa"})->total == 1);
+    CHECK(s.dismiss_miss(key).value());
+  }
+  SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE);
+  db.exec("INSERT INTO misses_fts (misses_fts) VALUES ('integrity-check')");
+  CHECK(db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"aaaa\"'").getInt() == 0);
+}

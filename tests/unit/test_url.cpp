@@ -454,6 +454,73 @@ TEST_CASE("redact removes userinfo and the values of signing and credential para
   }
 }
 
+TEST_CASE("shown redacts, then cuts long URLs to k_shown_url_bytes with their size", "[url]") {
+  STATIC_REQUIRE(url::k_shown_url_bytes == 256);
+  const std::string ellipsis = "\xE2\x80\xA6";
+  const std::string e_acute = "\xC3\xA9";
+  const auto repeat = [](const std::string& text, std::size_t n) {
+    std::string out;
+    for (std::size_t i = 0; i < n; ++i) {
+      out += text;
+    }
+    return out;
+  };
+  const std::string exactly = "https://h/" + std::string(246, 'a'); // 256 bytes
+  struct Case {
+    const char* what;
+    std::string input;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"short: only redacted", "https://u:pw@h/a.iso?X-Amz-Signature=abc",
+       "https://h/a.iso?X-Amz-Signature=" + ellipsis},
+      {"256 bytes: unchanged", exactly, exactly},
+      {"257 bytes: cut, with the size", exactly + "b", exactly + ellipsis + " (257 bytes)"},
+      {"9000 bytes", "https://h/" + std::string(8990, 'c'),
+       "https://h/" + std::string(246, 'c') + ellipsis + " (9000 bytes)"},
+      {"long userinfo: removed before the cut", "https://" + std::string(300, 'u') + ":secret@h/x", "https://h/x"},
+      {"a signature past the cut: redacted, and the size is the redacted one",
+       "https://h/" + std::string(300, 'd') + "?X-Amz-Signature=" + std::string(500, 'S'),
+       "https://h/" + std::string(246, 'd') + ellipsis + " (" + std::to_string(10 + 300 + 17 + 3) + " bytes)"},
+      {"a signature before the cut: its value never shown", "https://h/f?sig=SECRET&" + std::string(400, 'e'),
+       "https://h/f?sig=" + ellipsis + "&" + std::string(256 - 20, 'e') + ellipsis + " (" +
+           std::to_string(20 + 400) + " bytes)"},
+      {"UTF-8: never cut inside a character", "https://h/x" + repeat(e_acute, 200),
+       "https://h/x" + repeat(e_acute, 122) + ellipsis + " (411 bytes)"},
+      {"fragment dropped first", "https://h/a#" + std::string(400, 'f'), "https://h/a"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    CHECK(url::shown(c.input) == c.expected);
+    CHECK(url::shown(c.input).find("SECRET") == std::string::npos);
+    CHECK(url::shown(c.input).find("secret") == std::string::npos);
+  }
+}
+
+TEST_CASE("check_origin_size accepts k_max_origin_url bytes and refuses one more", "[url]") {
+  STATIC_REQUIRE(url::k_max_origin_url == 8192);
+  const auto of_size = [](std::size_t n) {
+    std::string text = "https://h/";
+    text.resize(n, 'a');
+    return text;
+  };
+  struct Case {
+    std::size_t size;
+    bool accepted;
+  };
+  const Case cases[] = {{0, true}, {10, true}, {8191, true}, {8192, true}, {8193, false}, {14000, false}};
+  for (const auto& c : cases) {
+    INFO(c.size << " bytes");
+    const auto error = url::check_origin_size(of_size(c.size));
+    CHECK(error.has_value() == !c.accepted);
+    if (error) {
+      CHECK(error->code == UrlErrc::too_long);
+      CHECK(error->message == "URL too long: " + std::to_string(c.size) + " bytes, at most 8192 are accepted");
+      CHECK(error->message.find("https://") == std::string::npos); // never repeats the URL
+    }
+  }
+}
+
 TEST_CASE("is_utf8 validates UTF-8", "[url]") {
   CHECK(url::is_utf8(""));
   CHECK(url::is_utf8("plain"));

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include "server/line_budget.hpp"
+
 #include "withcache/util/encoding.hpp"
 #include "withcache/util/env.hpp"
 #include "withcache/util/size.hpp"
@@ -173,4 +175,58 @@ TEST_CASE("format_size prints binary units", "[util]") {
   CHECK(util::format_size(20ULL << 30) == "20.0 GiB");
   CHECK(util::format_rate(1536) == "1.5 KiB/s");
   CHECK(util::format_rate(0) == "\xE2\x80\x93");
+}
+
+TEST_CASE("shorten cuts text to a size, never inside a UTF-8 character, and says how long it was", "[util]") {
+  struct Case {
+    std::string input;
+    std::size_t max;
+    std::string expected;
+  };
+  const std::string ellipsis = "\xE2\x80\xA6";
+  const Case cases[] = {
+      {"", 0, ""},
+      {"abc", 3, "abc"},
+      {"abc", 10, "abc"},
+      {"abcd", 3, "abc" + ellipsis + " (4 bytes)"},
+      {"ab", 0, ellipsis + " (2 bytes)"},
+      {"a\xC3\xA9", 2, "a" + ellipsis + " (3 bytes)"},          // é is 2 bytes: not split
+      {"a\xC3\xA9x", 3, "a\xC3\xA9" + ellipsis + " (4 bytes)"}, // cut right after it
+      {"\xF0\x9F\x98\x80x", 3, ellipsis + " (5 bytes)"},       // a 4-byte character
+      {std::string(10'000, 'z'), 256, std::string(256, 'z') + ellipsis + " (10000 bytes)"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.input.substr(0, 20) << " to " << c.max);
+    CHECK(util::shorten(c.input, c.max) == c.expected);
+  }
+}
+
+TEST_CASE("LineBudget writes at most N lines a window and counts the ones left out", "[util]") {
+  using withcache::server::LineBudget;
+  using namespace std::chrono_literals;
+  const auto t0 = LineBudget::Clock::time_point{} + 1h;
+  LineBudget budget(3, 60s);
+  struct Step {
+    std::chrono::seconds at;
+    std::optional<std::uint64_t> expected; // nothing: left out; else how many were left out before it
+  };
+  const Step steps[] = {
+      {0s, 0},   {1s, 0},   {2s, 0},           // the budget of the first window
+      {3s, {}},  {30s, {}}, {59s, {}},         // left out: 3
+      {60s, 3},  {61s, 0},  {62s, 0}, {63s, {}}, // a new window: the first line says 3 were left out
+      {200s, 1},                                // long after: 1 left out since
+  };
+  for (const auto& s : steps) {
+    INFO("at " << s.at.count() << " s");
+    CHECK(budget.admit(t0 + s.at) == s.expected);
+  }
+  // line(): the text, with what was left out said after it.
+  LineBudget lines(1, 60s);
+  CHECK(lines.line("first miss: a", "first misses", t0) == "first miss: a");
+  CHECK_FALSE(lines.line("first miss: b", "first misses", t0 + 1s).has_value());
+  CHECK_FALSE(lines.line("first miss: c", "first misses", t0 + 2s).has_value());
+  CHECK(lines.line("first miss: d", "first misses", t0 + 60s) == "first miss: d (2 more first misses not logged)");
+  LineBudget none(0, 60s);
+  CHECK_FALSE(none.admit(t0).has_value());
+  CHECK_FALSE(none.admit(t0 + 120s).has_value());
 }

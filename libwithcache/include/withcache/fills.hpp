@@ -67,6 +67,7 @@ enum class EnqueueErrc {
   shutting_down,  ///< the pool is stopping
   backing_off,    ///< a fill of the key failed or was refused recently (the negative cache); message = the reason
   not_cached,     ///< revalidate(): the artifact is gone
+  url_too_long,   ///< the URL is longer than url::k_max_origin_url (414 on every route); nothing recorded
 };
 
 struct EnqueueError {

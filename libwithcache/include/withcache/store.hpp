@@ -221,6 +221,14 @@ class StoreError : public std::runtime_error {
 inline constexpr std::uint64_t k_max_finished_jobs = 10'000;
 /** Ended fills older than this are forgotten. */
 inline constexpr std::chrono::hours k_finished_job_age{30 * 24};
+/** An event's details are kept to this many bytes (util::shorten()): rows stay small whatever a URL holds. */
+inline constexpr std::size_t k_max_event_details = 1024;
+/**
+ * The trigram indexes of the URL filters (artifacts, misses) index the first
+ * this many characters of each URL, so one row costs the index a bounded
+ * amount; a filter matches within them.
+ */
+inline constexpr int k_indexed_url_chars = 512;
 
 /** Options of a BlobStore. */
 struct StoreOptions {
@@ -452,7 +460,10 @@ class BlobStore {
    */
   Expected<Totals, std::string> totals();
 
-  /** Appends to the events log; queued like the counters (the newest 100 000 are kept). */
+  /**
+   * Appends to the events log; queued like the counters (the newest 100 000 are kept). `details` is
+   * cut to k_max_event_details bytes.
+   */
   void record_event(std::string kind, std::string actor, std::string address, std::string details);
   /** Events, newest first (the filter matches kind, actor or details); or a one-line database error. */
   Expected<Page<Event>, std::string> list_events(const ListQuery& query);

@@ -9,6 +9,7 @@
  * Every function is pure and thread-safe; none throws.
  */
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,7 @@ enum class UrlErrc {
   control_character,  ///< a C0 control character or DEL
   bad_token,          ///< a `/b/` token that is not URL-safe base64
   not_utf8,           ///< a token that does not decode to UTF-8 text
+  too_long,           ///< an origin URL longer than k_max_origin_url bytes
 };
 
 /** A refused URL or token: a code and a one-line message that never repeats the input. */
@@ -37,6 +39,28 @@ struct UrlError {
   UrlErrc code;
   std::string message;
 };
+
+/**
+ * The longest origin URL the cache-host accepts, in bytes of the URL as given
+ * (a `/b/` token's decoded bytes, `/blob?url=`'s decoded value, the API's and
+ * the form's `url`): 8 KiB. Longer ones are answered 414 and never recorded,
+ * so every row, log line and event that holds a URL is bounded.
+ */
+inline constexpr std::size_t k_max_origin_url = 8192;
+
+/**
+ * How much of a URL a log line or an event shows: the first 256 bytes of the
+ * redacted URL (see shown()).
+ */
+inline constexpr std::size_t k_shown_url_bytes = 256;
+
+/**
+ * Checks the size of an origin URL against k_max_origin_url.
+ * @return nothing when it is at most that long, else a UrlError
+ *         (UrlErrc::too_long) whose one-line message gives both sizes and
+ *         never repeats the URL.
+ */
+std::optional<UrlError> check_origin_size(std::string_view origin);
 
 /**
  * Options of normalize_key() and key_id(): which query parameters are part of
@@ -150,6 +174,14 @@ std::string blob_url(std::string_view server, std::string_view origin);
  * parse is treated the same way, as far as it can be read.
  */
 std::string redact(std::string_view url);
+
+/**
+ * A URL for a log line or an event: redact(url), then, when that is longer
+ * than k_shown_url_bytes, its first bytes (never cutting a UTF-8 character)
+ * followed by `… (N bytes)` (util::shorten()). Userinfo and signing values
+ * are removed before the cut, so a cut never reveals them.
+ */
+std::string shown(std::string_view url);
 
 /** The parts of an absolute URL that a client needs to connect and ask for it. */
 struct Target {

@@ -138,6 +138,21 @@ std::string client_group(std::string_view address) {
   return std::string(buffer) + "/64";
 }
 
+namespace {
+
+// At most this much of a failure's cause is kept (a redirect's Location or an origin's words may be in it).
+constexpr std::size_t k_max_failure_detail = 512;
+
+// A failed fetch as the job, the miss row, the event and the log show it: the URL as url::shown() cuts it,
+// then the cause cut to k_max_failure_detail, so an ended fill's row stays small whatever the URL.
+origin::FetchError bounded(const std::string& job_url, origin::FetchError error) {
+  error.detail = util::shorten(error.detail.empty() ? error.message : error.detail, k_max_failure_detail);
+  error.message = url::shown(job_url) + ": " + error.detail;
+  return error;
+}
+
+} // namespace
+
 std::string miss_reason(const origin::FetchError& error) {
   const std::string& detail = error.detail.empty() ? error.message : error.detail;
   return (error.reason == origin::FetchErrc::not_storable ? "not stored: " : "not fetched: ") + detail;
@@ -222,6 +237,10 @@ FillPool::~FillPool() {
 
 Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, origin::Headers headers,
                                                    bool by_operator, std::string_view client) {
+  // First: a URL over the limit is never persisted, fetched or recorded, whoever asks (SPEC §9).
+  if (auto error = url::check_origin_size(origin_url)) {
+    return unexpected(EnqueueError{EnqueueErrc::url_too_long, error->message});
+  }
   if (auto refused = m_options.fetch.policy.check_url(origin_url)) {
     const std::string scheme = url::scheme_of(origin_url);
     const bool web = scheme.empty() || scheme == "http" || scheme == "https";
@@ -273,7 +292,7 @@ Expected<Enqueued, EnqueueError> FillPool::enqueue(std::string_view origin_url, 
   if (m_store.find(*key)) {
     return unexpected(
         EnqueueError{EnqueueErrc::already_cached,
-                     url::redact(clean_url) + " is already cached (delete it to fetch it again)"});
+                     url::shown(clean_url) + " is already cached (delete it to fetch it again)"});
   }
   if (by_operator) {
     m_store.clear_backoff(*key);
@@ -363,7 +382,7 @@ Expected<Enqueued, EnqueueError> FillPool::revalidate(const Artifact& artifact, 
   }
   const auto current = m_store.find(*key); // the validators as stored now, not as the caller saw them
   if (!current) {
-    return unexpected(EnqueueError{EnqueueErrc::not_cached, url::redact(clean_url) + " is not cached"});
+    return unexpected(EnqueueError{EnqueueErrc::not_cached, url::shown(clean_url) + " is not cached"});
   }
   auto job = std::make_shared<State>();
   job->key = *key;
@@ -631,14 +650,17 @@ void FillPool::run(const std::shared_ptr<State>& job) {
   auto result = origin::fetch_to_file(request, m_options.fetch);
   if (!result && result.error().reason == origin::FetchErrc::cache_full && !disk_refused.empty()) {
     result = unexpected(origin::FetchError{origin::FetchErrc::cache_full, 0,
-                                           url::redact(job->url) + ": " + disk_refused, disk_refused});
+                                           url::shown(job->url) + ": " + disk_refused, disk_refused});
+  }
+  if (!result) {
+    result = unexpected(bounded(job->url, std::move(result.error())));
   }
   const UnixTime fetched_at = now();
   if (result && result->not_modified) {
     m_store.release(reserved);
     const auto stored = m_store.find(job->key);
     if (!stored) {
-      finish(job, JobStatus::failed, url::redact(job->url) + ": deleted while it was revalidated", "io");
+      finish(job, JobStatus::failed, url::shown(job->url) + ": deleted while it was revalidated", "io");
       return;
     }
     store::Freshness freshness;
@@ -740,7 +762,7 @@ void FillPool::record_failure(const State& job, const origin::FetchError& error)
   if (m_options.record_events) {
     const std::string what = job.revalidation ? "revalidation of " : "";
     m_store.record_event(is_refusal(error.reason) ? "fill_refused" : "fill_failed", "system", "",
-                         what + url::redact(job.url) + ": " + reason);
+                         what + url::shown(job.url) + ": " + reason);
   }
 }
 

@@ -181,11 +181,14 @@ Response post_download(Context& ctx, const Request& req) {
   auto queued = ctx.pool->enqueue(target, headers, /*by_operator=*/true);
   if (!queued) {
     const auto code = queued.error().code;
+    if (code == fills::EnqueueErrc::url_too_long) {
+      return json_error(414, queued.error().message);
+    }
     const bool conflict = code == fills::EnqueueErrc::already_cached || code == fills::EnqueueErrc::cache_full ||
                           code == fills::EnqueueErrc::shutting_down;
     return json_error(conflict ? 409 : 400, queued.error().message);
   }
-  ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::redact(queued->job.url));
+  ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::shown(queued->job.url));
   return json_text(202, json::dump(json::Json(shown(queued->job))));
 }
 
@@ -282,7 +285,7 @@ void add_api_routes(Router& router, Context& ctx) {
         return json_error(404, "no artifact with key " + *key);
       }
       ctx.store->record_event("delete", actor(ctx, req), req.remote_address,
-                              url::redact(row && *row ? (*row)->url : *key));
+                              url::shown(row && *row ? (*row)->url : *key));
       return json_text(200, json::dump(json::Json{{"deleted", *key}}));
     });
   });

@@ -13,6 +13,7 @@
 
 #include "auth/auth.hpp"
 #include "server/exchange.hpp"
+#include "server/line_budget.hpp"
 #include "withcache/fills.hpp"
 #include "withcache/scrub.hpp"
 #include "withcache/server.hpp"
@@ -62,6 +63,9 @@ class OncePerKey {
   std::unordered_set<std::string> m_seen;
 };
 
+/** Log lines a minute of each kind a client can cause once per URL (see LineBudget). */
+inline constexpr std::uint32_t k_url_log_lines_per_minute = 60;
+
 struct Context {
   ServerOptions options;
   std::unique_ptr<store::BlobStore> store;
@@ -75,6 +79,12 @@ struct Context {
   auth::LoginThrottle throttle;
   /** Refusals by the origin policy already logged. */
   OncePerKey logged_refusals;
+  /** `first miss: <url>` lines. */
+  LineBudget first_miss_lines{k_url_log_lines_per_minute};
+  /** `fill failed: <url>: <why>` lines. */
+  LineBudget fill_failure_lines{k_url_log_lines_per_minute};
+  /** `not fetching <url>: <why>` lines (each URL once, and these many a minute). */
+  LineBudget refusal_lines{k_url_log_lines_per_minute};
   /** The server's own listening sockets, which fills must never fetch from. */
   std::shared_ptr<origin::OwnListeners> own_listeners;
   /** The transport's connection counters (set once serving starts). */

@@ -5,8 +5,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <mutex>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -14,6 +12,7 @@
 #include "http/http.hpp"
 #include "server/context.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/strings.hpp"
 #include "withcache/util/time.hpp"
 
 namespace withcache::server {
@@ -34,40 +33,22 @@ Response miss_response(std::string_view reason) {
                                    : "cache miss (recorded; " + std::string(reason) + ")\n");
 }
 
-// "first miss" log lines, at most k_first_miss_lines a minute: a flood of distinct URLs from anyone must
-// not flood the log. What is left out is counted in the next line written.
-constexpr std::uint32_t k_first_miss_lines = 60;
-
-void log_first_miss(const std::string& origin) {
-  static std::mutex mutex;
-  static std::chrono::steady_clock::time_point window;
-  static std::uint32_t written = 0;
-  static std::uint64_t skipped = 0;
-  std::unique_lock lock(mutex);
-  const auto t = std::chrono::steady_clock::now();
-  if (t - window >= std::chrono::minutes(1)) {
-    window = t;
-    written = 0;
-  }
-  if (written >= k_first_miss_lines) {
-    ++skipped;
-    return;
-  }
-  ++written;
-  const std::uint64_t before = std::exchange(skipped, 0);
-  lock.unlock();
-  if (before > 0) {
-    spdlog::info("first miss: {} ({} more first misses not logged)", url::redact(origin), before);
-  } else {
-    spdlog::info("first miss: {}", url::redact(origin));
-  }
+// A URL over url::k_max_origin_url: 414, before anything is recorded or queued.
+Response too_long(Context& ctx, const url::UrlError& error) {
+  ++ctx.metrics.bad_requests;
+  Response res = plain(414, error.message + "\n");
+  res.log_target = "[URL too long]";
+  return res;
 }
 
 Response miss(Context& ctx, const Request& req, const std::string& key, const std::string& origin) {
   ++ctx.metrics.misses;
   if (ctx.store->record_miss(key, origin)) {
-    log_first_miss(origin);
-    ctx.store->record_event("first_miss", "system", req.remote_address, url::redact(origin));
+    // Through the budget: a flood of distinct URLs from anyone must not flood the log.
+    if (auto line = ctx.first_miss_lines.line("first miss: " + url::shown(origin), "first misses")) {
+      spdlog::info("{}", *line);
+    }
+    ctx.store->record_event("first_miss", "system", req.remote_address, url::shown(origin));
   }
   if (ctx.options.curate) {
     // Nothing is fetched; a refusal or failure of an operator's earlier Download still says why.
@@ -103,7 +84,10 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
       ctx.store->record_fill_failure(key, origin, reason, /*back_off=*/false);
     }
     if (ctx.logged_refusals.first(key)) {
-      spdlog::warn("not fetching {}: {}", url::redact(origin), error.message);
+      const std::string why = util::shorten(error.message, url::k_shown_url_bytes);
+      if (auto line = ctx.refusal_lines.line("not fetching " + url::shown(origin) + ": " + why, "refusals")) {
+        spdlog::warn("{}", *line);
+      }
     }
     return miss_response(reason);
   }
@@ -114,7 +98,7 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
     ++ctx.metrics.not_queued_disk;
     return miss_response("not fetched: " + error.message);
   default:
-    spdlog::debug("no fill for {}: {}", url::redact(origin), error.message);
+    spdlog::debug("no fill for {}: {}", url::shown(origin), util::shorten(error.message, url::k_shown_url_bytes));
     return miss_response("not fetched: " + error.message);
   }
 }
@@ -294,7 +278,7 @@ std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const R
     return std::pair{opened->artifact(), FileBody{fd, 0, 0}};
   }
   if (presence == store::Presence::dropped) {
-    spdlog::warn("cached blob of {} is missing or of the wrong size: dropped, filling it again", url::redact(origin));
+    spdlog::warn("cached blob of {} is missing or of the wrong size: dropped, filling it again", url::shown(origin));
     if (ctx.options.curate) {
       // A repair of what an operator approved, not a new fill: the miss below does not fill in this mode.
       // Without the reader's userinfo: a reader's credentials never ride on an operator's fill.
@@ -334,6 +318,9 @@ Response read(Context& ctx, const Request& req, const std::optional<std::string>
   }
   if (origin.empty()) {
     return bad_request(ctx, "empty URL");
+  }
+  if (auto error = url::check_origin_size(origin)) {
+    return too_long(ctx, *error);
   }
   const std::string scheme = url::scheme_of(origin);
   if (scheme != "http" && scheme != "https") {

@@ -103,10 +103,14 @@ TransportOptions transport_options(const ServerOptions& o) {
     if (!spdlog::should_log(spdlog::level::info)) {
       return;
     }
-    // Only the path: query strings (and /blob?url=) may carry origin tokens.
-    spdlog::info("{} {} {} {} {:.1f}ms {}{}", req.remote_address, util::escape_control(req.method),
-                 res.log_target.empty() ? loggable_path(req.path) : util::escape_control(res.log_target), res.status,
-                 ms, res.content_length(), complete ? "" : " (cut)");
+    // Only the path: query strings (and /blob?url=) may carry origin tokens. Cut like a URL: a path (a
+    // `/b/` name) is as long as the client wants, within the head limit.
+    const std::string target =
+        res.log_target.empty() ? loggable_path(req.path) : util::escape_control(res.log_target);
+    spdlog::info("{} {} {} {} {:.1f}ms {}{}", req.remote_address,
+                 util::shorten(util::escape_control(req.method), url::k_shown_url_bytes),
+                 util::shorten(target, url::k_shown_url_bytes), res.status, ms, res.content_length(),
+                 complete ? "" : " (cut)");
   };
   return t;
 }
@@ -227,7 +231,7 @@ struct Server::Impl {
       return ctx.pool->running() > 0 || rate > k_busy_serving;
     };
     scrub.on_damaged = [this](const Artifact& artifact, const std::string& found) {
-      const std::string shown = url::redact(artifact.url);
+      const std::string shown = url::shown(artifact.url);
       if (found.empty()) {
         spdlog::warn("scrub: the blob of {} is missing or of the wrong size: dropped, filling it again", shown);
       } else {
@@ -244,7 +248,7 @@ struct Server::Impl {
   }
 
   void on_fill_finished(const Job& job) {
-    const std::string shown = url::redact(job.url);
+    const std::string shown = url::shown(job.url);
     switch (job.status) {
     case JobStatus::completed:
       ++ctx.metrics.fills_completed;
@@ -259,9 +263,12 @@ struct Server::Impl {
       break;
     default:
       ++ctx.metrics.fills_failed;
-      // The pool records the event, with its reason. A refusal is logged once per URL.
+      // The pool records the event, with its reason. A refusal is logged once per URL, and any fill
+      // failure within the line budget: anyone can make fills of distinct URLs fail.
       if (job.error_reason != "refused_origin" || ctx.logged_refusals.first(job.key)) {
-        spdlog::warn("fill failed: {}", job.error);
+        if (auto line = ctx.fill_failure_lines.line("fill failed: " + job.error, "failed fills")) {
+          spdlog::warn("{}", *line);
+        }
       }
       break;
     }

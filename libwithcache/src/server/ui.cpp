@@ -158,6 +158,7 @@ Response page(const Context& ctx, const Request& req, const std::string& section
 struct Outcome {
   std::string error;
   std::string section;
+  int status = 400; // of a refusal (`error` not empty)
 };
 
 // A state-changing form action: session, CSRF, then `act`.
@@ -180,10 +181,10 @@ Response form_action(const Context& ctx, const Request& req, const std::function
     if (!fragment) {
       return unavailable(fragment.error());
     }
-    return html(outcome.error.empty() ? 200 : 400, *fragment);
+    return html(outcome.error.empty() ? 200 : outcome.status, *fragment);
   }
   if (!outcome.error.empty()) {
-    return html(400, pages::layout("Not done", "", !ui_open(ctx),
+    return html(outcome.status, pages::layout("Not done", "", !ui_open(ctx),
                                    "<p role=\"alert\">" + pages::escape(outcome.error) +
                                        "</p><p><a href=\"/\">Back</a></p>"));
   }
@@ -261,14 +262,15 @@ void add_ui_routes(Router& router, Context& ctx) {
       }
       auto queued = ctx.pool->enqueue(target, *headers, /*by_operator=*/true);
       if (!queued) {
-        return {queued.error().message, section};
+        const bool too_long = queued.error().code == fills::EnqueueErrc::url_too_long;
+        return {queued.error().message, section, too_long ? 414 : 400};
       }
       // Header names, never values, go to the log.
       std::string names;
       for (const auto& h : *headers) {
         names += (names.empty() ? " with headers " : ", ") + h.first;
       }
-      ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::redact(queued->job.url) + names);
+      ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::shown(queued->job.url) + names);
       return {"", section};
     });
   });
@@ -292,7 +294,7 @@ void add_ui_routes(Router& router, Context& ctx) {
         return {removed ? "no such artifact" : removed.error(), "artifacts"};
       }
       ctx.store->record_event("delete", actor(ctx, req), req.remote_address,
-                              url::redact(row && *row ? (*row)->url : key));
+                              url::shown(row && *row ? (*row)->url : key));
       return {"", "artifacts"};
     });
   });

@@ -234,7 +234,49 @@ CREATE TABLE scrub_state (
   running               INTEGER NOT NULL
 );
 )sql",
+    // Issue 19: the URL filters' trigram indexes hold the first 512 characters of each URL
+    // (k_indexed_url_chars), so a row costs them a bounded amount. Rows indexed in full so far leave
+    // the index with what was indexed and come back cut. (A 'rebuild' would index whole URLs again.)
+    R"sql(
+DROP TRIGGER artifacts_inserted;
+DROP TRIGGER artifacts_deleted;
+DROP TRIGGER artifacts_renamed;
+DROP TRIGGER misses_inserted;
+DROP TRIGGER misses_deleted;
+DROP TRIGGER misses_renamed;
+INSERT INTO artifacts_fts (artifacts_fts, rowid, url) SELECT 'delete', id, url FROM artifacts WHERE length(url) > 512;
+INSERT INTO artifacts_fts (rowid, url) SELECT id, substr(url, 1, 512) FROM artifacts WHERE length(url) > 512;
+INSERT INTO misses_fts (misses_fts, rowid, url) SELECT 'delete', id, url FROM misses WHERE length(url) > 512;
+INSERT INTO misses_fts (rowid, url) SELECT id, substr(url, 1, 512) FROM misses WHERE length(url) > 512;
+CREATE TRIGGER artifacts_inserted AFTER INSERT ON artifacts BEGIN
+  UPDATE totals SET artifacts = artifacts + 1, stored_bytes = stored_bytes + new.size, hits = hits + new.hits,
+                    artifact_misses = artifact_misses + new.misses;
+  INSERT INTO artifacts_fts (rowid, url) VALUES (new.id, substr(new.url, 1, 512));
+END;
+CREATE TRIGGER artifacts_deleted AFTER DELETE ON artifacts BEGIN
+  UPDATE totals SET artifacts = artifacts - 1, stored_bytes = stored_bytes - old.size, hits = hits - old.hits,
+                    artifact_misses = artifact_misses - old.misses;
+  INSERT INTO artifacts_fts (artifacts_fts, rowid, url) VALUES ('delete', old.id, substr(old.url, 1, 512));
+END;
+CREATE TRIGGER artifacts_renamed AFTER UPDATE OF url ON artifacts WHEN old.url IS NOT new.url BEGIN
+  INSERT INTO artifacts_fts (artifacts_fts, rowid, url) VALUES ('delete', old.id, substr(old.url, 1, 512));
+  INSERT INTO artifacts_fts (rowid, url) VALUES (new.id, substr(new.url, 1, 512));
+END;
+CREATE TRIGGER misses_inserted AFTER INSERT ON misses BEGIN
+  UPDATE totals SET miss_rows = miss_rows + 1, miss_count = miss_count + new.count;
+  INSERT INTO misses_fts (rowid, url) VALUES (new.id, substr(new.url, 1, 512));
+END;
+CREATE TRIGGER misses_deleted AFTER DELETE ON misses BEGIN
+  UPDATE totals SET miss_rows = miss_rows - 1, miss_count = miss_count - old.count;
+  INSERT INTO misses_fts (misses_fts, rowid, url) VALUES ('delete', old.id, substr(old.url, 1, 512));
+END;
+CREATE TRIGGER misses_renamed AFTER UPDATE OF url ON misses WHEN old.url IS NOT new.url BEGIN
+  INSERT INTO misses_fts (misses_fts, rowid, url) VALUES ('delete', old.id, substr(old.url, 1, 512));
+  INSERT INTO misses_fts (rowid, url) VALUES (new.id, substr(new.url, 1, 512));
+END;
+)sql",
 };
+static_assert(k_indexed_url_chars == 512, "the last migration's triggers index substr(url, 1, 512)");
 
 // The first schema version whose open() can trust the journal instead of listing blobs/.
 constexpr int k_journal_version = 5;
@@ -2242,6 +2284,9 @@ void BlobStore::record_event(std::string kind, std::string actor, std::string ad
   if (m_queue.events.size() >= k_max_queued_events) {
     ++m_lost.events;
     return;
+  }
+  if (details.size() > k_max_event_details) {
+    details = util::shorten(details, k_max_event_details);
   }
   m_queue.events.push_back(
       Event{0, now(), std::move(kind), std::move(actor), std::move(address), std::move(details)});

@@ -597,6 +597,18 @@ std::string redact(std::string_view url) {
   return out;
 }
 
+std::string shown(std::string_view url) {
+  return util::shorten(redact(url), k_shown_url_bytes);
+}
+
+std::optional<UrlError> check_origin_size(std::string_view origin) {
+  if (origin.size() <= k_max_origin_url) {
+    return std::nullopt;
+  }
+  return UrlError{UrlErrc::too_long, "URL too long: " + std::to_string(origin.size()) + " bytes, at most " +
+                                         std::to_string(k_max_origin_url) + " are accepted"};
+}
+
 Expected<Target, UrlError> parse_target(std::string_view url) {
   auto parts = split(url);
   if (!parts) {

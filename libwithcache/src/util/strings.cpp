@@ -57,4 +57,20 @@ std::string escape_control(std::string_view text) {
   return out;
 }
 
+std::string shorten(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) {
+    return std::string(text);
+  }
+  std::size_t end = max_bytes;
+  // Back off continuation bytes (10xxxxxx) so the cut falls before a character, not inside one.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+    --end;
+  }
+  std::string out(text.substr(0, end));
+  out += "\xE2\x80\xA6 ("; // "…"
+  out += std::to_string(text.size());
+  out += " bytes)";
+  return out;
+}
+
 } // namespace withcache::util

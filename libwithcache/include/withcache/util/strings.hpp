@@ -60,4 +60,13 @@ bool has_control(std::string_view text, bool allow_tab = false);
  */
 std::string escape_control(std::string_view text);
 
+/**
+ * `text` cut for display: unchanged when it has at most `max_bytes` bytes;
+ * otherwise its first bytes, at most `max_bytes` of them and never ending
+ * inside a UTF-8 sequence, then `…` and ` (N bytes)` with N the size of the
+ * whole text (`https://h/aaaa… (9000 bytes)`). So a log line or a stored
+ * event stays bounded whatever the caller was given.
+ */
+std::string shorten(std::string_view text, std::size_t max_bytes);
+
 } // namespace withcache::util
