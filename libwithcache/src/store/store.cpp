@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -17,6 +18,7 @@
 
 #include "http/http.hpp"
 #include "store/index.hpp"
+#include "util/regular_file.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/size.hpp"
 #include "withcache/util/strings.hpp"
@@ -323,10 +325,10 @@ std::optional<std::pair<std::string, std::string>> parse_staged_name(std::string
   return std::pair{std::string(key), std::string(sha)};
 }
 
-// fsync a file or directory by path; the rename-then-fsync(dir) dance is what
-// makes a committed blob survive a power cut.
-bool fsync_path(const fs::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+// fsync a directory by path; the rename-then-fsync(dir) dance is what makes a committed blob survive a
+// power cut. (Files are synced through the descriptor open_regular() checked.)
+bool fsync_dir(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     return false;
   }
@@ -776,7 +778,7 @@ void BlobStore::sweep_blobs_once() {
       present.insert(name);
     }
   }
-  (void)fsync_path(m_options.data_dir / "blobs", true);
+  (void)fsync_dir(m_options.data_dir / "blobs");
   std::vector<std::string> missing;
   std::unordered_set<std::string> rows;
   {
@@ -934,7 +936,7 @@ void BlobStore::recover_tmp() {
     }
   }
   if (renamed) {
-    (void)fsync_path(m_options.data_dir / "blobs", true);
+    (void)fsync_dir(m_options.data_dir / "blobs");
   }
 
   // .part files that no pending job owns are leftovers of a crash or a cancel.
@@ -1010,9 +1012,10 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
     return std::nullopt;
   }
   struct stat st{};
-  // lstat: a blob is a regular file this store wrote, never a link planted beside it.
+  // lstat: a blob is a regular file this store wrote, never a link planted beside it (the same rules
+  // as open_blob's util::open_regular, so a HEAD never says hit where a GET would not).
   const bool exists = ::lstat(blob_path(key).c_str(), &st) == 0;
-  if (exists && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
+  if (exists && S_ISREG(st.st_mode) && st.st_nlink == 1 && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
     if (presence != nullptr) {
       *presence = Presence::hit;
     }
@@ -1023,8 +1026,10 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
   }
   drop_damaged(key, artifact->sha256,
                !exists                  ? "blob missing"
-               : !S_ISREG(st.st_mode) ? "blob is not a regular file"
-                                      : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
+               : S_ISLNK(st.st_mode)    ? "blob is a symbolic link"
+               : !S_ISREG(st.st_mode)   ? "blob is not a regular file"
+               : st.st_nlink != 1       ? "blob is a hard link (" + std::to_string(st.st_nlink) + " names for one file)"
+                                        : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
                                             std::to_string(artifact->size));
   if (presence != nullptr) {
     *presence = Presence::dropped;
@@ -1077,23 +1082,23 @@ std::optional<OpenedBlob> BlobStore::open_blob(const std::string& key, Presence*
       return std::nullopt;
     }
     artifact = artifact_of(*m_index, *record);
-    const int fd = ::open(blob_path(key).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) {
-      struct stat st{};
-      if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact.size) {
+    // On an I/O thread: a FIFO planted as the blob must not block it (util::open_regular).
+    auto opened = util::open_regular(blob_path(key), O_RDONLY);
+    if (opened) {
+      const auto size = static_cast<std::uint64_t>(opened->info.st_size);
+      if (size == artifact.size) {
         if (presence != nullptr) {
           *presence = Presence::hit;
         }
-        return OpenedBlob(std::move(artifact), fd);
+        return OpenedBlob(std::move(artifact), opened->fd);
       }
-      damage = !S_ISREG(st.st_mode) ? std::string("blob is not a regular file")
-                                    : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
-                                          std::to_string(artifact.size);
-      ::close(fd);
-    } else if (errno == ENOENT || errno == ELOOP) {
-      damage = errno == ENOENT ? "blob missing" : "blob is a symbolic link";
-    } else {
+      damage = "blob has " + std::to_string(size) + " bytes, expected " + std::to_string(artifact.size);
+      ::close(opened->fd);
+    } else if (opened.error().reason == util::FileRefusal::failed) {
       return std::nullopt; // out of descriptors, say: nothing is known to be wrong with the blob
+    } else {
+      damage = opened.error().reason == util::FileRefusal::missing ? std::string("blob missing")
+                                                                    : "blob is " + opened.error().message;
     }
   }
   drop_damaged(key, artifact.sha256, damage);
@@ -1133,11 +1138,24 @@ void BlobStore::drop_damaged(const std::string& key, const std::string& sha256, 
 }
 
 void BlobStore::move_to_quarantine(const std::string& key, std::string_view why) {
+  const fs::path blob = blob_path(key);
   std::error_code ec;
-  const fs::path target = quarantine_dir() / (key + "." + std::to_string(now()) + "." + std::string(why));
-  fs::rename(blob_path(key), target, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    fs::remove(blob_path(key), ec); // a blob that cannot be kept aside is still not served again
+  struct stat dir{};
+  // quarantine/ replaced by a link would carry the file out of the data dir: then it is only removed.
+  const bool kept_aside = ::lstat(quarantine_dir().c_str(), &dir) == 0 && S_ISDIR(dir.st_mode);
+  const std::string base = key + "." + std::to_string(now()) + "." + std::string(why);
+  int error = EEXIST;
+  // RENAME_NOREPLACE: a name already in quarantine/ (planted, or quarantined the same second) is never
+  // replaced, so what is kept aside stays kept, and a directory there does not make the move fail.
+  for (int attempt = 0; kept_aside && error == EEXIST && attempt < 100; ++attempt) {
+    const fs::path target = quarantine_dir() / (attempt == 0 ? base : base + "." + std::to_string(attempt));
+    error = ::renameat2(AT_FDCWD, blob.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+    if (error == EINVAL) { // a file system without RENAME_NOREPLACE
+      error = ::rename(blob.c_str(), target.c_str()) == 0 ? 0 : errno;
+    }
+  }
+  if (error != 0 && error != ENOENT) {
+    fs::remove(blob, ec); // a blob that cannot be kept aside is still not served again
   }
 }
 
@@ -1615,19 +1633,26 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   const fs::path tmp = part.parent_path();
   const fs::path blobs = blob.parent_path();
   std::error_code ec;
-  const auto actual = fs::file_size(part, ec);
-  if (ec) {
-    return unexpected("cannot commit " + artifact.key + ": " + ec.message());
-  }
-  if (actual != artifact.size) {
-    return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
-                      " bytes, expected " + std::to_string(artifact.size));
-  }
   if (!is_key_id(artifact.key) || !is_key_id(artifact.sha256)) {
     return unexpected("cannot commit " + artifact.key + ": not a key id and a SHA-256: " + artifact.sha256);
   }
-  if (!fsync_path(part, false)) {
-    return unexpected("cannot fsync " + part.string() + ": " + std::strerror(errno));
+  {
+    // What becomes the blob is checked like a blob: a regular file of this store, with its size.
+    auto opened = util::open_regular(part, O_RDONLY);
+    if (!opened) {
+      return unexpected("cannot commit " + artifact.key + ": the part file is " + opened.error().message);
+    }
+    const auto actual = static_cast<std::uint64_t>(opened->info.st_size);
+    const bool synced = actual == artifact.size && ::fsync(opened->fd) == 0;
+    const int error = errno;
+    ::close(opened->fd);
+    if (actual != artifact.size) {
+      return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
+                        " bytes, expected " + std::to_string(artifact.size));
+    }
+    if (!synced) {
+      return unexpected("cannot fsync " + part.string() + ": " + std::strerror(error));
+    }
   }
 
   // No flush first: misses still queued land on the artifact row when the flusher writes them.
@@ -1651,7 +1676,7 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   if (ec) {
     return unexpected("cannot stage " + part.string() + ": " + ec.message());
   }
-  if (!fsync_path(tmp, true)) {
+  if (!fsync_dir(tmp)) {
     const std::string error = std::strerror(errno);
     fs::rename(staged, part, ec); // back where a resumed fill finds it
     return unexpected("cannot fsync " + tmp.string() + ": " + error);
@@ -1709,7 +1734,7 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
     }
     m_index->upsert(record_of(*m_index, stored));
   }
-  (void)fsync_path(blobs, true); // a lost rename is redone by open(): the row names the staged SHA-256
+  (void)fsync_dir(blobs); // a lost rename is redone by open(): the row names the staged SHA-256
   m_stored_bytes += stored.size;
   if (previous) {
     m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
@@ -1831,7 +1856,7 @@ Expected<bool, std::string> BlobStore::quarantine(const std::string& key, const 
   }
   struct stat checked{};
   struct stat current{};
-  if (::fstat(fd, &checked) != 0 || ::stat(blob_path(key).c_str(), &current) != 0 ||
+  if (::fstat(fd, &checked) != 0 || ::lstat(blob_path(key).c_str(), &current) != 0 ||
       checked.st_ino != current.st_ino || checked.st_dev != current.st_dev) {
     return false; // replaced (or removed) since it was read
   }
