@@ -1027,7 +1027,7 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
   drop_damaged(key, artifact->sha256,
                !exists                  ? "blob missing"
                : S_ISLNK(st.st_mode)    ? "blob is a symbolic link"
-               : !S_ISREG(st.st_mode)   ? "blob is not a regular file"
+               : !S_ISREG(st.st_mode)   ? "blob is not a regular file (" + util::describe_file_type(st.st_mode) + ")"
                : st.st_nlink != 1       ? "blob is a hard link (" + std::to_string(st.st_nlink) + " names for one file)"
                                         : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
                                             std::to_string(artifact->size));

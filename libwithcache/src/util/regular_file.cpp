@@ -9,7 +9,19 @@
 namespace withcache::util {
 namespace {
 
-std::string kind_of(mode_t mode) {
+FileFailure refused(FileRefusal reason, std::string message, int error = 0) {
+  return FileFailure{reason, error, std::move(message)};
+}
+
+} // namespace
+
+std::string describe_file_type(mode_t mode) {
+  if (S_ISREG(mode)) {
+    return "a regular file";
+  }
+  if (S_ISLNK(mode)) {
+    return "a symbolic link";
+  }
   if (S_ISDIR(mode)) {
     return "a directory";
   }
@@ -24,12 +36,6 @@ std::string kind_of(mode_t mode) {
   }
   return "of an unknown type";
 }
-
-FileFailure refused(FileRefusal reason, std::string message, int error = 0) {
-  return FileFailure{reason, error, std::move(message)};
-}
-
-} // namespace
 
 Expected<RegularFile, FileFailure> open_regular(const std::filesystem::path& path, int flags, mode_t mode) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever, on whatever
@@ -59,7 +65,7 @@ Expected<RegularFile, FileFailure> open_regular(const std::filesystem::path& pat
   }
   if (!S_ISREG(file.info.st_mode)) {
     ::close(fd);
-    return unexpected(refused(FileRefusal::not_regular, "not a regular file (" + kind_of(file.info.st_mode) + ")"));
+    return unexpected(refused(FileRefusal::not_regular, "not a regular file (" + describe_file_type(file.info.st_mode) + ")"));
   }
   // withcache renames its files into place and never links them: a second name is someone else's,
   // possibly for a file outside the data dir (a secret, or a file another program still writes).

@@ -41,6 +41,9 @@ struct RegularFile {
   struct stat info {};  ///< as fstat(2) returned it
 };
 
+/** What a file that is not a regular one is, for messages: `a directory`, `a FIFO`, `a symbolic link`, ... */
+std::string describe_file_type(mode_t mode);
+
 /**
  * open(2)s `path` with `flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` (and `mode` when creating), then
  * checks with fstat(2) that it is a regular file with one link; O_NONBLOCK is cleared again unless the
