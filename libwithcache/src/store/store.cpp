@@ -1633,9 +1633,6 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   const fs::path tmp = part.parent_path();
   const fs::path blobs = blob.parent_path();
   std::error_code ec;
-  if (!is_key_id(artifact.key) || !is_key_id(artifact.sha256)) {
-    return unexpected("cannot commit " + artifact.key + ": not a key id and a SHA-256: " + artifact.sha256);
-  }
   {
     // What becomes the blob is checked like a blob: a regular file of this store, with its size.
     auto opened = util::open_regular(part, O_RDONLY);
@@ -1649,6 +1646,9 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
     if (actual != artifact.size) {
       return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
                         " bytes, expected " + std::to_string(artifact.size));
+    }
+    if (!is_key_id(artifact.key) || !is_key_id(artifact.sha256)) {
+      return unexpected("cannot commit " + artifact.key + ": not a key id and a SHA-256: " + artifact.sha256);
     }
     if (!synced) {
       return unexpected("cannot fsync " + part.string() + ": " + std::strerror(error));
