@@ -236,6 +236,13 @@ CREATE TABLE scrub_state (
   running               INTEGER NOT NULL
 );
 )sql",
+    // Issue 19: no crash loop. `running` is set (synchronously) when a fill starts and cleared when a
+    // clean stop interrupts it; open() turns a set one into one more `crashes`: the server died while
+    // the fill ran. The pool does not resume a fill that was running at two such deaths in a row.
+    R"sql(
+ALTER TABLE pending_jobs ADD COLUMN running INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pending_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 // The first schema version whose open() can trust the journal instead of listing blobs/.
@@ -566,6 +573,8 @@ ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = e
         prune_events(db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"),
         insert_job(db, "INSERT OR REPLACE INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)"),
         delete_job(db, "DELETE FROM pending_jobs WHERE id = ?"),
+        job_running(db, "UPDATE pending_jobs SET running = 1 WHERE id = ?"),
+        job_stopped(db, "UPDATE pending_jobs SET running = 0, crashes = 0 WHERE id = ?"),
         insert_finished(db, "INSERT OR REPLACE INTO finished_jobs (" + std::string(k_job_columns) +
                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         prune_finished(db, "DELETE FROM finished_jobs WHERE finished_at < ?1 OR id <= (SELECT id FROM finished_jobs "
@@ -606,6 +615,8 @@ WHERE key = ?1)sql"),
   SQLite::Statement prune_events;
   SQLite::Statement insert_job;
   SQLite::Statement delete_job;
+  SQLite::Statement job_running;
+  SQLite::Statement job_stopped;
   SQLite::Statement insert_finished;
   SQLite::Statement prune_finished;
   SQLite::Statement upsert_artifact;
@@ -691,6 +702,7 @@ BlobStore::BlobStore(StoreOptions options)
     load_index();
     recover_tmp();
     finish_removals();
+    count_crashed_fills();
     // Job ids are never reused: continue after the highest ever handed out (also in the history).
     std::int64_t highest = m_db->execAndGet("SELECT max(COALESCE((SELECT max(id) FROM pending_jobs), 0), "
                                             "COALESCE((SELECT max(id) FROM finished_jobs), 0))")
@@ -1353,7 +1365,11 @@ void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, boo
     }
   }
   for (const auto& op : queue.job_ops) {
-    if (op.insert) {
+    if (op.kind == JobOp::Kind::stopped) {
+      Use stopped(st.job_stopped);
+      stopped->bind(1, op.job.id);
+      stopped->exec();
+    } else if (op.kind == JobOp::Kind::insert) {
       Use insert(st.insert_job);
       insert->bind(1, op.job.id);
       insert->bind(2, op.job.key);
@@ -2291,14 +2307,42 @@ std::int64_t BlobStore::add_pending_job(const std::string& key, std::string_view
   PendingJob job{m_next_job_id++, key, url::strip_userinfo(url), headers, now()};
   const std::int64_t id = job.id;
   std::lock_guard lock(m_counter_mutex);
-  m_queue.job_ops.push_back({true, std::move(job)});
+  m_queue.job_ops.push_back({JobOp::Kind::insert, std::move(job)});
   return id;
 }
 
 void BlobStore::remove_pending_job(std::int64_t id) {
   // Written even when its insert is still queued: the row keeps the id from being handed out again.
   std::lock_guard lock(m_counter_mutex);
-  m_queue.job_ops.push_back({false, PendingJob{id, {}, {}, {}, 0}});
+  m_queue.job_ops.push_back({JobOp::Kind::remove, PendingJob{id, {}, {}, {}, 0}});
+}
+
+Expected<Ok, std::string> BlobStore::mark_job_running(std::int64_t id) {
+  // Written now, not with the next batch: a crash in the first half-second of a fill (an origin's
+  // flood of header lines taking the memory) is exactly what this must count.
+  std::lock_guard db_lock(m_db_mutex);
+  (void)flush_locked(); // the job's own row first; when that fails the update finds no row (and counts nothing)
+  return guarded("cannot mark a fill running", [&] {
+    Use running(m_statements->job_running);
+    running->bind(1, id);
+    running->exec();
+    return Ok{};
+  });
+}
+
+void BlobStore::mark_job_stopped(std::int64_t id) {
+  // A clean stop: written before the store closes (its destructor flushes).
+  std::lock_guard lock(m_counter_mutex);
+  m_queue.job_ops.push_back({JobOp::Kind::stopped, PendingJob{id, {}, {}, {}, 0}});
+}
+
+void BlobStore::count_crashed_fills() {
+  // The server that ran these fills stopped without clearing `running`: it died (kill -9, the OOM
+  // killer, a power cut) while they ran.
+  SQLite::Transaction tx(*m_db);
+  const int crashed = m_db->exec("UPDATE pending_jobs SET crashes = crashes + 1, running = 0 WHERE running != 0");
+  tx.commit();
+  m_recovery.fills_running_at_crash = static_cast<std::uint64_t>(std::max(crashed, 0));
 }
 
 Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
@@ -2306,7 +2350,7 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
   (void)flush_locked(); // on failure the queue is kept for the next round
   return guarded("cannot read pending fills", [&]() -> std::vector<PendingJob> {
     std::vector<PendingJob> jobs;
-    SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
+    SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at, crashes FROM pending_jobs ORDER BY id");
     while (all.executeStep()) {
       PendingJob job;
       job.id = all.getColumn(0).getInt64();
@@ -2314,6 +2358,7 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
       job.url = all.getColumn(2).getString();
       job.headers = decode_headers(all.getColumn(3).getString());
       job.created_at = all.getColumn(4).getInt64();
+      job.crashes = static_cast<std::uint32_t>(std::clamp<std::int64_t>(all.getColumn(5).getInt64(), 0, UINT32_MAX));
       jobs.push_back(std::move(job));
     }
     return jobs;
