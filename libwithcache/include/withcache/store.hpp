@@ -288,8 +288,9 @@ class BlobStore {
    */
   [[nodiscard]] std::optional<Artifact> find(const std::string& key) const;
   /**
-   * find(), and a stat(2) of the blob: a blob that is missing or of another
-   * size is dropped (as open_blob() does). What a HEAD answers from.
+   * find(), and an lstat(2) of the blob: a blob that is missing, of another
+   * size, or not a regular file with one link is dropped (as open_blob()
+   * does). What a HEAD answers from.
    * @param presence set to what was found, when not null.
    */
   [[nodiscard]] std::optional<Artifact> find_present(const std::string& key, Presence* presence = nullptr);
@@ -306,9 +307,11 @@ class BlobStore {
    * The artifact stored under `key` and a descriptor open on its blob, taken
    * together under the index lock, so the bytes are always those the
    * returned size and SHA-256 describe, even while a replacement commits.
-   * Memory, one open(2) and one fstat(2): safe on the read path. Nothing when
-   * the key is not cached, or when its blob is missing or of another size
-   * than recorded: then the artifact is dropped from the index at once (the
+   * Memory, one open(2) and one fstat(2): safe on the read path (the open
+   * never follows a link and never waits: util::open_regular). Nothing when
+   * the key is not cached, or when its blob is missing, of another size than
+   * recorded, or not a regular file with one link (a FIFO, a directory, a
+   * symbolic or hard link planted there): then the artifact is dropped from the index at once (the
    * row and the damaged file, moved to quarantine/, follow in the
    * background), so it is a miss from now on and can be re-filled.
    * @param presence set to what was found, when not null.
