@@ -2,7 +2,7 @@
 // the data dir, and a directory, put in blobs/ under the names of real artifacts and in quarantine/
 // under the names the store would move damaged blobs to. GET, HEAD, the scrub and --verify never block
 // on them and never read the outside file (its SHA-256 appears nowhere), /healthz answers throughout,
-// and SIGTERM stops the server in time.
+// and SIGTERM stops the server in time. A part file planted in tmp/ is never written or created through.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -278,6 +278,52 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     server.start();
+  }
+
+  SECTION("a part file planted in tmp/ is never written, read or created through") {
+    // Three URLs not cached yet, whose fills find something planted as their part file.
+    const fs::path nowhere = server.dir() / "created-through-a-link.bin"; // a dangling link's target
+    struct Late {
+      std::string path;
+      std::string body;
+      std::string url;
+      std::string key;
+      Planted kind;
+    };
+    std::vector<Late> late;
+    for (const Planted kind : {Planted::hard_link, Planted::fifo, Planted::symlink}) {
+      Late l{std::string("/late-") + name_of(kind) + ".bin", test::make_bytes(k_size, ++seed), {}, {}, kind};
+      l.url = origin.url(l.path);
+      l.key = *url::key_id(l.url);
+      origin.add(l.path, Route(l.body));
+      const fs::path part = data / "tmp" / (l.key + ".part");
+      plant(kind, part, kind == Planted::symlink ? nowhere : outside);
+      late.push_back(std::move(l));
+    }
+    while_probing_health(server.port(), [&] {
+      for (const auto& l : late) {
+        INFO(name_of(l.kind));
+        const auto r = curl(server.blob(l.url), {"--max-time", "10"});
+        CHECK(r.exit_code == 0);
+        CHECK(r.status == 404); // a miss: its fill is queued and finds the planted part
+      }
+    });
+    // Each fill fails on its part (a local cause: no back-off) and removes the planted name; the next
+    // miss fills it from its origin.
+    for (const auto& l : late) {
+      INFO(name_of(l.kind));
+      REQUIRE(eventually([&] {
+        const auto r = curl(server.blob(l.url), {"-I", "--max-time", "10"});
+        return r.status == 200 && r.headers.count("x-withcache-sha256") == 1 &&
+               r.headers.at("x-withcache-sha256") == digest::sha256_hex(l.body);
+      }, 30s));
+      CHECK(curl(server.blob(l.url), {"--max-time", "10"}).body == l.body);
+    }
+    const std::string events = get_json(server.port(), "/api/v1/events?limit=1000").dump();
+    CHECK(events.find("a hard link") != std::string::npos);
+    CHECK(events.find("(a FIFO)") != std::string::npos);
+    CHECK(events.find("a symbolic link") != std::string::npos);
+    CHECK_FALSE(fs::exists(nowhere));
   }
 
   SECTION("withcache-server --verify reports what was planted without blocking or reading it") {
