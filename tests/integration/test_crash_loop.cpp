@@ -56,7 +56,8 @@ bool is_running(const ServerProcess& server, const std::string& url) {
 
 } // namespace
 
-TEST_CASE("a fill running at two deaths in a row is failed at start with an event, while one death or SIGTERM resumes it",
+TEST_CASE("a fill running at two deaths in a row is failed at start with an event, while one death or "
+          "SIGTERM resumes it",
           "[crash][fills]") {
   Origin origin;
   // 4 MiB at 40 KiB/s: the fill is still running whenever the test kills the server.
@@ -94,7 +95,8 @@ TEST_CASE("a fill running at two deaths in a row is failed at start with an even
   const auto job = job_of(server, url);
   REQUIRE_FALSE(job.is_null());
   CHECK(job["status"] == "failed");
-  CHECK(job["error"].get<std::string>().find("the server died twice while this fill ran") != std::string::npos);
+  CHECK(job["error"].get<std::string>().find("the server died twice while this fill ran") !=
+        std::string::npos);
   const auto events = api_get(server, "/api/v1/events?q=fill_abandoned");
   REQUIRE(events["total"] == 1);
   CHECK(events["items"][0]["kind"] == "fill_abandoned");
@@ -110,7 +112,7 @@ TEST_CASE("a fill running at two deaths in a row is failed at start with an even
   // An operator's Download retries it.
   httplib::Client client("127.0.0.1", server.port());
   const auto retried = client.Post("/api/v1/downloads", {{"Authorization", std::string("Bearer ") + k_token}},
-                                    nlohmann::json{{"url", url}}.dump(), "application/json");
+                                   nlohmann::json{{"url", url}}.dump(), "application/json");
   REQUIRE(retried);
   CHECK(retried->status == 202);
   CHECK(eventually([&] { return origin.gets("/huge.iso") == 5; }, 30s));

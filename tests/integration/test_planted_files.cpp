@@ -166,7 +166,9 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
   std::ofstream(outside, std::ios::binary) << secret;
   const std::string secret_sha = digest::sha256_hex(secret);
 
-  const auto head = [&](const Artifact& a) { return curl(server.blob(a.url), {"-I", "--max-time", "10"}); };
+  const auto head = [&](const Artifact& a) {
+    return curl(server.blob(a.url), {"-I", "--max-time", "10"});
+  };
   const auto filled = [&](const Artifact& a) {
     const auto r = head(a);
     return r.status == 200 && r.headers.count("x-withcache-sha256") == 1 &&
@@ -191,9 +193,9 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
   // In quarantine/: every name the store could move these blobs to in the next two minutes (`<key>.<unix
   // time>.<why>`), taken by something planted. None may be replaced, followed or read.
   std::vector<std::pair<Planted, fs::path>> in_quarantine;
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   for (const auto& a : artifacts) {
     for (auto t = now - 2; t < now + 120; ++t) {
       for (const char* why : {"damaged", "mismatch"}) {
@@ -205,7 +207,8 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
     }
   }
 
-  SECTION("GET: concurrent reads of a FIFO blob leave the I/O threads free; none is served the outside file") {
+  SECTION(
+      "GET: concurrent reads of a FIFO blob leave the I/O threads free; none is served the outside file") {
     plant_blobs();
     std::vector<test::Response> got(artifacts.size() + 3);
     while_probing_health(server.port(), [&] {
@@ -213,7 +216,9 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
       for (std::size_t i = 0; i < got.size(); ++i) {
         // The FIFO's artifact four times, each other one once.
         const Artifact& a = artifacts[i < artifacts.size() ? i : 0];
-        readers.emplace_back([&, i, target = server.blob(a.url)] { got[i] = curl(target, {"--max-time", "10"}); });
+        readers.emplace_back([&, i, target = server.blob(a.url)] {
+          got[i] = curl(target, {"--max-time", "10"});
+        });
       }
       for (auto& reader : readers) {
         reader.join();
@@ -251,8 +256,8 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
       const auto started = client.Post("/api/v1/scrub", "", "application/json");
       REQUIRE(started);
       REQUIRE(started->status == 202);
-      REQUIRE(eventually([&] { return get_json(server.port(), "/api/v1/scrub")["passes"].get<int>() > passes; },
-                         30s));
+      REQUIRE(eventually(
+          [&] { return get_json(server.port(), "/api/v1/scrub")["passes"].get<int>() > passes; }, 30s));
     });
     all_filled();
     const auto events = get_json(server.port(), "/api/v1/events?limit=1000");
@@ -312,11 +317,13 @@ TEST_CASE("files planted in blobs/ and quarantine/ never block the server and ar
     // miss fills it from its origin.
     for (const auto& l : late) {
       INFO(name_of(l.kind));
-      REQUIRE(eventually([&] {
-        const auto r = curl(server.blob(l.url), {"-I", "--max-time", "10"});
-        return r.status == 200 && r.headers.count("x-withcache-sha256") == 1 &&
-               r.headers.at("x-withcache-sha256") == digest::sha256_hex(l.body);
-      }, 30s));
+      REQUIRE(eventually(
+          [&] {
+            const auto r = curl(server.blob(l.url), {"-I", "--max-time", "10"});
+            return r.status == 200 && r.headers.count("x-withcache-sha256") == 1 &&
+                   r.headers.at("x-withcache-sha256") == digest::sha256_hex(l.body);
+          },
+          30s));
       CHECK(curl(server.blob(l.url), {"--max-time", "10"}).body == l.body);
     }
     const std::string events = get_json(server.port(), "/api/v1/events?limit=1000").dump();

@@ -903,8 +903,9 @@ TEST_CASE("the history of ended fills is kept, paged, pruned by count and cleare
   CHECK(s.list_finished_jobs({})->total == 0);
 }
 
-TEST_CASE("a pending fill running when its store was not closed cleanly counts a crash; a clean stop starts over",
-          "[store][crash]") {
+TEST_CASE(
+    "a pending fill running when its store was not closed cleanly counts a crash; a clean stop starts over",
+    "[store][crash]") {
   TempDir dir;
   const std::string key(64, 'e');
   std::int64_t id = 0;

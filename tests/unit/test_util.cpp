@@ -212,7 +212,8 @@ TEST_CASE("open_regular opens a regular file of one name and refuses what was pl
       {"symlink", O_RDONLY, util::FileRefusal::symlink, "a symbolic link"},
       {"symlink", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::symlink, "a symbolic link"},
       {"hard-link", O_RDONLY, util::FileRefusal::hard_linked, "a hard link (2 names for one file)"},
-      {"hard-link", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::hard_linked, "a hard link (2 names for one file)"},
+      {"hard-link", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::hard_linked,
+       "a hard link (2 names for one file)"},
       {"directory", O_RDONLY, util::FileRefusal::not_regular, "not a regular file (a directory)"},
       {"directory", O_RDWR, util::FileRefusal::not_regular, "not a regular file (a directory)"},
       // Without O_NONBLOCK these would wait for a writer (or a reader) for ever.

@@ -213,9 +213,11 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
     m_store.record_fill_failure(job->key, job->url, reason, /*back_off=*/true,
                                 attempt_id(job->url, job->headers, m_attempt_salt));
     if (m_options.record_events) {
-      m_store.record_event("fill_abandoned", "system", "", url::redact(job->url) + ": " + std::string(k_abandoned_error));
+      m_store.record_event("fill_abandoned", "system", "",
+                           url::redact(job->url) + ": " + std::string(k_abandoned_error));
     }
-    finish(job, JobStatus::failed, url::redact(job->url) + ": " + std::string(k_abandoned_error), "abandoned");
+    finish(job, JobStatus::failed, url::redact(job->url) + ": " + std::string(k_abandoned_error),
+           "abandoned");
   }
   // A fill stores what it fetches: the origin's "do not store" is checked on the head.
   m_options.fetch.only_storable = true;
@@ -584,7 +586,8 @@ void FillPool::worker_loop(bool operator_lane) {
     }
     m_changed.notify_all();
     // Before the origin is asked: a death from here on counts against this fill at the next start.
-    (void)m_store.mark_job_running(job->id); // when it cannot be written, a crash is not counted: no worse than before
+    // When it cannot be written, a crash is not counted: no worse than before.
+    (void)m_store.mark_job_running(job->id);
     run(job);
     {
       std::lock_guard lock(m_mutex);

@@ -345,12 +345,14 @@ Expected<VerifyReport, std::string> verify_data_dir(const fs::path& data_dir,
       const int fd = opened ? opened->fd : -1;
       if (!opened) {
         const auto& failure = opened.error();
-        report.problems.push_back({key, url, failure.reason == util::FileRefusal::failed
-                                                 ? "cannot open: " + failure.message
-                                                 : failure.message});
+        report.problems.push_back({key, url,
+                                   failure.reason == util::FileRefusal::failed
+                                       ? "cannot open: " + failure.message
+                                       : failure.message});
       } else if (static_cast<std::uint64_t>(opened->info.st_size) != size) {
         report.problems.push_back(
-            {key, url, "size " + std::to_string(opened->info.st_size) + " instead of " + std::to_string(size)});
+            {key, url,
+             "size " + std::to_string(opened->info.st_size) + " instead of " + std::to_string(size)});
       } else {
         ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         std::uint64_t read = 0;

@@ -1027,7 +1027,8 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
   // lstat: a blob is a regular file this store wrote, never a link planted beside it (the same rules
   // as open_blob's util::open_regular, so a HEAD never says hit where a GET would not).
   const bool exists = ::lstat(blob_path(key).c_str(), &st) == 0;
-  if (exists && S_ISREG(st.st_mode) && st.st_nlink == 1 && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
+  if (exists && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+      static_cast<std::uint64_t>(st.st_size) == artifact->size) {
     if (presence != nullptr) {
       *presence = Presence::hit;
     }
@@ -1036,13 +1037,14 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
   if (!exists && errno != ENOENT) {
     return std::nullopt; // cannot tell (a permission, an I/O error): nothing is known to be wrong with it
   }
-  drop_damaged(key, artifact->sha256,
-               !exists                  ? "blob missing"
-               : S_ISLNK(st.st_mode)    ? "blob is a symbolic link"
-               : !S_ISREG(st.st_mode)   ? "blob is not a regular file (" + util::describe_file_type(st.st_mode) + ")"
-               : st.st_nlink != 1       ? "blob is a hard link (" + std::to_string(st.st_nlink) + " names for one file)"
-                                        : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
-                                            std::to_string(artifact->size));
+  drop_damaged(
+      key, artifact->sha256,
+      !exists                ? "blob missing"
+      : S_ISLNK(st.st_mode)  ? "blob is a symbolic link"
+      : !S_ISREG(st.st_mode) ? "blob is not a regular file (" + util::describe_file_type(st.st_mode) + ")"
+      : st.st_nlink != 1
+          ? "blob is a hard link (" + std::to_string(st.st_nlink) + " names for one file)"
+          : "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact->size));
   if (presence != nullptr) {
     *presence = Presence::dropped;
   }
@@ -1110,7 +1112,7 @@ std::optional<OpenedBlob> BlobStore::open_blob(const std::string& key, Presence*
       return std::nullopt; // out of descriptors, say: nothing is known to be wrong with the blob
     } else {
       damage = opened.error().reason == util::FileRefusal::missing ? std::string("blob missing")
-                                                                    : "blob is " + opened.error().message;
+                                                                   : "blob is " + opened.error().message;
     }
   }
   drop_damaged(key, artifact.sha256, damage);
@@ -1152,7 +1154,7 @@ void BlobStore::drop_damaged(const std::string& key, const std::string& sha256, 
 void BlobStore::move_to_quarantine(const std::string& key, std::string_view why) {
   const fs::path blob = blob_path(key);
   std::error_code ec;
-  struct stat dir{};
+  struct stat dir {};
   // quarantine/ replaced by a link would carry the file out of the data dir: then it is only removed.
   const bool kept_aside = ::lstat(quarantine_dir().c_str(), &dir) == 0 && S_ISDIR(dir.st_mode);
   const std::string base = key + "." + std::to_string(now()) + "." + std::string(why);
@@ -2321,7 +2323,8 @@ Expected<Ok, std::string> BlobStore::mark_job_running(std::int64_t id) {
   // Written now, not with the next batch: a crash in the first half-second of a fill (an origin's
   // flood of header lines taking the memory) is exactly what this must count.
   std::lock_guard db_lock(m_db_mutex);
-  (void)flush_locked(); // the job's own row first; when that fails the update finds no row (and counts nothing)
+  // The job's own row first; when that cannot be written the update finds no row (and counts nothing).
+  (void)flush_locked();
   return guarded("cannot mark a fill running", [&] {
     Use running(m_statements->job_running);
     running->bind(1, id);
@@ -2340,7 +2343,8 @@ void BlobStore::count_crashed_fills() {
   // The server that ran these fills stopped without clearing `running`: it died (kill -9, the OOM
   // killer, a power cut) while they ran.
   SQLite::Transaction tx(*m_db);
-  const int crashed = m_db->exec("UPDATE pending_jobs SET crashes = crashes + 1, running = 0 WHERE running != 0");
+  const int crashed =
+      m_db->exec("UPDATE pending_jobs SET crashes = crashes + 1, running = 0 WHERE running != 0");
   tx.commit();
   m_recovery.fills_running_at_crash = static_cast<std::uint64_t>(std::max(crashed, 0));
 }
@@ -2350,7 +2354,8 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
   (void)flush_locked(); // on failure the queue is kept for the next round
   return guarded("cannot read pending fills", [&]() -> std::vector<PendingJob> {
     std::vector<PendingJob> jobs;
-    SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at, crashes FROM pending_jobs ORDER BY id");
+    SQLite::Statement all(*m_db,
+                          "SELECT id, key, url, headers, created_at, crashes FROM pending_jobs ORDER BY id");
     while (all.executeStep()) {
       PendingJob job;
       job.id = all.getColumn(0).getInt64();
@@ -2358,7 +2363,8 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
       job.url = all.getColumn(2).getString();
       job.headers = decode_headers(all.getColumn(3).getString());
       job.created_at = all.getColumn(4).getInt64();
-      job.crashes = static_cast<std::uint32_t>(std::clamp<std::int64_t>(all.getColumn(5).getInt64(), 0, UINT32_MAX));
+      job.crashes =
+          static_cast<std::uint32_t>(std::clamp<std::int64_t>(all.getColumn(5).getInt64(), 0, UINT32_MAX));
       jobs.push_back(std::move(job));
     }
     return jobs;

@@ -65,7 +65,8 @@ Expected<RegularFile, FileFailure> open_regular(const std::filesystem::path& pat
   }
   if (!S_ISREG(file.info.st_mode)) {
     ::close(fd);
-    return unexpected(refused(FileRefusal::not_regular, "not a regular file (" + describe_file_type(file.info.st_mode) + ")"));
+    return unexpected(refused(FileRefusal::not_regular,
+                              "not a regular file (" + describe_file_type(file.info.st_mode) + ")"));
   }
   // withcache renames its files into place and never links them: a second name is someone else's,
   // possibly for a file outside the data dir (a secret, or a file another program still writes).

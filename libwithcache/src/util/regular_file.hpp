@@ -37,8 +37,8 @@ struct FileFailure {
 
 /** A descriptor open on a regular file, and what fstat(2) said of it when it was opened. */
 struct RegularFile {
-  int fd = -1;          ///< the caller closes it
-  struct stat info {};  ///< as fstat(2) returned it
+  int fd = -1;         ///< the caller closes it
+  struct stat info {}; ///< as fstat(2) returned it
 };
 
 /** What a file that is not a regular one is, for messages: `a directory`, `a FIFO`, `a symbolic link`, ... */
@@ -56,6 +56,7 @@ std::string describe_file_type(mode_t mode);
  *
  * @return the descriptor (the caller closes it) and its status, or why not. Thread-safe.
  */
-Expected<RegularFile, FileFailure> open_regular(const std::filesystem::path& path, int flags, mode_t mode = 0600);
+Expected<RegularFile, FileFailure> open_regular(const std::filesystem::path& path, int flags,
+                                                mode_t mode = 0600);
 
 } // namespace withcache::util
