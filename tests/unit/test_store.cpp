@@ -989,4 +989,45 @@ TEST_CASE("a schema 5 index of whole URLs is cut to 512 characters on upgrade", 
   SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE);
   db.exec("INSERT INTO misses_fts (misses_fts) VALUES ('integrity-check')");
   CHECK(db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"aaaa\"'").getInt() == 0);
+
+TEST_CASE(
+    "a pending fill running when its store was not closed cleanly counts a crash; a clean stop starts over",
+    "[store][crash]") {
+  TempDir dir;
+  const std::string key(64, 'e');
+  std::int64_t id = 0;
+  const auto crashes = [&](store::BlobStore& s) {
+    const auto jobs = s.pending_jobs().value();
+    REQUIRE(jobs.size() == 1);
+    CHECK(jobs[0].id == id);
+    return jobs[0].crashes;
+  };
+  {
+    store::BlobStore s({dir.path()});
+    id = s.add_pending_job(key, "https://h/big.iso", {});
+    CHECK(crashes(s) == 0); // queued only
+  }
+  {
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().fills_running_at_crash == 0);
+    CHECK(crashes(s) == 0);
+    REQUIRE(s.mark_job_running(id).has_value());
+  } // closed with the fill still marked running: what a kill -9 leaves
+  {
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().fills_running_at_crash == 1);
+    CHECK(crashes(s) == 1);
+    REQUIRE(s.mark_job_running(id).has_value());
+  }
+  {
+    store::BlobStore s({dir.path()});
+    CHECK(crashes(s) == 2);
+    REQUIRE(s.mark_job_running(id).has_value());
+    s.mark_job_stopped(id); // a clean stop interrupted it
+  }
+  {
+    store::BlobStore s({dir.path()});
+    CHECK(s.recovery().fills_running_at_crash == 0);
+    CHECK(crashes(s) == 0);
+  }
 }

@@ -2,6 +2,14 @@
 
 #include "server/line_budget.hpp"
 
+#include <fstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "support/temp_dir.hpp"
+#include "util/regular_file.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/util/env.hpp"
 #include "withcache/util/size.hpp"
@@ -229,4 +237,54 @@ TEST_CASE("LineBudget writes at most N lines a window and counts the ones left o
   LineBudget none(0, 60s);
   CHECK_FALSE(none.admit(t0).has_value());
   CHECK_FALSE(none.admit(t0 + 120s).has_value());
+
+TEST_CASE("open_regular opens a regular file of one name and refuses what was planted, without blocking",
+          "[util]") {
+  withcache::test::TempDir dir;
+  const auto file = dir / "file";
+  std::ofstream(file) << "bytes";
+  const auto outside = dir / "outside";
+  std::ofstream(outside) << "secret";
+  std::filesystem::create_symlink(outside, dir / "symlink");
+  std::filesystem::create_hard_link(outside, dir / "hard-link");
+  std::filesystem::create_directory(dir / "directory");
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+
+  auto opened = util::open_regular(file, O_RDONLY);
+  REQUIRE(opened.has_value());
+  CHECK(opened->info.st_size == 5);
+  CHECK((::fcntl(opened->fd, F_GETFL) & O_NONBLOCK) == 0); // cleared again: the caller did not ask for it
+  ::close(opened->fd);
+
+  struct Refused {
+    const char* name;
+    int flags;
+    util::FileRefusal reason;
+    const char* message;
+  };
+  const Refused refused[] = {
+      {"missing", O_RDONLY, util::FileRefusal::missing, "missing"},
+      {"symlink", O_RDONLY, util::FileRefusal::symlink, "a symbolic link"},
+      {"symlink", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::symlink, "a symbolic link"},
+      {"hard-link", O_RDONLY, util::FileRefusal::hard_linked, "a hard link (2 names for one file)"},
+      {"hard-link", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::hard_linked,
+       "a hard link (2 names for one file)"},
+      {"directory", O_RDONLY, util::FileRefusal::not_regular, "not a regular file (a directory)"},
+      {"directory", O_RDWR, util::FileRefusal::not_regular, "not a regular file (a directory)"},
+      // Without O_NONBLOCK these would wait for a writer (or a reader) for ever.
+      {"fifo", O_RDONLY, util::FileRefusal::not_regular, "not a regular file (a FIFO)"},
+      {"fifo", O_RDWR | O_CREAT | O_APPEND, util::FileRefusal::not_regular, "not a regular file (a FIFO)"},
+      {"fifo", O_WRONLY, util::FileRefusal::not_regular, "not a regular file"},
+      {"file", O_RDWR | O_CREAT | O_EXCL, util::FileRefusal::failed, "File exists"},
+  };
+  for (const auto& c : refused) {
+    INFO(c.name << " with flags " << c.flags);
+    const auto result = util::open_regular(dir / c.name, c.flags);
+    REQUIRE_FALSE(result.has_value());
+    CHECK(result.error().reason == c.reason);
+    CHECK(result.error().message == c.message);
+  }
+  // Nothing was written through a link.
+  std::ifstream in(outside);
+  CHECK(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()) == "secret");
 }

@@ -244,6 +244,14 @@ class FillStream : public origin::PartObserver {
 };
 /** Ended jobs the pool keeps in memory (older ones are in the store's history only). */
 inline constexpr std::size_t k_ended_in_memory = 100;
+/**
+ * A persisted fill that was running when the server died this many times in a row
+ * (store::PendingJob::crashes) is not resumed at start: it ends failed (see FillPool::FillPool).
+ */
+inline constexpr std::uint32_t k_crashes_before_abandon = 2;
+/** The error of a fill abandoned at start (k_crashes_before_abandon). */
+inline constexpr std::string_view k_abandoned_error =
+    "the server died twice while this fill ran; not retried at start (an operator's Download retries it)";
 
 class FillPool {
  public:
@@ -251,6 +259,13 @@ class FillPool {
    * Starts the workers and re-queues the fills `store` persisted (their `.part`
    * bytes are resumed). When they cannot be read, recovery_error() says why and
    * they stay persisted for the next start.
+   *
+   * No crash loop: a fill that was running when the server died
+   * k_crashes_before_abandon times in a row (an origin whose answer takes the
+   * server's memory, say) is not re-queued. It ends failed with
+   * k_abandoned_error (error_reason `abandoned`), a `fill_abandoned` event when
+   * record_events, and its key enters the negative cache, so a reader's miss
+   * does not start it again either; an operator's Download does.
    */
   FillPool(store::BlobStore& store, PoolOptions options);
   /** shutdown() with the default grace. */

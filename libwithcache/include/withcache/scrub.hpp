@@ -74,7 +74,8 @@ struct ScrubStatus {
  * persisted (BlobStore::save_scrub_state), so a pass that takes days
  * survives restarts. A mismatch is moved to quarantine/ and forgotten
  * (BlobStore::quarantine) and reported to `on_damaged`; a missing or short
- * blob is dropped as the read path drops it. At the end of a pass, files in
+ * blob, or one that is not a regular file of one name (a FIFO, a link; never
+ * opened through nor waited on), is dropped as the read path drops it. At the end of a pass, files in
  * blobs/ that no artifact owns are removed (BlobStore::sweep_orphans).
  */
 class Scrubber {
@@ -116,7 +117,12 @@ class Scrubber {
 struct VerifyProblem {
   std::string key;
   std::string url;
-  std::string problem; ///< `missing`, `size 10 instead of 12`, `sha256 <hex> instead of <hex>`
+  /**
+   * `missing`, `size 10 instead of 12`, `sha256 <hex> instead of <hex>`, or what stands where the blob
+   * should be (`a symbolic link`, `not a regular file (a FIFO)`, `a hard link (2 names for one file)`),
+   * which is never opened through, waited on or hashed.
+   */
+  std::string problem;
 };
 
 /** How far verify_data_dir() has come. */

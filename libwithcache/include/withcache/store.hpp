@@ -141,6 +141,11 @@ struct PendingJob {
   std::string url; ///< raw URL, userinfo removed
   std::vector<std::pair<std::string, std::string>> headers;
   UnixTime created_at = 0;
+  /**
+   * Deaths in a row: how many times the server stopped without a clean shutdown while this fill ran
+   * (counted by open(); a clean stop that interrupts it, mark_job_stopped(), starts over at 0).
+   */
+  std::uint32_t crashes = 0;
 };
 
 /** A server-side operator session as cache.db keeps it (the server's auth layer owns its meaning). */
@@ -257,6 +262,8 @@ struct RecoveryReport {
   std::uint64_t replacements_completed = 0;
   /** Deletes and quarantines a crash interrupted between the row and the file: finished. */
   std::uint64_t removals_finished = 0;
+  /** Pending fills that were running when the server died (their PendingJob::crashes went up by one). */
+  std::uint64_t fills_running_at_crash = 0;
 };
 
 class BlobStore {
@@ -289,8 +296,9 @@ class BlobStore {
    */
   [[nodiscard]] std::optional<Artifact> find(const std::string& key) const;
   /**
-   * find(), and a stat(2) of the blob: a blob that is missing or of another
-   * size is dropped (as open_blob() does). What a HEAD answers from.
+   * find(), and an lstat(2) of the blob: a blob that is missing, of another
+   * size, or not a regular file with one link is dropped (as open_blob()
+   * does). What a HEAD answers from.
    * @param presence set to what was found, when not null.
    */
   [[nodiscard]] std::optional<Artifact> find_present(const std::string& key, Presence* presence = nullptr);
@@ -307,9 +315,11 @@ class BlobStore {
    * The artifact stored under `key` and a descriptor open on its blob, taken
    * together under the index lock, so the bytes are always those the
    * returned size and SHA-256 describe, even while a replacement commits.
-   * Memory, one open(2) and one fstat(2): safe on the read path. Nothing when
-   * the key is not cached, or when its blob is missing or of another size
-   * than recorded: then the artifact is dropped from the index at once (the
+   * Memory, one open(2) and one fstat(2): safe on the read path (the open
+   * never follows a link and never waits: util::open_regular). Nothing when
+   * the key is not cached, or when its blob is missing, of another size than
+   * recorded, or not a regular file with one link (a FIFO, a directory, a
+   * symbolic or hard link planted there): then the artifact is dropped from the index at once (the
    * row and the damaged file, moved to quarantine/, follow in the
    * background), so it is a miss from now on and can be re-filled.
    * @param presence set to what was found, when not null.
@@ -476,6 +486,17 @@ class BlobStore {
   void remove_pending_job(std::int64_t id);
   /** Fills that were queued or running when the store was last closed, oldest first; or a database error. */
   Expected<std::vector<PendingJob>, std::string> pending_jobs();
+  /**
+   * Records that a persisted fill starts running, before it asks its origin: if the process dies
+   * while it runs, the next open() counts one more PendingJob::crashes. Written at once (waits for
+   * SQLite: workers only). @return nothing, or a one-line database error (then nothing is counted).
+   */
+  Expected<Ok, std::string> mark_job_running(std::int64_t id);
+  /**
+   * Records that a clean stop interrupted a running fill, which stays persisted: it was not running
+   * at a crash, and its count of crashes in a row starts over. Queued; written before the store closes.
+   */
+  void mark_job_stopped(std::int64_t id);
 
   // --- what the operator surface keeps (operator_records.cpp); each call waits for SQLite: workers only ---
 
@@ -515,7 +536,12 @@ class BlobStore {
     UnixTime last = 0;
   };
   struct JobOp {
-    bool insert = false; ///< else delete
+    enum class Kind {
+      insert,  ///< a new pending fill
+      remove,  ///< it ended
+      stopped, ///< a clean stop interrupted it (see mark_job_stopped())
+    };
+    Kind kind = Kind::insert;
     PendingJob job;
   };
   struct FailureOp {
@@ -559,6 +585,7 @@ class BlobStore {
   void load_index();
   void recover_tmp();
   void finish_removals();
+  void count_crashed_fills();
   Expected<Ok, std::string> flush_locked(); // m_db_mutex held; never throws
   void write_queue(Queue& queue, std::vector<std::pair<std::string, bool>>& files_to_remove,
                    std::vector<std::string>& misses_pruned);

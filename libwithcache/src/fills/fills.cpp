@@ -192,6 +192,8 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
     // The fills stay in cache.db; the next start picks them up.
     m_startup_error = persisted.error();
   }
+  m_attempt_salt = m_options.fetch.policy.describe();
+  std::vector<std::shared_ptr<State>> abandoned;
   for (auto& pending : persisted.value_or(std::vector<store::PendingJob>{})) {
     auto job = std::make_shared<State>();
     job->stream = std::make_shared<FillStream>();
@@ -213,12 +215,27 @@ FillPool::FillPool(store::BlobStore& store, PoolOptions options)
       continue;
     }
     m_active_by_key[job->key] = job->id;
-    m_queue.push_back(job->id);
-    m_jobs.emplace(job->id, std::move(job));
+    m_jobs.emplace(job->id, job);
+    if (pending.crashes >= k_crashes_before_abandon) {
+      abandoned.push_back(std::move(job));
+    } else {
+      m_queue.push_back(job->id);
+    }
+  }
+  // Ended before any worker runs: resuming it would likely kill this server too.
+  for (const auto& job : abandoned) {
+    const std::string reason = "not fetched: " + std::string(k_abandoned_error);
+    m_store.record_fill_failure(job->key, job->url, reason, /*back_off=*/true,
+                                attempt_id(job->url, job->headers, m_attempt_salt));
+    if (m_options.record_events) {
+      m_store.record_event("fill_abandoned", "system", "",
+                           url::redact(job->url) + ": " + std::string(k_abandoned_error));
+    }
+    finish(job, JobStatus::failed, url::redact(job->url) + ": " + std::string(k_abandoned_error),
+           "abandoned");
   }
   // A fill stores what it fetches: the origin's "do not store" is checked on the head.
   m_options.fetch.only_storable = true;
-  m_attempt_salt = m_options.fetch.policy.describe();
   if (!m_options.disk_space && (m_options.min_free_bytes || m_options.min_free_percent)) {
     m_options.disk_space = [dir = m_store.data_dir()] {
       return statvfs_space(dir);
@@ -587,6 +604,9 @@ void FillPool::worker_loop(bool operator_lane) {
       job->stream->started();
     }
     m_changed.notify_all();
+    // Before the origin is asked: a death from here on counts against this fill at the next start.
+    // When it cannot be written, a crash is not counted: no worse than before.
+    (void)m_store.mark_job_running(job->id);
     run(job);
     {
       std::lock_guard lock(m_mutex);
@@ -724,6 +744,7 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     interrupted = result.error().reason == origin::FetchErrc::cancelled && !job->cancel_requested;
   }
   if (interrupted) {
+    m_store.mark_job_stopped(job->id); // a clean stop: not a crash, and the count in a row starts over
     if (job->stream) {
       job->stream->finish(false); // readers are cut; the fill resumes on the next start
     }

@@ -25,6 +25,7 @@
 
 #include "http/http.hpp"
 #include "origin/http_client.hpp"
+#include "util/regular_file.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
@@ -91,10 +92,12 @@ class PartFile {
     if (m_sink) {
       return std::nullopt;
     }
-    m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (m_fd < 0) {
-      return "cannot open " + m_path.string() + ": " + std::strerror(errno);
+    // A link, FIFO or hard link planted as the part is refused before a byte is read or appended.
+    auto opened = util::open_regular(m_path, O_RDWR | O_CREAT | O_APPEND, 0644);
+    if (!opened) {
+      return "cannot open " + m_path.string() + ": " + opened.error().message;
     }
+    m_fd = opened->fd;
     std::vector<char> buffer(k_hash_chunk);
     for (;;) {
       const ssize_t n = ::pread(m_fd, buffer.data(), buffer.size(), static_cast<off_t>(m_size));
@@ -131,12 +134,14 @@ class PartFile {
       return "cannot remove " + m_path.string() + ": " + std::strerror(errno);
     }
     ::close(m_fd);
-    m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    // O_EXCL: the name was just removed, so anything there now was planted meanwhile; never truncated.
+    auto created = util::open_regular(m_path, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0644);
+    m_fd = created ? created->fd : -1;
     m_size = 0;
     m_written = 0;
     m_sha.reset();
     if (m_fd < 0) {
-      return "cannot create " + m_path.string() + ": " + std::strerror(errno);
+      return "cannot create " + m_path.string() + ": " + created.error().message;
     }
     if (m_observer != nullptr) {
       m_observer->opened(m_fd);
@@ -287,9 +292,16 @@ std::optional<std::string> write_state(const std::filesystem::path& path, const 
     text += name + ": " + value + "\n";
   }
   text += "end\n";
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return "cannot write " + path.string() + ": " + std::strerror(errno);
+  // Truncated only once checked: O_TRUNC would empty a planted hard link's file before the check.
+  auto opened = util::open_regular(path, O_WRONLY | O_CREAT, 0600);
+  if (!opened) {
+    return "cannot write " + path.string() + ": " + opened.error().message;
+  }
+  const int fd = opened->fd;
+  if (::ftruncate(fd, 0) != 0) {
+    const std::string error = std::strerror(errno);
+    ::close(fd);
+    return "cannot write " + path.string() + ": " + error;
   }
   std::size_t written = 0;
   while (written < text.size()) {
@@ -312,8 +324,23 @@ std::optional<Representation> read_state(const std::filesystem::path& path) {
   if (path.empty()) {
     return std::nullopt;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto opened = util::open_regular(path, O_RDONLY);
+  if (!opened) {
+    return std::nullopt; // none, or not ours: the part is not trusted
+  }
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::read(opened->fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(opened->fd);
   const std::string head = std::string(k_state_magic) + "\ntotal ";
   if (!text.starts_with(head) || !text.ends_with("\nend\n")) {
     return std::nullopt;

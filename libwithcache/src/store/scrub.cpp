@@ -13,6 +13,7 @@
 #include <SQLiteCpp/Statement.h>
 
 #include "store/index.hpp"
+#include "util/regular_file.hpp"
 #include "withcache/digest.hpp"
 #include "withcache/util/time.hpp"
 
@@ -163,14 +164,18 @@ void Scrubber::check(const std::string& key) {
   if (!artifact) {
     return; // deleted meanwhile
   }
-  const int fd = ::open(m_store.blob_path(key).c_str(), O_RDONLY | O_CLOEXEC);
-  struct stat st{};
-  if (fd < 0 || ::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != artifact->size) {
-    if (fd >= 0) {
-      ::close(fd);
-    } else if (errno != ENOENT) {
-      return; // cannot tell (out of descriptors?): the next pass looks again
+  // Never through a link, never blocking on a FIFO: what is hashed (and named in events) is a file
+  // of the data dir, and SIGTERM finds the scrub between two chunks.
+  auto opened = util::open_regular(m_store.blob_path(key), O_RDONLY);
+  if (!opened && opened.error().reason == util::FileRefusal::failed) {
+    return; // cannot tell (out of descriptors?): the next pass looks again
+  }
+  if (!opened || static_cast<std::uint64_t>(opened->info.st_size) != artifact->size) {
+    if (opened) {
+      ::close(opened->fd);
     }
+    // Missing, of another size, or not a regular file of one name: find_present() drops it by the
+    // same rules, without opening it.
     // The row, for the re-fill, before the drop forgets it.
     const auto row = m_store.describe(key);
     Presence presence = Presence::hit;
@@ -186,6 +191,7 @@ void Scrubber::check(const std::string& key) {
     }
     return;
   }
+  const int fd = opened->fd;
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::uint64_t read = 0;
   const auto found = hash_fd(fd, read, [&](std::uint64_t n) {
@@ -334,14 +340,19 @@ Expected<VerifyReport, std::string> verify_data_dir(const fs::path& data_dir,
       ++report.artifacts;
       report.bytes += size;
       const fs::path blob = data_dir / "blobs" / key;
-      const int fd = ::open(blob.c_str(), O_RDONLY | O_CLOEXEC);
-      struct stat st{};
-      if (fd < 0) {
-        report.problems.push_back({key, url, errno == ENOENT ? "missing" : std::string("cannot open: ") +
-                                                                              std::strerror(errno)});
-      } else if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != size) {
+      // Nothing outside the data dir is hashed or named, and nothing planted blocks the check.
+      auto opened = util::open_regular(blob, O_RDONLY);
+      const int fd = opened ? opened->fd : -1;
+      if (!opened) {
+        const auto& failure = opened.error();
+        report.problems.push_back({key, url,
+                                   failure.reason == util::FileRefusal::failed
+                                       ? "cannot open: " + failure.message
+                                       : failure.message});
+      } else if (static_cast<std::uint64_t>(opened->info.st_size) != size) {
         report.problems.push_back(
-            {key, url, "size " + std::to_string(st.st_size) + " instead of " + std::to_string(size)});
+            {key, url,
+             "size " + std::to_string(opened->info.st_size) + " instead of " + std::to_string(size)});
       } else {
         ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         std::uint64_t read = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -17,6 +18,7 @@
 
 #include "http/http.hpp"
 #include "store/index.hpp"
+#include "util/regular_file.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/size.hpp"
 #include "withcache/util/strings.hpp"
@@ -275,8 +277,15 @@ CREATE TRIGGER misses_renamed AFTER UPDATE OF url ON misses WHEN old.url IS NOT 
   INSERT INTO misses_fts (rowid, url) VALUES (new.id, substr(new.url, 1, 512));
 END;
 )sql",
+    // Issue 19: no crash loop. `running` is set (synchronously) when a fill starts and cleared when a
+    // clean stop interrupts it; open() turns a set one into one more `crashes`: the server died while
+    // the fill ran. The pool does not resume a fill that was running at two such deaths in a row.
+    R"sql(
+ALTER TABLE pending_jobs ADD COLUMN running INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pending_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
-static_assert(k_indexed_url_chars == 512, "the last migration's triggers index substr(url, 1, 512)");
+static_assert(k_indexed_url_chars == 512, "migration 6's triggers index substr(url, 1, 512)");
 
 // The first schema version whose open() can trust the journal instead of listing blobs/.
 constexpr int k_journal_version = 5;
@@ -365,10 +374,10 @@ std::optional<std::pair<std::string, std::string>> parse_staged_name(std::string
   return std::pair{std::string(key), std::string(sha)};
 }
 
-// fsync a file or directory by path; the rename-then-fsync(dir) dance is what
-// makes a committed blob survive a power cut.
-bool fsync_path(const fs::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+// fsync a directory by path; the rename-then-fsync(dir) dance is what makes a committed blob survive a
+// power cut. (Files are synced through the descriptor open_regular() checked.)
+bool fsync_dir(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     return false;
   }
@@ -606,6 +615,8 @@ ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = e
         prune_events(db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"),
         insert_job(db, "INSERT OR REPLACE INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)"),
         delete_job(db, "DELETE FROM pending_jobs WHERE id = ?"),
+        job_running(db, "UPDATE pending_jobs SET running = 1 WHERE id = ?"),
+        job_stopped(db, "UPDATE pending_jobs SET running = 0, crashes = 0 WHERE id = ?"),
         insert_finished(db, "INSERT OR REPLACE INTO finished_jobs (" + std::string(k_job_columns) +
                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         prune_finished(db, "DELETE FROM finished_jobs WHERE finished_at < ?1 OR id <= (SELECT id FROM finished_jobs "
@@ -646,6 +657,8 @@ WHERE key = ?1)sql"),
   SQLite::Statement prune_events;
   SQLite::Statement insert_job;
   SQLite::Statement delete_job;
+  SQLite::Statement job_running;
+  SQLite::Statement job_stopped;
   SQLite::Statement insert_finished;
   SQLite::Statement prune_finished;
   SQLite::Statement upsert_artifact;
@@ -731,6 +744,7 @@ BlobStore::BlobStore(StoreOptions options)
     load_index();
     recover_tmp();
     finish_removals();
+    count_crashed_fills();
     // Job ids are never reused: continue after the highest ever handed out (also in the history).
     std::int64_t highest = m_db->execAndGet("SELECT max(COALESCE((SELECT max(id) FROM pending_jobs), 0), "
                                             "COALESCE((SELECT max(id) FROM finished_jobs), 0))")
@@ -818,7 +832,7 @@ void BlobStore::sweep_blobs_once() {
       present.insert(name);
     }
   }
-  (void)fsync_path(m_options.data_dir / "blobs", true);
+  (void)fsync_dir(m_options.data_dir / "blobs");
   std::vector<std::string> missing;
   std::unordered_set<std::string> rows;
   {
@@ -976,7 +990,7 @@ void BlobStore::recover_tmp() {
     }
   }
   if (renamed) {
-    (void)fsync_path(m_options.data_dir / "blobs", true);
+    (void)fsync_dir(m_options.data_dir / "blobs");
   }
 
   // .part files that no pending job owns are leftovers of a crash or a cancel.
@@ -1052,9 +1066,11 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
     return std::nullopt;
   }
   struct stat st{};
-  // lstat: a blob is a regular file this store wrote, never a link planted beside it.
+  // lstat: a blob is a regular file this store wrote, never a link planted beside it (the same rules
+  // as open_blob's util::open_regular, so a HEAD never says hit where a GET would not).
   const bool exists = ::lstat(blob_path(key).c_str(), &st) == 0;
-  if (exists && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact->size) {
+  if (exists && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+      static_cast<std::uint64_t>(st.st_size) == artifact->size) {
     if (presence != nullptr) {
       *presence = Presence::hit;
     }
@@ -1063,11 +1079,14 @@ std::optional<Artifact> BlobStore::find_present(const std::string& key, Presence
   if (!exists && errno != ENOENT) {
     return std::nullopt; // cannot tell (a permission, an I/O error): nothing is known to be wrong with it
   }
-  drop_damaged(key, artifact->sha256,
-               !exists                  ? "blob missing"
-               : !S_ISREG(st.st_mode) ? "blob is not a regular file"
-                                      : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
-                                            std::to_string(artifact->size));
+  drop_damaged(
+      key, artifact->sha256,
+      !exists                ? "blob missing"
+      : S_ISLNK(st.st_mode)  ? "blob is a symbolic link"
+      : !S_ISREG(st.st_mode) ? "blob is not a regular file (" + util::describe_file_type(st.st_mode) + ")"
+      : st.st_nlink != 1
+          ? "blob is a hard link (" + std::to_string(st.st_nlink) + " names for one file)"
+          : "blob has " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(artifact->size));
   if (presence != nullptr) {
     *presence = Presence::dropped;
   }
@@ -1119,23 +1138,23 @@ std::optional<OpenedBlob> BlobStore::open_blob(const std::string& key, Presence*
       return std::nullopt;
     }
     artifact = artifact_of(*m_index, *record);
-    const int fd = ::open(blob_path(key).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) {
-      struct stat st{};
-      if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == artifact.size) {
+    // On an I/O thread: a FIFO planted as the blob must not block it (util::open_regular).
+    auto opened = util::open_regular(blob_path(key), O_RDONLY);
+    if (opened) {
+      const auto size = static_cast<std::uint64_t>(opened->info.st_size);
+      if (size == artifact.size) {
         if (presence != nullptr) {
           *presence = Presence::hit;
         }
-        return OpenedBlob(std::move(artifact), fd);
+        return OpenedBlob(std::move(artifact), opened->fd);
       }
-      damage = !S_ISREG(st.st_mode) ? std::string("blob is not a regular file")
-                                    : "blob has " + std::to_string(st.st_size) + " bytes, expected " +
-                                          std::to_string(artifact.size);
-      ::close(fd);
-    } else if (errno == ENOENT || errno == ELOOP) {
-      damage = errno == ENOENT ? "blob missing" : "blob is a symbolic link";
-    } else {
+      damage = "blob has " + std::to_string(size) + " bytes, expected " + std::to_string(artifact.size);
+      ::close(opened->fd);
+    } else if (opened.error().reason == util::FileRefusal::failed) {
       return std::nullopt; // out of descriptors, say: nothing is known to be wrong with the blob
+    } else {
+      damage = opened.error().reason == util::FileRefusal::missing ? std::string("blob missing")
+                                                                   : "blob is " + opened.error().message;
     }
   }
   drop_damaged(key, artifact.sha256, damage);
@@ -1175,11 +1194,24 @@ void BlobStore::drop_damaged(const std::string& key, const std::string& sha256, 
 }
 
 void BlobStore::move_to_quarantine(const std::string& key, std::string_view why) {
+  const fs::path blob = blob_path(key);
   std::error_code ec;
-  const fs::path target = quarantine_dir() / (key + "." + std::to_string(now()) + "." + std::string(why));
-  fs::rename(blob_path(key), target, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    fs::remove(blob_path(key), ec); // a blob that cannot be kept aside is still not served again
+  struct stat dir {};
+  // quarantine/ replaced by a link would carry the file out of the data dir: then it is only removed.
+  const bool kept_aside = ::lstat(quarantine_dir().c_str(), &dir) == 0 && S_ISDIR(dir.st_mode);
+  const std::string base = key + "." + std::to_string(now()) + "." + std::string(why);
+  int error = EEXIST;
+  // RENAME_NOREPLACE: a name already in quarantine/ (planted, or quarantined the same second) is never
+  // replaced, so what is kept aside stays kept, and a directory there does not make the move fail.
+  for (int attempt = 0; kept_aside && error == EEXIST && attempt < 100; ++attempt) {
+    const fs::path target = quarantine_dir() / (attempt == 0 ? base : base + "." + std::to_string(attempt));
+    error = ::renameat2(AT_FDCWD, blob.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+    if (error == EINVAL) { // a file system without RENAME_NOREPLACE
+      error = ::rename(blob.c_str(), target.c_str()) == 0 ? 0 : errno;
+    }
+  }
+  if (error != 0 && error != ENOENT) {
+    fs::remove(blob, ec); // a blob that cannot be kept aside is still not served again
   }
 }
 
@@ -1377,7 +1409,11 @@ void BlobStore::write_queue(Queue& queue, std::vector<std::pair<std::string, boo
     }
   }
   for (const auto& op : queue.job_ops) {
-    if (op.insert) {
+    if (op.kind == JobOp::Kind::stopped) {
+      Use stopped(st.job_stopped);
+      stopped->bind(1, op.job.id);
+      stopped->exec();
+    } else if (op.kind == JobOp::Kind::insert) {
       Use insert(st.insert_job);
       insert->bind(1, op.job.id);
       insert->bind(2, op.job.key);
@@ -1657,19 +1693,26 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   const fs::path tmp = part.parent_path();
   const fs::path blobs = blob.parent_path();
   std::error_code ec;
-  const auto actual = fs::file_size(part, ec);
-  if (ec) {
-    return unexpected("cannot commit " + artifact.key + ": " + ec.message());
-  }
-  if (actual != artifact.size) {
-    return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
-                      " bytes, expected " + std::to_string(artifact.size));
-  }
-  if (!is_key_id(artifact.key) || !is_key_id(artifact.sha256)) {
-    return unexpected("cannot commit " + artifact.key + ": not a key id and a SHA-256: " + artifact.sha256);
-  }
-  if (!fsync_path(part, false)) {
-    return unexpected("cannot fsync " + part.string() + ": " + std::strerror(errno));
+  {
+    // What becomes the blob is checked like a blob: a regular file of this store, with its size.
+    auto opened = util::open_regular(part, O_RDONLY);
+    if (!opened) {
+      return unexpected("cannot commit " + artifact.key + ": the part file is " + opened.error().message);
+    }
+    const auto actual = static_cast<std::uint64_t>(opened->info.st_size);
+    const bool synced = actual == artifact.size && ::fsync(opened->fd) == 0;
+    const int error = errno;
+    ::close(opened->fd);
+    if (actual != artifact.size) {
+      return unexpected("cannot commit " + artifact.key + ": part file has " + std::to_string(actual) +
+                        " bytes, expected " + std::to_string(artifact.size));
+    }
+    if (!is_key_id(artifact.key) || !is_key_id(artifact.sha256)) {
+      return unexpected("cannot commit " + artifact.key + ": not a key id and a SHA-256: " + artifact.sha256);
+    }
+    if (!synced) {
+      return unexpected("cannot fsync " + part.string() + ": " + std::strerror(error));
+    }
   }
 
   // No flush first: misses still queued land on the artifact row when the flusher writes them.
@@ -1693,7 +1736,7 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
   if (ec) {
     return unexpected("cannot stage " + part.string() + ": " + ec.message());
   }
-  if (!fsync_path(tmp, true)) {
+  if (!fsync_dir(tmp)) {
     const std::string error = std::strerror(errno);
     fs::rename(staged, part, ec); // back where a resumed fill finds it
     return unexpected("cannot fsync " + tmp.string() + ": " + error);
@@ -1751,7 +1794,7 @@ Expected<Artifact, std::string> BlobStore::commit(const NewArtifact& artifact) {
     }
     m_index->upsert(record_of(*m_index, stored));
   }
-  (void)fsync_path(blobs, true); // a lost rename is redone by open(): the row names the staged SHA-256
+  (void)fsync_dir(blobs); // a lost rename is redone by open(): the row names the staged SHA-256
   m_stored_bytes += stored.size;
   if (previous) {
     m_stored_bytes -= std::min(previous->size, m_stored_bytes.load());
@@ -1873,7 +1916,7 @@ Expected<bool, std::string> BlobStore::quarantine(const std::string& key, const 
   }
   struct stat checked{};
   struct stat current{};
-  if (::fstat(fd, &checked) != 0 || ::stat(blob_path(key).c_str(), &current) != 0 ||
+  if (::fstat(fd, &checked) != 0 || ::lstat(blob_path(key).c_str(), &current) != 0 ||
       checked.st_ino != current.st_ino || checked.st_dev != current.st_dev) {
     return false; // replaced (or removed) since it was read
   }
@@ -2311,14 +2354,44 @@ std::int64_t BlobStore::add_pending_job(const std::string& key, std::string_view
   PendingJob job{m_next_job_id++, key, url::strip_userinfo(url), headers, now()};
   const std::int64_t id = job.id;
   std::lock_guard lock(m_counter_mutex);
-  m_queue.job_ops.push_back({true, std::move(job)});
+  m_queue.job_ops.push_back({JobOp::Kind::insert, std::move(job)});
   return id;
 }
 
 void BlobStore::remove_pending_job(std::int64_t id) {
   // Written even when its insert is still queued: the row keeps the id from being handed out again.
   std::lock_guard lock(m_counter_mutex);
-  m_queue.job_ops.push_back({false, PendingJob{id, {}, {}, {}, 0}});
+  m_queue.job_ops.push_back({JobOp::Kind::remove, PendingJob{id, {}, {}, {}, 0}});
+}
+
+Expected<Ok, std::string> BlobStore::mark_job_running(std::int64_t id) {
+  // Written now, not with the next batch: a crash in the first half-second of a fill (an origin's
+  // flood of header lines taking the memory) is exactly what this must count.
+  std::lock_guard db_lock(m_db_mutex);
+  // The job's own row first; when that cannot be written the update finds no row (and counts nothing).
+  (void)flush_locked();
+  return guarded("cannot mark a fill running", [&] {
+    Use running(m_statements->job_running);
+    running->bind(1, id);
+    running->exec();
+    return Ok{};
+  });
+}
+
+void BlobStore::mark_job_stopped(std::int64_t id) {
+  // A clean stop: written before the store closes (its destructor flushes).
+  std::lock_guard lock(m_counter_mutex);
+  m_queue.job_ops.push_back({JobOp::Kind::stopped, PendingJob{id, {}, {}, {}, 0}});
+}
+
+void BlobStore::count_crashed_fills() {
+  // The server that ran these fills stopped without clearing `running`: it died (kill -9, the OOM
+  // killer, a power cut) while they ran.
+  SQLite::Transaction tx(*m_db);
+  const int crashed =
+      m_db->exec("UPDATE pending_jobs SET crashes = crashes + 1, running = 0 WHERE running != 0");
+  tx.commit();
+  m_recovery.fills_running_at_crash = static_cast<std::uint64_t>(std::max(crashed, 0));
 }
 
 Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
@@ -2326,7 +2399,8 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
   (void)flush_locked(); // on failure the queue is kept for the next round
   return guarded("cannot read pending fills", [&]() -> std::vector<PendingJob> {
     std::vector<PendingJob> jobs;
-    SQLite::Statement all(*m_db, "SELECT id, key, url, headers, created_at FROM pending_jobs ORDER BY id");
+    SQLite::Statement all(*m_db,
+                          "SELECT id, key, url, headers, created_at, crashes FROM pending_jobs ORDER BY id");
     while (all.executeStep()) {
       PendingJob job;
       job.id = all.getColumn(0).getInt64();
@@ -2334,6 +2408,8 @@ Expected<std::vector<PendingJob>, std::string> BlobStore::pending_jobs() {
       job.url = all.getColumn(2).getString();
       job.headers = decode_headers(all.getColumn(3).getString());
       job.created_at = all.getColumn(4).getInt64();
+      job.crashes =
+          static_cast<std::uint32_t>(std::clamp<std::int64_t>(all.getColumn(5).getInt64(), 0, UINT32_MAX));
       jobs.push_back(std::move(job));
     }
     return jobs;
