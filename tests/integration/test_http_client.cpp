@@ -552,3 +552,30 @@ TEST_CASE("redteam: a TLS peer that hangs up mid-handshake never kills withcache
   CHECK(killed == 0);
 }
 #endif
+
+TEST_CASE("redteam: interim heads count against the head budget even when they arrive in one read", "[redteam][heads]") {
+  // http_client.hpp: "interim 1xx responses are skipped, their bytes and fields counted". The byte budget
+  // is only checked when the parser needs more input, so 2 600 `100 Continue` heads (65 000 bytes) and a
+  // final head of 60 000 bytes that arrive together are accepted: 125 000 bytes of heads under a 65 536 limit.
+  std::string response;
+  for (int i = 0; i < 2600; ++i) {
+    response += "HTTP/1.1 100 Continue\r\n\r\n";
+  }
+  response += "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Big: " + std::string(60'000, 'a') + "\r\n\r\nhello";
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  int buffer = 1 << 20;
+  ::setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+  HostilePeer::send_all(fds[1], response);
+  ::close(fds[1]);
+  origin::HttpConnection connection;
+  origin::Endpoint endpoint;
+  endpoint.scheme = "http";
+  endpoint.host = "example.invalid";
+  endpoint.port = 80;
+  endpoint.io_timeout = 2s;
+  connection.adopt(fds[0], endpoint);
+  const auto head = connection.read_head();
+  INFO("heads of " << response.size() - 5 << " bytes in all");
+  CHECK_FALSE(head.has_value());
+}
