@@ -5,12 +5,16 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
 
 #include <sys/resource.h>
 #include <sys/wait.h>
+
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include <httplib.h>
 
@@ -373,5 +377,242 @@ TEST_CASE("fills go through the proxy the environment names", "[http_client][pro
     REQUIRE_FALSE(got.has_value());
     CHECK_THAT(got.error().detail, Catch::Contains("proxy refused the tunnel"));
     CHECK_THAT(got.error().detail, Catch::Contains("502"));
+  }
+}
+
+// ---- Red-team regressions (h-redteam): each failed on the HttpConnection of 34a7b8d. ----
+
+namespace {
+
+// A listener on 127.0.0.1 that hands every accepted connection to `handle` on its own thread.
+class HostilePeer {
+ public:
+  explicit HostilePeer(std::function<void(int)> handle) : m_handle(std::move(handle)) {
+    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    REQUIRE(m_fd >= 0);
+    REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(m_fd, 64) == 0);
+    REQUIRE(::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    m_port = ntohs(address.sin_port);
+    m_thread = std::thread([this] {
+      while (!m_stopping) {
+        pollfd p{m_fd, POLLIN, 0};
+        if (::poll(&p, 1, 20) != 1) {
+          continue;
+        }
+        const int client = ::accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (client >= 0) {
+          m_handle(client);
+        }
+      }
+    });
+  }
+  ~HostilePeer() {
+    m_stopping = true;
+    m_thread.join();
+    ::close(m_fd);
+  }
+  HostilePeer(const HostilePeer&) = delete;
+  HostilePeer& operator=(const HostilePeer&) = delete;
+  [[nodiscard]] int port() const { return m_port; }
+
+  static std::string read_request(int fd) {
+    std::string head;
+    char buffer[4096];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      pollfd c{fd, POLLIN, 0};
+      if (::poll(&c, 1, 5000) != 1) {
+        break;
+      }
+      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) {
+        break;
+      }
+      head.append(buffer, static_cast<std::size_t>(n));
+    }
+    return head;
+  }
+  static void send_all(int fd, std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) {
+        return;
+      }
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  // Closes with a TCP reset (SO_LINGER 0), never a FIN.
+  static void reset(int fd) {
+    const linger hard{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    ::close(fd);
+  }
+
+ private:
+  std::function<void(int)> m_handle;
+  int m_fd = -1;
+  int m_port = 0;
+  std::atomic<bool> m_stopping{false};
+  std::thread m_thread;
+};
+
+std::shared_ptr<SSL_CTX> server_tls(const fs::path& dir) {
+  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  REQUIRE(SSL_CTX_use_certificate_chain_file(ctx.get(), (dir / "cert.pem").c_str()) == 1);
+  REQUIRE(SSL_CTX_use_PrivateKey_file(ctx.get(), (dir / "key.pem").c_str(), SSL_FILETYPE_PEM) == 1);
+  return ctx;
+}
+
+} // namespace
+
+TEST_CASE("redteam: an until-close body cut off by a TCP reset is not a complete artifact", "[redteam]") {
+  // No Content-Length, no chunking: only a clean close (FIN) ends the body. A reset is a failure
+  // (cpp-httplib failed the read); HttpConnection's read_some() maps ECONNRESET to end-of-file.
+  HostilePeer peer([](int fd) {
+    HostilePeer::read_request(fd);
+    HostilePeer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" +
+                                  std::string(100'000, 'a'));
+    std::this_thread::sleep_for(200ms); // the client has read it all and waits for more
+    HostilePeer::reset(fd);
+  });
+  test::TempDir dir;
+  const auto got = fetch("http://127.0.0.1:" + std::to_string(peer.port()) + "/cut.bin", dir.path(), "");
+  INFO((got ? "stored " + std::to_string(got->size) + " bytes as complete" : got.error().detail));
+  CHECK_FALSE(got.has_value());
+}
+
+TEST_CASE("redteam: an https until-close body that ends without close_notify is not complete", "[redteam][tls]") {
+  // Over TLS only close_notify proves the end of an until-close body; a bare FIN can be forged by
+  // anyone on the path (the truncation attack). SSL_OP_IGNORE_UNEXPECTED_EOF turns it into a clean end.
+  test::TempDir dir;
+  make_pair(dir.path(), "DNS:localhost,IP:127.0.0.1");
+  const auto ctx = server_tls(dir.path());
+  HostilePeer peer([&ctx](int fd) {
+    SSL* ssl = SSL_new(ctx.get());
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+      char buffer[4096];
+      std::string head;
+      while (head.find("\r\n\r\n") == std::string::npos) {
+        const int n = SSL_read(ssl, buffer, sizeof buffer);
+        if (n <= 0) {
+          break;
+        }
+        head.append(buffer, static_cast<std::size_t>(n));
+      }
+      const std::string response = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" +
+                                   std::string(50'000, 'b');
+      SSL_write(ssl, response.data(), static_cast<int>(response.size()));
+    }
+    ::shutdown(fd, SHUT_WR); // a FIN, no close_notify: what an attacker on the path can inject
+    SSL_free(ssl);
+    ::close(fd);
+  });
+  const auto got = fetch("https://localhost:" + std::to_string(peer.port()) + "/cut.bin", dir.path(),
+                         (dir / "cert.pem").string());
+  INFO((got ? "stored " + std::to_string(got->size) + " bytes as complete" : got.error().detail));
+  CHECK_FALSE(got.has_value());
+}
+
+#ifdef WITHCACHE_CLIENT
+TEST_CASE("redteam: a TLS peer that hangs up mid-handshake never kills withcache-client with SIGPIPE",
+          "[redteam][tls][client]") {
+  // The peer answers the ClientHello with its whole flight, then FIN and RST, while the client is stopped
+  // (SIGSTOP), so all of it is queued when the client resumes: it reads the flight, and its next write
+  // (an alert for the untrusted certificate, or its Finished) meets EPIPE. OpenSSL's socket BIO write()s
+  // without MSG_NOSIGNAL, and `withcache-client get -o FILE` does not ignore SIGPIPE (probe.cpp has its
+  // own MSG_NOSIGNAL BIO for exactly this reason).
+  test::TempDir dir;
+  make_pair(dir.path(), "DNS:localhost,IP:127.0.0.1");
+  const auto ctx = server_tls(dir.path());
+  std::atomic<pid_t> client{0};
+  HostilePeer peer([&ctx, &client](int fd) {
+    char hello[16384];
+    pollfd c{fd, POLLIN, 0};
+    const ssize_t n = ::poll(&c, 1, 5000) == 1 ? ::recv(fd, hello, sizeof hello, 0) : -1;
+    const pid_t pid = client.load();
+    if (pid > 0) {
+      ::kill(pid, SIGSTOP);
+    }
+    if (n > 0) {
+      SSL* ssl = SSL_new(ctx.get());
+      BIO* in = BIO_new(BIO_s_mem());
+      BIO* out = BIO_new(BIO_s_mem());
+      SSL_set_bio(ssl, in, out);
+      BIO_write(in, hello, static_cast<int>(n));
+      SSL_accept(ssl); // wants the client's Finished: the flight is in `out`
+      char* flight = nullptr;
+      const long size = BIO_get_mem_data(out, &flight);
+      HostilePeer::send_all(fd, std::string_view(flight, static_cast<std::size_t>(size)));
+      SSL_free(ssl);
+    }
+    ::shutdown(fd, SHUT_WR);
+    std::this_thread::sleep_for(50ms);
+    HostilePeer::reset(fd);
+    std::this_thread::sleep_for(50ms);
+    if (pid > 0) {
+      ::kill(pid, SIGCONT);
+    }
+  });
+  const pid_t pid = test::spawn({WITHCACHE_CLIENT, "--server", "http://127.0.0.1:1", "get",
+                                 "https://127.0.0.1:" + std::to_string(peer.port()) + "/a.bin", "-o",
+                                 (dir / "out").string()},
+                                {"no_proxy=*"}, dir / "stdout", dir / "stderr");
+  REQUIRE(pid > 0);
+  client = pid;
+  int status = 0;
+  const bool done = test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s);
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  INFO("stderr: " << test::slurp(dir / "stderr"));
+  REQUIRE(done);
+  INFO("signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << " (SIGPIPE is " << SIGPIPE << ")");
+  CHECK_FALSE(WIFSIGNALED(status)); // killed by SIGPIPE (141 in a shell) instead of one line and exit 3
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 3));
+}
+#endif
+
+TEST_CASE("redteam: interim heads count against the head budget even when they arrive in one read", "[redteam][heads]") {
+  // http_client.hpp: "interim 1xx responses are skipped, their bytes and fields counted". The byte budget
+  // is only checked when the parser needs more input, so 2 600 `100 Continue` heads (65 000 bytes) and a
+  // final head of 60 000 bytes that arrive together are accepted: 125 000 bytes of heads under a 65 536 limit.
+  std::string response;
+  for (int i = 0; i < 2600; ++i) {
+    response += "HTTP/1.1 100 Continue\r\n\r\n";
+  }
+  response += "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Big: " + std::string(60'000, 'a') + "\r\n\r\nhello";
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  int buffer = 1 << 20;
+  ::setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+  HostilePeer::send_all(fds[1], response);
+  ::close(fds[1]);
+  origin::HttpConnection connection;
+  origin::Endpoint endpoint;
+  endpoint.scheme = "http";
+  endpoint.host = "example.invalid";
+  endpoint.port = 80;
+  endpoint.io_timeout = 2s;
+  connection.adopt(fds[0], endpoint);
+  const auto head = connection.read_head();
+  INFO("heads of " << response.size() - 5 << " bytes in all");
+  CHECK_FALSE(head.has_value());
+}
+
+TEST_CASE("redteam: a status code below 100 is a malformed response", "[redteam][heads]") {
+  // Beast takes any three digits; read_head() returns `HTTP/1.1 000` or `099` as a final response, which
+  // fuzz/fuzz_response.cpp's own invariant (100..999) forbids: `make fuzz` stops on it within minutes.
+  for (const char* line : {"HTTP/1.1 000 Zero\r\n", "HTTP/1.1 099 Continue\r\n"}) {
+    INFO(line);
+    test::RawOrigin raw(std::string(line) + "Content-Length: 5\r\n\r\nhello");
+    const auto got = origin::request_small("GET", raw.url("/x"), {}, {}, 5s, 1 << 20);
+    REQUIRE_FALSE(got.has_value());
+    CHECK(got.error().code == origin::WireErrc::malformed);
   }
 }
