@@ -108,7 +108,7 @@ TEST_CASE("response heads: what a peer sends, and what request_small makes of it
            storm += "HTTP/1.1 100 Continue\r\n\r\n";
          }
          return storm;
-       }() + ok + "Content-Length: 2\r\n\r\nok", 0, "response heads over 65536 bytes"},
+       }() + ok + "Content-Length: 2\r\n\r\nok", 0, "over 65536 bytes"},
       {"HTTP/1.0", "HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", 404, "nope"},
       {"100 fields", ok + fields(99) + "Content-Length: 1\r\n\r\n!", 200, "!"},
       {"101 fields", ok + fields(100) + "Content-Length: 1\r\n\r\n!", 0, "more than 100 header fields"},
@@ -124,6 +124,7 @@ TEST_CASE("response heads: what a peer sends, and what request_small makes of it
       {"gzip transfer coding", ok + "Transfer-Encoding: gzip\r\n\r\nhello", 0, "unsupported Transfer-Encoding"},
       {"bad length", ok + "Content-Length: 1O\r\n\r\nhello", 0, "malformed Content-Length (1O)"},
       {"not HTTP", "SSH-2.0-OpenSSH_9.2\r\n\r\n", 0, "malformed response"},
+      {"a status under 100", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", 0, "malformed response (status 99)"},
       {"short body", ok + "Content-Length: 10\r\n\r\nhello", 0, "closed before the body ended"},
       {"short chunked body", ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", 0, "closed before the body ended"},
       {"nothing at all", "", 0, "closed before a response head"},

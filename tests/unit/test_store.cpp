@@ -989,9 +989,10 @@ TEST_CASE("a schema 5 index of whole URLs is cut to 512 characters on upgrade", 
   SQLite::Database db((dir / "cache.db").string(), SQLite::OPEN_READWRITE);
   db.exec("INSERT INTO misses_fts (misses_fts) VALUES ('integrity-check')");
   CHECK(db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"aaaa\"'").getInt() == 0);
+}
 
 TEST_CASE(
-    "a pending fill running when its store was not closed cleanly counts a crash; a clean stop starts over",
+    "a pending fill running when its store was not closed cleanly counts a crash, a clean stop starts over",
     "[store][crash]") {
   TempDir dir;
   const std::string key(64, 'e');

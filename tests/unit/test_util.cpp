@@ -237,6 +237,7 @@ TEST_CASE("LineBudget writes at most N lines a window and counts the ones left o
   LineBudget none(0, 60s);
   CHECK_FALSE(none.admit(t0).has_value());
   CHECK_FALSE(none.admit(t0 + 120s).has_value());
+}
 
 TEST_CASE("open_regular opens a regular file of one name and refuses what was planted, without blocking",
           "[util]") {

@@ -639,7 +639,9 @@ Expected<ResponseHead, WireError> HttpConnection::read_head(const HeadLimits& li
   std::size_t fields_before = 0;
   for (;;) {
     s.parser = std::make_unique<ResponseParser>(limits.max_fields - std::min(fields_before, limits.max_fields));
-    s.parser->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(limits.max_bytes, UINT32_MAX)));
+    // What is left of the budget: interim heads before this one spent the rest.
+    const std::size_t left = limits.max_bytes - std::min(s.head_bytes, limits.max_bytes);
+    s.parser->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(left, UINT32_MAX)));
     // No limit; not boost::none, which Beast 1.74 compares as smaller than every length.
     s.parser->body_limit(std::numeric_limits<std::uint64_t>::max());
     s.parser->eager(false);
@@ -651,6 +653,9 @@ Expected<ResponseHead, WireError> HttpConnection::read_head(const HeadLimits& li
       return unexpected(std::move(*e));
     }
     const int status = s.parser->head.status;
+    if (status < 100) {
+      return unexpected(wire_error(WireErrc::malformed, "malformed response (status " + std::to_string(status) + ")"));
+    }
     if (status >= 100 && status < 200 && status != 101) {
       fields_before += s.parser->fields; // an interim response: the real one follows
       if (s.head_bytes > limits.max_bytes) {
