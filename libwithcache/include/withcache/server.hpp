@@ -157,4 +157,35 @@ class Server {
   std::unique_ptr<Impl> m_impl;
 };
 
+/** What `withcache-server`'s command line asks for. */
+struct CommandLine {
+  enum class Action {
+    serve,  ///< start the cache-host with `options`
+    verify, ///< `--verify`: check `options.data_dir` offline
+    print,  ///< `--help` or `--version`: print `print` and exit 0
+  };
+  Action action = Action::serve;
+  ServerOptions options; ///< with WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET, WITHCACHE_API_TOKEN read
+  std::string print;
+  std::string min_free = "5%,10G"; ///< `--min-free` as given (the start-up warning quotes it)
+  std::string log_level = "info";
+};
+
+/**
+ * Parses `withcache-server`'s options (`--help` lists them) and gives them meaning: sizes, durations,
+ * rates, `--min-free`'s size-and-percentage, the limits each option has. The environment is read with
+ * util::process_env(). Returns one line naming the option and what is wrong with it, for exit status 2.
+ * Does not touch the data dir or the network.
+ */
+Expected<CommandLine, std::string> options_from_args(int argc, const char* const* argv);
+
+/**
+ * Does what `command` asks: prints (`--help`), verifies the data dir (`--verify`: exit 0 clean, 1
+ * damaged, 2 cannot check), or serves: sets up logging at `log_level`, raises the open-files limit, takes
+ * SIGINT/SIGTERM (stop, keep fills for the next start) and SIGHUP (reload the TLS pair, off the signal
+ * thread) on one thread, and runs the server until stopped. Returns the exit status (2: StartupError,
+ * printed as one line).
+ */
+int run_command_line(const CommandLine& command);
+
 } // namespace withcache::server
