@@ -23,7 +23,11 @@ server_deb=$(ls "$work"/debs/withcache-server_*.deb)
 shim_deb=$(ls "$work"/debs/withcache-shim_*.deb)
 dpkg-deb -c "$server_deb" | grep -q ' ./usr/bin/withcache-server$'
 dpkg-deb -c "$server_deb" | grep -q ' ./usr/lib/systemd/system/withcache-server.service$'
-dpkg-deb -f "$server_deb" Depends | grep -q libcpp-httplib
+depends=$(dpkg-deb -f "$server_deb" Depends)
+echo "$depends" | grep -q libssl3
+echo "$depends" | grep -q libsqlite3
+# Outbound HTTP is libwithcache's own (origin/http_client.cpp): cpp-httplib is a test dependency only.
+if echo "$depends" | grep -q libcpp-httplib; then echo "deploy: the server should not need libcpp-httplib" >&2; exit 1; fi
 dpkg-deb -c "$shim_deb" | grep -q ' ./usr/bin/curlwithcache -> withcache-shim$'
 dpkg-deb -c "$shim_deb" | grep -q ' ./usr/bin/wgetwithcache -> withcache-shim$'
 dpkg-deb -c "$shim_deb" | grep -q ' ./usr/lib/withcache/bin/curl -> ../../../bin/withcache-shim$'
