@@ -99,6 +99,40 @@ std::optional<std::time_t> parse_http_date(std::string_view text);
  */
 bool if_range_matches(std::string_view if_range, std::string_view etag, std::time_t last_modified);
 
+/**
+ * True for a well-formed strong entity-tag (RFC 9110 §8.8.3): `"` etagc* `"`,
+ * where etagc is any visible ASCII but `"`, or obs-text. `W/"…"`, a list, or
+ * anything unquoted is not one.
+ */
+bool is_strong_etag(std::string_view text);
+
+/**
+ * What a `Range` request may be answered from with a 206 (RFC 9110 §13.1.5):
+ * the validators of the bytes served, and whether the bytes behind the URL can
+ * change. Views only: the strings must outlive the call.
+ */
+struct RangeGuard {
+  /** The strong entity-tag the response carries (quoted). An If-Range entity-tag must equal it. */
+  std::string_view etag;
+  /** A date an If-Range may name instead (the Last-Modified sent); nothing: a date never matches. */
+  std::optional<std::time_t> last_modified;
+  /**
+   * A Range without If-Range applies: the URL's bytes never change, so a
+   * client's earlier bytes are these bytes (curl -C -, wget -c). False: a
+   * client must prove with If-Range which version it holds.
+   */
+  bool bare_range = true;
+};
+
+/**
+ * True when a request's Range may be answered with a part of the bytes
+ * `guard` describes; false when it must get the whole representation (200).
+ * `if_range`: the request's If-Range value, nothing when it has none. An
+ * entity-tag matches only by strong comparison (a weak one never does); a
+ * date only when it equals `guard.last_modified` exactly.
+ */
+bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& guard);
+
 /** One `Cache-Control` directive. */
 struct Directive {
   std::string name;     ///< lower-cased
