@@ -168,6 +168,44 @@ TEST_CASE("range_applies: a 206 only for the version the client holds", "[http]"
   }
 }
 
+TEST_CASE("answer_range: 206, the whole body, or 428 for a bare resume of bytes that can change", "[http]") {
+  using A = http::RangeAnswer;
+  const http::RangeGuard immutable{R"("sha")", 784111777, true};
+  const http::RangeGuard may_change{R"("sha")", std::nullopt, false};
+  struct Case {
+    const http::RangeGuard* guard;
+    const char* range; // nullptr: no Range
+    std::optional<std::string_view> if_range;
+    A answer;
+  };
+  const Case cases[] = {
+      {&immutable, nullptr, std::nullopt, A::whole},
+      {&immutable, "bytes=100-", std::nullopt, A::range}, // curl -C -, wget -c
+      {&immutable, "bytes=2000-", std::nullopt, A::range}, // unsatisfiable: the caller answers 416
+      {&immutable, "bytes=100-", R"("old")", A::whole},
+      {&immutable, "items=1-2", std::nullopt, A::whole}, // not a byte range: ignored
+      {&may_change, nullptr, std::nullopt, A::whole},
+      {&may_change, "bytes=100-", R"("sha")", A::range},
+      {&may_change, "bytes=2000-", R"("sha")", A::range},
+      {&may_change, "bytes=100-", R"("old")", A::whole}, // If-Range: the client restarts on a 200
+      {&may_change, "bytes=100-", "Sun, 06 Nov 1994 08:49:37 GMT", A::whole},
+      {&may_change, "bytes=100-", std::nullopt, A::needs_if_range}, // wget's retry would splice a 200
+      {&may_change, "bytes=100-199", std::nullopt, A::needs_if_range},
+      {&may_change, "bytes=-10", std::nullopt, A::needs_if_range},
+      {&may_change, "bytes=2000-", std::nullopt, A::needs_if_range}, // wget -c would call it complete
+      {&may_change, "bytes=0-", std::nullopt, A::whole},             // nothing before byte 0 to splice
+      {&may_change, "bytes=0-99", std::nullopt, A::whole},
+      {&may_change, "bytes=0-1,5-6", std::nullopt, A::whole}, // several ranges: ignored
+  };
+  for (const auto& c : cases) {
+    INFO((c.guard == &immutable ? "immutable" : "may change")
+         << ", Range: " << (c.range ? c.range : "(none)")
+         << ", If-Range: " << (c.if_range ? std::string(*c.if_range) : std::string("(none)")));
+    const auto asked = c.range ? http::parse_range(c.range, 1000) : http::ByteRange{};
+    CHECK(http::answer_range(asked, c.if_range, *c.guard) == c.answer);
+  }
+}
+
 TEST_CASE("parse_content_range reads what origins send back", "[http]") {
   struct Case {
     const char* header;

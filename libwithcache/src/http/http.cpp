@@ -309,6 +309,19 @@ bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& g
   return date && *date == *guard.last_modified;
 }
 
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range, const RangeGuard& guard) {
+  if (asked.kind == ByteRange::Kind::full) {
+    return RangeAnswer::whole;
+  }
+  if (range_applies(if_range, guard)) {
+    return RangeAnswer::range;
+  }
+  // A client that sent If-Range restarts on a 200 (that is what If-Range means); one that did not may
+  // hold bytes of another version before `first`, and some (wget) would splice them onto a 200.
+  const bool from_start = asked.kind == ByteRange::Kind::partial && asked.first == 0;
+  return !if_range && !from_start ? RangeAnswer::needs_if_range : RangeAnswer::whole;
+}
+
 std::vector<Directive> parse_cache_control(std::string_view value) {
   std::vector<Directive> out;
   std::size_t i = 0;

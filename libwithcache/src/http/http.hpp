@@ -133,6 +133,29 @@ struct RangeGuard {
  */
 bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& guard);
 
+/** How to answer a request's Range. */
+enum class RangeAnswer {
+  range,          ///< the range: 206, or 416 when it is unsatisfiable
+  whole,          ///< 200 with the whole representation
+  /**
+   * 428 Precondition Required: a Range without If-Range that continues
+   * earlier bytes (it starts past byte 0) of bytes that can change. Not a
+   * 200: wget (1.21) takes a 200 to its `Range: bytes=N-` for the same file
+   * and skips its first N bytes, which splices two versions; a 4xx makes it
+   * (and `curl -C -`) fail without touching the file.
+   */
+  needs_if_range,
+};
+
+/**
+ * The answer to `asked` (parse_range() of the request's Range; `full` when
+ * there is none or it is ignored), given the request's If-Range (nothing
+ * when absent) and what is served. A Range that range_applies() gets
+ * `range`; otherwise a bare Range past byte 0 of bytes that can change
+ * (`!guard.bare_range`) gets `needs_if_range`, and anything else `whole`.
+ */
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range, const RangeGuard& guard);
+
 /** One `Cache-Control` directive. */
 struct Directive {
   std::string name;     ///< lower-cased
