@@ -569,3 +569,23 @@ TEST_CASE("the origin publishes version 2 mid-fill: no client exits 0 with a spl
     check_one_version("wget -c against the stored artifact", late_wget.exit_code, test::slurp(late / "wget"), v1, v2);
   }
 }
+
+TEST_CASE("withcache-client get with a .part of another version, from a running fill: starts over",
+          "[filling][validators][client]") {
+  Origin origin;
+  const std::string body = test::make_bytes(3 * 1024 * 1024, 217);
+  origin.add("/left.bin", slow(body, 3.0));
+  ServerProcess server({"--miss-wait", "1s"});
+  const std::string blob = server.blob(origin.url("/left.bin"));
+  curl(blob, {"-I"}); // starts the fill
+  REQUIRE(test::eventually([&] { return filling(server, blob); }, 30s));
+  test::TempDir tmp;
+  // An earlier run's bytes of another version: a bare Range resume is refused (428), the client restarts.
+  std::ofstream(tmp / "left.bin.part", std::ios::binary) << test::make_bytes(500 * 1024, 218);
+  const auto r = test::run({WITHCACHE_CLIENT, "get", origin.url("/left.bin"), "-o", (tmp / "left.bin").string()},
+                           {"WITHCACHE_SERVER=" + server.base()});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("SHA-256 verified") != std::string::npos);
+  CHECK(test::slurp(tmp / "left.bin") == body);
+}
