@@ -589,3 +589,47 @@ TEST_CASE("withcache-client get with a .part of another version, from a running 
   CHECK(r.err.find("SHA-256 verified") != std::string::npos);
   CHECK(test::slurp(tmp / "left.bin") == body);
 }
+
+TEST_CASE("a fill cut under its readers makes the next fill of the key need If-Range for a resume",
+          "[filling][validators]") {
+  Origin origin;
+  const std::string v1 = test::make_bytes(3 * 1024 * 1024, 219);
+  const std::string v2 = test::make_bytes(3 * 1024 * 1024, 220);
+  Route first = slow(v1, 2.0);
+  first.etag = "\"c1\"";
+  first.truncate_at = 1024 * 1024;
+  first.truncate_times = 1;
+  Route later(v2);
+  later.etag = "\"c2\"";
+  first.then = {Route::error(404)}; // the resume finds it gone: the fill fails for good
+  origin.add("/cut.bin", first);
+  ServerProcess server({"--miss-wait", "1s"});
+  const std::string blob = server.blob(origin.url("/cut.bin"));
+  test::TempDir tmp;
+  Download reader(blob, tmp / "reader");
+  REQUIRE(test::eventually([&] { return filling(server, blob); }, 30s));
+  CHECK(reader.exit_code() == 18);
+  const std::string held = reader.bytes();
+  CHECK(held == v1.substr(0, held.size()));
+  REQUIRE(test::eventually([&] { return server.metric("withcache_fills_total{outcome=\"failed\"}") >= 1; }, 20s));
+  // The origin publishes version 2, and the operator fetches it (past the back-off); it says nothing of
+  // a lifetime, so it would be immutable.
+  origin.add("/cut.bin", later);
+  CHECK(curl(server.base() + "/api/v1/downloads",
+             {"-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+              "{\"url\": \"" + origin.url("/cut.bin") + "\"}"})
+            .status == 202);
+  REQUIRE(server.fills_completed(1));
+  auto head = curl(blob, {"-I"});
+  REQUIRE(head.headers["x-withcache-sha256"] == digest::sha256_hex(v2));
+  CHECK(head.headers["cache-control"].find("immutable") == std::string::npos);
+  // The reader's `curl -C -` / `wget -c` of version 1's bytes: refused, never version 2's tail.
+  const std::string from = "Range: bytes=" + std::to_string(held.size()) + "-";
+  CHECK(curl(blob, {"-H", from}).status == 428);
+  const auto resumed = test::run({"curl", "-sS", "-C", "-", "-o", (tmp / "reader").string(), blob});
+  CHECK(resumed.exit_code != 0);
+  CHECK(test::slurp(tmp / "reader") == held);
+  const auto proven = curl(blob, {"-H", from, "-H", "If-Range: " + head.headers["etag"]});
+  CHECK(proven.status == 206);
+  CHECK(proven.body == v2.substr(held.size()));
+}
