@@ -312,7 +312,8 @@ bool derived_validator(const std::string& etag, char generation) {
 
 } // namespace
 
-TEST_CASE("a filling response carries its version's validator; a Range gets 206 only under it", "[filling][validators]") {
+TEST_CASE("a filling response carries its version's validator; a Range gets 206 only under it",
+          "[filling][validators]") {
   Origin origin;
   const std::string body = test::make_bytes(4 * 1024 * 1024, 211);
   const std::string date = "Mon, 01 Jan 2024 00:00:00 GMT";
@@ -361,8 +362,8 @@ TEST_CASE("a filling response carries its version's validator; a Range gets 206 
       CHECK(r->headers["etag"] == etag);
     }
     CHECK(m.status == 206);
-    CHECK(m.headers["content-range"] == "bytes 1000-" + std::to_string(body.size() - 1) + "/" +
-                                            std::to_string(body.size()));
+    CHECK(m.headers["content-range"] ==
+          "bytes 1000-" + std::to_string(body.size() - 1) + "/" + std::to_string(body.size()));
     CHECK(m.body == body.substr(1000));
     // Another version's validator, or a date: the whole body, so the client starts over. A Range from
     // byte 0 has nothing to splice: the whole body too.
@@ -373,7 +374,8 @@ TEST_CASE("a filling response carries its version's validator; a Range gets 206 
     // No If-Range past byte 0 (wget's retry, `curl -C -`): 428, since wget would splice a 200.
     CHECK(b.status == 428);
     CHECK(b.body.find("needs If-Range") != std::string::npos);
-    REQUIRE(test::eventually([&] { return curl(blob, {"-I"}).headers.count("x-withcache-sha256") == 1; }, 30s));
+    REQUIRE(
+        test::eventually([&] { return curl(blob, {"-I"}).headers.count("x-withcache-sha256") == 1; }, 30s));
   }
 }
 
@@ -446,7 +448,8 @@ TEST_CASE("an artifact a revalidation replaced needs If-Range even when its new 
   // A client holding version 1's first 1000 bytes resumes: without If-Range it is refused; with
   // version 1's validator it gets the whole of version 2.
   CHECK(curl(blob, {"-H", "Range: bytes=1000-"}).status == 428);
-  const auto old = curl(blob, {"-H", "Range: bytes=1000-", "-H", "If-Range: \"" + digest::sha256_hex(v1) + "\""});
+  const auto old =
+      curl(blob, {"-H", "Range: bytes=1000-", "-H", "If-Range: \"" + digest::sha256_hex(v1) + "\""});
   CHECK(old.status == 200);
   CHECK(old.body == v2);
   const auto matching =
@@ -516,7 +519,9 @@ TEST_CASE("the origin publishes version 2 mid-fill: no client exits 0 with a spl
     ServerProcess server({"--miss-wait", "1s"});
     const std::string blob = server.blob(origin.url("/v.bin"));
     test::TempDir tmp;
-    const auto out = [&](const char* name) { return (tmp / name).string(); };
+    const auto out = [&](const char* name) {
+      return (tmp / name).string();
+    };
 
     // The first reader starts the fill; the others attach while version 1 streams.
     Download plain(blob, tmp / "curl-plain");
@@ -524,10 +529,10 @@ TEST_CASE("the origin publishes version 2 mid-fill: no client exits 0 with a spl
     Download resumer(blob, tmp / "curl-c");
     test::Process curl_retry({"curl", "-sS", "--retry", "5", "--retry-all-errors", "--retry-delay", "1", "-o",
                               out("curl-retry"), blob});
-    test::Process curl_retry_c({"curl", "-sS", "-C", "-", "--retry", "5", "--retry-all-errors", "--retry-delay",
-                                "1", "-o", out("curl-retry-c"), blob});
-    test::Process wget_retry({"wget", "-q", "--tries=3", "--retry-connrefused", "--waitretry=1", "-O",
-                              out("wget-retry"), blob});
+    test::Process curl_retry_c({"curl", "-sS", "-C", "-", "--retry", "5", "--retry-all-errors",
+                                "--retry-delay", "1", "-o", out("curl-retry-c"), blob});
+    test::Process wget_retry(
+        {"wget", "-q", "--tries=3", "--retry-connrefused", "--waitretry=1", "-O", out("wget-retry"), blob});
     test::Process wget_once({"wget", "-q", "--tries=1", "-O", out("wget-c"), blob});
     test::Process client({WITHCACHE_CLIENT, "get", origin.url("/v.bin"), "-o", out("client")},
                          {"WITHCACHE_SERVER=" + server.base()}, tmp / "client.log");
@@ -538,8 +543,8 @@ TEST_CASE("the origin publishes version 2 mid-fill: no client exits 0 with a spl
     const int resumer_first = resumer.exit_code();
     const int wget_first = exit_code_of(wget_once);
     const auto curl_c = test::run({"curl", "-sS", "-C", "-", "-o", out("curl-c"), blob});
-    check_one_version("curl -C - after a cut (exit " + std::to_string(resumer_first) + " first)", curl_c.exit_code,
-                      test::slurp(out("curl-c")), v1, v2);
+    check_one_version("curl -C - after a cut (exit " + std::to_string(resumer_first) + " first)",
+                      curl_c.exit_code, test::slurp(out("curl-c")), v1, v2);
     const auto wget_c = test::run({"wget", "-q", "-c", "--tries=1", "-O", out("wget-c"), blob});
     check_one_version("wget -c after a cut (exit " + std::to_string(wget_first) + " first)", wget_c.exit_code,
                       test::slurp(out("wget-c")), v1, v2);
@@ -564,9 +569,11 @@ TEST_CASE("the origin publishes version 2 mid-fill: no client exits 0 with a spl
     std::ofstream(late / "curl", std::ios::binary) << v1.substr(0, 921600);
     std::ofstream(late / "wget", std::ios::binary) << v1.substr(0, 921600);
     const auto late_curl = test::run({"curl", "-sS", "-C", "-", "-o", (late / "curl").string(), blob});
-    check_one_version("curl -C - against the stored artifact", late_curl.exit_code, test::slurp(late / "curl"), v1, v2);
+    check_one_version("curl -C - against the stored artifact", late_curl.exit_code,
+                      test::slurp(late / "curl"), v1, v2);
     const auto late_wget = test::run({"wget", "-q", "-c", "--tries=1", "-O", (late / "wget").string(), blob});
-    check_one_version("wget -c against the stored artifact", late_wget.exit_code, test::slurp(late / "wget"), v1, v2);
+    check_one_version("wget -c against the stored artifact", late_wget.exit_code, test::slurp(late / "wget"),
+                      v1, v2);
   }
 }
 
@@ -582,8 +589,9 @@ TEST_CASE("withcache-client get with a .part of another version, from a running 
   test::TempDir tmp;
   // An earlier run's bytes of another version: a bare Range resume is refused (428), the client restarts.
   std::ofstream(tmp / "left.bin.part", std::ios::binary) << test::make_bytes(500 * 1024, 218);
-  const auto r = test::run({WITHCACHE_CLIENT, "get", origin.url("/left.bin"), "-o", (tmp / "left.bin").string()},
-                           {"WITHCACHE_SERVER=" + server.base()});
+  const auto r =
+      test::run({WITHCACHE_CLIENT, "get", origin.url("/left.bin"), "-o", (tmp / "left.bin").string()},
+                {"WITHCACHE_SERVER=" + server.base()});
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.err.find("SHA-256 verified") != std::string::npos);
@@ -611,7 +619,8 @@ TEST_CASE("a fill cut under its readers makes the next fill of the key need If-R
   CHECK(reader.exit_code() == 18);
   const std::string held = reader.bytes();
   CHECK(held == v1.substr(0, held.size()));
-  REQUIRE(test::eventually([&] { return server.metric("withcache_fills_total{outcome=\"failed\"}") >= 1; }, 20s));
+  REQUIRE(
+      test::eventually([&] { return server.metric("withcache_fills_total{outcome=\"failed\"}") >= 1; }, 20s));
   // The origin publishes version 2, and the operator fetches it (past the back-off); it says nothing of
   // a lifetime, so it would be immutable.
   origin.add("/cut.bin", later);

@@ -1555,7 +1555,8 @@ TEST_CASE("FillStream: every generation has its own validator, and an ETag a res
           "[fills][validators]") {
   const auto derived = [](const std::string& etag, std::uint64_t generation) {
     const std::string tail = "-" + std::to_string(generation) + "\"";
-    return etag.starts_with("\"wc-fill-") && etag.ends_with(tail) && etag.size() == 9 + 16 + tail.size(); // "wc-fill- + 16 hex + -<n>"
+    return etag.starts_with("\"wc-fill-") && etag.ends_with(tail) &&
+           etag.size() == 9 + 16 + tail.size(); // "wc-fill- + 16 hex + -<n>"
   };
   const origin::Headers v1 = {{"ETag", "\"v1\""}, {"Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"}};
   const origin::Headers v2 = {{"ETag", "\"v2\""}};
@@ -1594,7 +1595,7 @@ TEST_CASE("FillStream: every generation has its own validator, and an ETag a res
   none.head(100, {});
   CHECK(derived(none.view().etag, 1));
   CHECK(none.view().etag != first);
-  none.attach(); // a reader of generation 1 only; the restart came before it
+  none.attach();                         // a reader of generation 1 only; the restart came before it
   CHECK(none.restarted_under_readers()); // conservative: it cannot tell which generation a reader saw
   none.detach();
 }

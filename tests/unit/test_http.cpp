@@ -1,11 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include "http/http.hpp"
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <vector>
-#include "http/http.hpp"
 
 using withcache::http::ByteRange;
 namespace http = withcache::http;
@@ -162,7 +162,9 @@ TEST_CASE("range_applies: a 206 only for the version the client holds", "[http]"
       {&filling, "", false},
   };
   for (const auto& c : cases) {
-    INFO((c.guard == &immutable ? "immutable" : c.guard == &may_change ? "may change" : "filling")
+    INFO((c.guard == &immutable    ? "immutable"
+          : c.guard == &may_change ? "may change"
+                                   : "filling")
          << ", If-Range: " << (c.if_range ? std::string(*c.if_range) : std::string("(none)")));
     CHECK(http::range_applies(c.if_range, *c.guard) == c.applies);
   }
@@ -180,7 +182,7 @@ TEST_CASE("answer_range: 206, the whole body, or 428 for a bare resume of bytes 
   };
   const Case cases[] = {
       {&immutable, nullptr, std::nullopt, A::whole},
-      {&immutable, "bytes=100-", std::nullopt, A::range}, // curl -C -, wget -c
+      {&immutable, "bytes=100-", std::nullopt, A::range},  // curl -C -, wget -c
       {&immutable, "bytes=2000-", std::nullopt, A::range}, // unsatisfiable: the caller answers 416
       {&immutable, "bytes=100-", R"("old")", A::whole},
       {&immutable, "items=1-2", std::nullopt, A::whole}, // not a byte range: ignored

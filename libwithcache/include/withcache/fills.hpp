@@ -284,7 +284,7 @@ class FillStream : public origin::PartObserver {
   std::vector<std::function<void()>> m_wakers;
   std::atomic<std::uint32_t> m_attached{0};
   std::atomic<bool> m_served{false};
-  std::string m_nonce;                     // the random part of derived validators
+  std::string m_nonce;                      // the random part of derived validators
   std::vector<std::string> m_earlier_etags; // the origin's ETags of generations before this one
 };
 /** Ended jobs the pool keeps in memory (older ones are in the store's history only). */

@@ -694,7 +694,8 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     // Range (wget's retry, `wget -c`) gets the whole body instead of a splice.
     const bool continued = result->resumed_from > 0 && job->stream && job->stream->view().generation == 0;
     if (artifact.fresh_until == 0 &&
-        (job->revalidation || (job->stream && job->stream->restarted_under_readers()) || (cut_before && !continued))) {
+        (job->revalidation || (job->stream && job->stream->restarted_under_readers()) ||
+         (cut_before && !continued))) {
       artifact.fresh_until = k_changed_lifetime;
     }
     auto committed = m_store.commit(artifact);
@@ -953,9 +954,11 @@ void FillStream::head(std::uint64_t total, const origin::Headers& kept) {
   // The validator of this generation's bytes: a resume of the same generation (a 206 the fetcher
   // checked against the first response's validator) keeps it.
   const std::string origin_etag(util::trim(http::find_field(kept, "ETag").value_or("")));
-  const bool trusted = http::is_strong_etag(origin_etag) &&
-                       std::find(m_earlier_etags.begin(), m_earlier_etags.end(), origin_etag) == m_earlier_etags.end();
-  m_view.etag = trusted ? origin_etag : "\"wc-fill-" + m_nonce + "-" + std::to_string(m_view.generation) + "\"";
+  const bool trusted =
+      http::is_strong_etag(origin_etag) &&
+      std::find(m_earlier_etags.begin(), m_earlier_etags.end(), origin_etag) == m_earlier_etags.end();
+  m_view.etag =
+      trusted ? origin_etag : "\"wc-fill-" + m_nonce + "-" + std::to_string(m_view.generation) + "\"";
   // A fill that declared no length is not streamed: a reader could not tell its end from a cut.
   m_view.phase = total > 0 ? Phase::streaming : Phase::unstreamable;
   changed(lock);

@@ -309,7 +309,8 @@ bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& g
   return date && *date == *guard.last_modified;
 }
 
-RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range, const RangeGuard& guard) {
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range,
+                         const RangeGuard& guard) {
   if (asked.kind == ByteRange::Kind::full) {
     return RangeAnswer::whole;
   }

@@ -135,8 +135,8 @@ bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& g
 
 /** How to answer a request's Range. */
 enum class RangeAnswer {
-  range,          ///< the range: 206, or 416 when it is unsatisfiable
-  whole,          ///< 200 with the whole representation
+  range, ///< the range: 206, or 416 when it is unsatisfiable
+  whole, ///< 200 with the whole representation
   /**
    * 428 Precondition Required: a Range without If-Range that continues
    * earlier bytes (it starts past byte 0) of bytes that can change. Not a
@@ -154,7 +154,8 @@ enum class RangeAnswer {
  * `range`; otherwise a bare Range past byte 0 of bytes that can change
  * (`!guard.bare_range`) gets `needs_if_range`, and anything else `whole`.
  */
-RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range, const RangeGuard& guard);
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range,
+                         const RangeGuard& guard);
 
 /** One `Cache-Control` directive. */
 struct Directive {

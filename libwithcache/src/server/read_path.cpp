@@ -148,11 +148,10 @@ void blob_headers(Response& res, const store::Artifact& artifact) {
   // immutable only when it is: an artifact with a finite lifetime says how much of it is left (a year at
   // most: fills::k_changed_lifetime is decades away, and RFC 9111 caches stop counting at 2^31 s).
   constexpr UnixTime k_year = 31536000;
-  res.set("Cache-Control",
-          !fills::may_change(artifact)
-              ? std::string("public, max-age=31536000, immutable")
-              : "public, max-age=" +
-                    std::to_string(std::clamp<UnixTime>(artifact.fresh_until - util::now(), 0, k_year)));
+  res.set("Cache-Control", !fills::may_change(artifact)
+                               ? std::string("public, max-age=31536000, immutable")
+                               : "public, max-age=" + std::to_string(std::clamp<UnixTime>(
+                                                          artifact.fresh_until - util::now(), 0, k_year)));
 }
 
 // When a Range gets a 206 from a stored artifact (http::answer_range). Immutable bytes keep RFC 9110's
@@ -162,7 +161,8 @@ void blob_headers(Response& res, const store::Artifact& artifact) {
 // version since replaced, and a date cannot tell two versions fetched in one second apart.
 http::RangeGuard stored_range_guard(const store::Artifact& artifact, const std::string& etag) {
   const bool changes = fills::may_change(artifact);
-  return http::RangeGuard{etag, changes ? std::nullopt : std::optional<std::time_t>(artifact.fetched_at), !changes};
+  return http::RangeGuard{etag, changes ? std::nullopt : std::optional<std::time_t>(artifact.fetched_at),
+                          !changes};
 }
 
 // 428 to a Range without If-Range that continues earlier bytes of bytes that can change: the client
@@ -171,8 +171,8 @@ http::RangeGuard stored_range_guard(const store::Artifact& artifact, const std::
 Response needs_if_range(const Response& headers, std::string_view why) {
   Response res = plain(428, "resuming this download needs If-Range, since " + std::string(why) +
                                 "; download it again from the start\n");
-  for (const char* name : {"ETag", "Last-Modified", "X-Withcache-Sha256", "X-Withcache-Status", "Accept-Ranges",
-                           "X-Content-Type-Options", "Content-Security-Policy"}) {
+  for (const char* name : {"ETag", "Last-Modified", "X-Withcache-Sha256", "X-Withcache-Status",
+                           "Accept-Ranges", "X-Content-Type-Options", "Content-Security-Policy"}) {
     if (const auto value = http::find_field(headers.headers, name)) {
       res.set(name, std::string(*value));
     }
