@@ -1549,3 +1549,52 @@ TEST_CASE("queue caps count clients by address, IPv6 by /64, the free-space floo
   CHECK(fills::min_free_for(1000 * gib, 3 * gib, std::nullopt) == 3 * gib);
   CHECK(fills::min_free_for(1000 * gib, std::nullopt, std::nullopt) == 0);
 }
+
+TEST_CASE("FillStream: every generation has its own validator, and an ETag a restart repeats is not trusted",
+          "[fills][validators]") {
+  const auto derived = [](const std::string& etag, std::uint64_t generation) {
+    const std::string tail = "-" + std::to_string(generation) + "\"";
+    return etag.starts_with("\"wc-fill-") && etag.ends_with(tail) &&
+           etag.size() == 9 + 16 + tail.size(); // "wc-fill- + 16 hex + -<n>"
+  };
+  const origin::Headers v1 = {{"ETag", "\"v1\""}, {"Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"}};
+  const origin::Headers v2 = {{"ETag", "\"v2\""}};
+
+  fills::FillStream stream;
+  CHECK(stream.view().etag.empty()); // no head yet
+  stream.head(100, v1);
+  CHECK(stream.view().etag == "\"v1\""); // the origin's strong ETag
+  stream.head(100, v1);                  // a resume (206) of the same generation keeps it
+  CHECK(stream.view().etag == "\"v1\"");
+  stream.restarting();
+  CHECK(stream.view().etag.empty());
+  stream.head(100, v2);
+  CHECK(stream.view().etag == "\"v2\""); // a new version, a new tag
+  stream.restarting();
+  stream.head(100, v1); // the first version's tag again, after a restart: not trusted to be its bytes
+  CHECK(derived(stream.view().etag, 2));
+  CHECK_FALSE(stream.restarted_under_readers()); // nobody was served
+  stream.attach();
+  stream.detach();
+  CHECK(stream.restarted_under_readers());
+
+  // No usable ETag (none, weak, malformed): derived, different per stream and per generation.
+  fills::FillStream none;
+  fills::FillStream weak;
+  fills::FillStream malformed;
+  none.head(100, {});
+  weak.head(100, {{"ETag", "W/\"w\""}});
+  malformed.head(100, {{"ETag", "v1"}});
+  for (auto* s : {&none, &weak, &malformed}) {
+    CHECK(derived(s->view().etag, 0));
+  }
+  CHECK(none.view().etag != weak.view().etag);
+  const std::string first = none.view().etag;
+  none.restarting();
+  none.head(100, {});
+  CHECK(derived(none.view().etag, 1));
+  CHECK(none.view().etag != first);
+  none.attach();                         // a reader of generation 1 only; the restart came before it
+  CHECK(none.restarted_under_readers()); // conservative: it cannot tell which generation a reader saw
+  none.detach();
+}

@@ -1,9 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include "http/http.hpp"
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
-#include "http/http.hpp"
 
 using withcache::http::ByteRange;
 namespace http = withcache::http;
@@ -103,6 +105,107 @@ TEST_CASE("if_range_matches takes a strong tag or the exact date", "[http]") {
   CHECK(http::if_range_matches("Sun, 06 Nov 1994 08:49:37 GMT", etag, 784111777));
   CHECK_FALSE(http::if_range_matches("Sun, 06 Nov 1994 08:49:38 GMT", etag, 784111777));
   CHECK_FALSE(http::if_range_matches("garbage", etag, 784111777));
+}
+
+TEST_CASE("is_strong_etag takes one quoted opaque tag", "[http]") {
+  const std::pair<const char*, bool> cases[] = {
+      {R"("abc")", true},
+      {R"("")", true},
+      {R"("wc-fill-0123abcd-2")", true},
+      {"\"caf\xC3\xA9\"", true}, // obs-text
+      {R"(W/"abc")", false},
+      {"abc", false},
+      {R"("abc)", false},
+      {R"(")", false},
+      {R"("a"b")", false},
+      {R"("a", "b")", false},
+      {"\"a b\"", false}, // SP is not an etagc
+      {"", false},
+  };
+  for (const auto& [text, strong] : cases) {
+    INFO(text);
+    CHECK(http::is_strong_etag(text) == strong);
+  }
+}
+
+TEST_CASE("range_applies: a 206 only for the version the client holds", "[http]") {
+  const std::time_t date = 784111777; // Sun, 06 Nov 1994 08:49:37 GMT
+  const http::RangeGuard immutable{R"("sha")", date, true};
+  const http::RangeGuard may_change{R"("sha")", std::nullopt, false};
+  const http::RangeGuard filling{R"("wc-fill-ab-1")", std::nullopt, false};
+  struct Case {
+    const http::RangeGuard* guard;
+    std::optional<std::string_view> if_range;
+    bool applies;
+  };
+  const Case cases[] = {
+      // Bytes that never change: a bare Range resumes (curl -C -, wget -c); If-Range as RFC 9110 says.
+      {&immutable, std::nullopt, true},
+      {&immutable, R"("sha")", true},
+      {&immutable, R"( "sha" )", true},
+      {&immutable, R"("other")", false},
+      {&immutable, R"(W/"sha")", false}, // a weak tag never matches
+      {&immutable, "Sun, 06 Nov 1994 08:49:37 GMT", true},
+      {&immutable, "Sun, 06 Nov 1994 08:49:38 GMT", false},
+      {&immutable, "garbage", false},
+      // Bytes that can change (a finite lifetime, a replacement): a Range needs the strong tag.
+      {&may_change, std::nullopt, false},
+      {&may_change, R"("sha")", true},
+      {&may_change, R"("other")", false},
+      {&may_change, "Sun, 06 Nov 1994 08:49:37 GMT", false}, // a date cannot tell two versions of one second
+      // A running fill: only its own validator.
+      {&filling, std::nullopt, false},
+      {&filling, R"("wc-fill-ab-1")", true},
+      {&filling, R"("wc-fill-ab-0")", false}, // the generation before a restart
+      {&filling, R"(W/"wc-fill-ab-1")", false},
+      {&filling, R"("wc-fill-ab-1)", false},
+      {&filling, "", false},
+  };
+  for (const auto& c : cases) {
+    INFO((c.guard == &immutable    ? "immutable"
+          : c.guard == &may_change ? "may change"
+                                   : "filling")
+         << ", If-Range: " << (c.if_range ? std::string(*c.if_range) : std::string("(none)")));
+    CHECK(http::range_applies(c.if_range, *c.guard) == c.applies);
+  }
+}
+
+TEST_CASE("answer_range: 206, the whole body, or 428 for a bare resume of bytes that can change", "[http]") {
+  using A = http::RangeAnswer;
+  const http::RangeGuard immutable{R"("sha")", 784111777, true};
+  const http::RangeGuard may_change{R"("sha")", std::nullopt, false};
+  struct Case {
+    const http::RangeGuard* guard;
+    const char* range; // nullptr: no Range
+    std::optional<std::string_view> if_range;
+    A answer;
+  };
+  const Case cases[] = {
+      {&immutable, nullptr, std::nullopt, A::whole},
+      {&immutable, "bytes=100-", std::nullopt, A::range},  // curl -C -, wget -c
+      {&immutable, "bytes=2000-", std::nullopt, A::range}, // unsatisfiable: the caller answers 416
+      {&immutable, "bytes=100-", R"("old")", A::whole},
+      {&immutable, "items=1-2", std::nullopt, A::whole}, // not a byte range: ignored
+      {&may_change, nullptr, std::nullopt, A::whole},
+      {&may_change, "bytes=100-", R"("sha")", A::range},
+      {&may_change, "bytes=2000-", R"("sha")", A::range},
+      {&may_change, "bytes=100-", R"("old")", A::whole}, // If-Range: the client restarts on a 200
+      {&may_change, "bytes=100-", "Sun, 06 Nov 1994 08:49:37 GMT", A::whole},
+      {&may_change, "bytes=100-", std::nullopt, A::needs_if_range}, // wget's retry would splice a 200
+      {&may_change, "bytes=100-199", std::nullopt, A::needs_if_range},
+      {&may_change, "bytes=-10", std::nullopt, A::needs_if_range},
+      {&may_change, "bytes=2000-", std::nullopt, A::needs_if_range}, // wget -c would call it complete
+      {&may_change, "bytes=0-", std::nullopt, A::whole},             // nothing before byte 0 to splice
+      {&may_change, "bytes=0-99", std::nullopt, A::whole},
+      {&may_change, "bytes=0-1,5-6", std::nullopt, A::whole}, // several ranges: ignored
+  };
+  for (const auto& c : cases) {
+    INFO((c.guard == &immutable ? "immutable" : "may change")
+         << ", Range: " << (c.range ? c.range : "(none)")
+         << ", If-Range: " << (c.if_range ? std::string(*c.if_range) : std::string("(none)")));
+    const auto asked = c.range ? http::parse_range(c.range, 1000) : http::ByteRange{};
+    CHECK(http::answer_range(asked, c.if_range, *c.guard) == c.answer);
+  }
 }
 
 TEST_CASE("parse_content_range reads what origins send back", "[http]") {

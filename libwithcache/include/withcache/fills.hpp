@@ -38,6 +38,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "withcache/expected.hpp"
@@ -149,6 +150,26 @@ constexpr bool is_stale(const Artifact& artifact, UnixTime now) noexcept {
   return artifact.fresh_until != 0 && now >= artifact.fresh_until;
 }
 
+/**
+ * The lifetime (`fresh_until`) of an artifact whose bytes have changed, or
+ * may have, under readers: a revalidation replaced them (or could have), or
+ * its fill restarted from zero while readers were attached. It never goes
+ * stale (the last second a record can hold, in 2106) but is not immutable, so
+ * the read path answers a Range on it only with a matching If-Range: a client
+ * resuming bytes of another version gets the whole body (see may_change()).
+ */
+inline constexpr UnixTime k_changed_lifetime = 4294967295;
+
+/**
+ * True when the bytes served for `artifact`'s URL can change, or have: a
+ * finite lifetime (a revalidation may replace them) or k_changed_lifetime.
+ * The read path then answers a Range with 206 only under a matching If-Range.
+ * False: immutable, and a bare Range resumes (curl -C -, wget -c).
+ */
+constexpr bool may_change(const Artifact& artifact) noexcept {
+  return artifact.fresh_until != 0;
+}
+
 /** The free space the guard keeps at `total` bytes of filesystem: see PoolOptions::min_free_bytes. */
 std::uint64_t min_free_for(std::uint64_t total, std::optional<std::uint64_t> bytes,
                            std::optional<double> percent);
@@ -178,6 +199,13 @@ std::string miss_reason(const origin::FetchError& error);
  * and a restart from zero opens a new file (a new generation). A reader holds
  * a descriptor of its generation and is cut when the generation changes or
  * the fill fails, so it never sends a byte that will not be in the blob.
+ *
+ * Each generation has a validator (View::etag) that its responses carry and
+ * that a Range's If-Range must match: the origin's strong ETag when it sent
+ * one that no earlier generation of this stream had, else
+ * `"wc-fill-<random>-<generation>"`, random per stream (so per fill, and
+ * per server process), so a client holding bytes of another attempt or
+ * version never gets a 206 that would splice them.
  */
 class FillStream : public origin::PartObserver {
  public:
@@ -198,9 +226,12 @@ class FillStream : public origin::PartObserver {
     std::uint64_t available = 0; ///< bytes of this generation in the file
     std::uint64_t version = 0;   ///< changes with every update (for wait())
     origin::Headers headers;     ///< the representation's kept headers (Content-Type, …)
+    /** The strong entity-tag (quoted) of this generation's bytes; empty until its head arrived. */
+    std::string etag;
   };
 
-  FillStream() = default;
+  /** A stream whose derived validators carry a fresh random part. */
+  FillStream();
   ~FillStream() override;
   FillStream(const FillStream&) = delete;
   FillStream& operator=(const FillStream&) = delete;
@@ -219,8 +250,20 @@ class FillStream : public origin::PartObserver {
   void wait(std::uint64_t seen, std::function<void()> wake);
   /** Readers attached now (for the Downloads page and /metrics). */
   [[nodiscard]] std::uint32_t attached() const noexcept { return m_attached.load(); }
-  void attach() noexcept { ++m_attached; }
+  void attach() noexcept {
+    ++m_attached;
+    m_served = true;
+  }
   void detach() noexcept { --m_attached; }
+  /**
+   * True when readers may hold bytes of another version than the current
+   * generation's: one attached at some point, and the fill has restarted
+   * from zero since it began. The pool then commits the artifact with
+   * k_changed_lifetime.
+   */
+  [[nodiscard]] bool restarted_under_readers() const;
+  /** True when a reader attached at some point (got bytes, or could have). */
+  [[nodiscard]] bool served() const noexcept { return m_served.load(); }
 
   /** The pool's side: the job started running. */
   void started();
@@ -241,6 +284,9 @@ class FillStream : public origin::PartObserver {
   View m_view;
   std::vector<std::function<void()>> m_wakers;
   std::atomic<std::uint32_t> m_attached{0};
+  std::atomic<bool> m_served{false};
+  std::string m_nonce;                      // the random part of derived validators
+  std::vector<std::string> m_earlier_etags; // the origin's ETags of generations before this one
 };
 /** Ended jobs the pool keeps in memory (older ones are in the store's history only). */
 inline constexpr std::size_t k_ended_in_memory = 100;
@@ -390,6 +436,9 @@ class FillPool {
     std::string reason;
   };
   std::unordered_map<std::string, Retry> m_revalidation_backoff; // keys whose last revalidation failed
+  // Keys whose fill ended without a blob after serving readers: their next fill's bytes may be of
+  // another version than the bytes those readers hold (bounded; memory only).
+  std::unordered_set<std::string> m_cut_readers;
   std::size_t m_running = 0;
   std::size_t m_ended = 0; // ended jobs in m_jobs
   bool m_stopping = false;

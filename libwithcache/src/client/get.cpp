@@ -95,6 +95,14 @@ Expected<GetResult, GetError> run(const std::string& origin_url, const std::file
   fetch_options.head_timeout = options.head_timeout;
   fetch_options.max_attempts = 3;
   auto fetched = origin::fetch_to_file(request, fetch_options);
+  if (!fetched && !sink && result.from_cache && fetched.error().reason == origin::FetchErrc::http_status &&
+      fetched.error().status == 428) {
+    // A `.part` from an earlier run is resumed with a bare Range, which the cache refuses (428) while
+    // the artifact is filling or can change: those bytes may be another version's. Start over.
+    std::error_code removed;
+    std::filesystem::remove(part, removed);
+    fetched = origin::fetch_to_file(request, fetch_options);
+  }
   if (!fetched) {
     if (sink) {
       return unexpected(failure(code_of(fetched.error().reason), fetched.error().message));

@@ -72,6 +72,9 @@ std::optional<DiskSpace> statvfs_space(const std::filesystem::path& dir) {
 // Undeclared sizes are checked against free space each time they grow by this much.
 constexpr std::uint64_t k_disk_check_step = 64ULL << 20;
 
+// Keys remembered as "a fill ended after serving readers" (FillPool::m_cut_readers): a few hundred KiB.
+constexpr std::size_t k_cut_readers_kept = 10000;
+
 // The value of a merged header: the 304's when it sent one, else the stored one.
 std::string updated(const std::string& from_304, const std::string& stored) {
   return from_304.empty() ? stored : from_304;
@@ -690,6 +693,10 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     freshness.expires = updated(result->expires, stored->expires);
     freshness.fresh_until = fresh_until(freshness.cache_control, freshness.expires, result->date, result->age,
                                         fetched_at, m_options.max_age);
+    if (freshness.fresh_until == 0) {
+      // It had a finite lifetime, so a client may hold bytes of a version it replaced: never immutable.
+      freshness.fresh_until = k_changed_lifetime;
+    }
     auto refreshed = m_store.refresh(job->key, freshness);
     if (!refreshed) {
       finish(job, JobStatus::failed, refreshed.error(), "io");
@@ -718,6 +725,21 @@ void FillPool::run(const std::shared_ptr<State>& job) {
     artifact.content_disposition = result->content_disposition;
     artifact.fresh_until = fresh_until(result->cache_control, result->expires, result->date, result->age,
                                        fetched_at, m_options.max_age);
+    bool cut_before = false;
+    {
+      std::lock_guard lock(m_mutex);
+      cut_before = m_cut_readers.erase(job->key) > 0;
+    }
+    // Readers may hold bytes of another version than these: of an earlier generation of this fill,
+    // of an earlier fill that ended without a blob (unless this one continued its part unchanged),
+    // or of the artifact a revalidation replaces. Such an artifact is never immutable, so a bare
+    // Range (wget's retry, `wget -c`) gets the whole body instead of a splice.
+    const bool continued = result->resumed_from > 0 && job->stream && job->stream->view().generation == 0;
+    if (artifact.fresh_until == 0 &&
+        (job->revalidation || (job->stream && job->stream->restarted_under_readers()) ||
+         (cut_before && !continued))) {
+      artifact.fresh_until = k_changed_lifetime;
+    }
     auto committed = m_store.commit(artifact);
     m_store.release(reserved);
     if (!committed) {
@@ -803,6 +825,12 @@ void FillPool::finish(const std::shared_ptr<State>& job, JobStatus status, std::
     if (auto it = m_active_by_key.find(job->key); it != m_active_by_key.end() && it->second == job->id) {
       m_active_by_key.erase(it);
     }
+    if (status != JobStatus::completed && job->stream && job->stream->served()) {
+      if (m_cut_readers.size() >= k_cut_readers_kept) {
+        m_cut_readers.erase(m_cut_readers.begin()); // bounded: forgetting one costs only its protection
+      }
+      m_cut_readers.insert(job->key);
+    }
     done = snapshot(*job);
     // Into the history before anyone can see the job ended, so a listing of the pool and then of the
     // history never misses it; memory keeps only the newest ended jobs.
@@ -871,6 +899,8 @@ std::uint64_t FillPool::attached() const {
 
 // --- FillStream -------------------------------------------------------------
 
+FillStream::FillStream() : m_nonce(digest::random_hex(8)) {}
+
 FillStream::~FillStream() {
   if (m_fd >= 0) {
     ::close(m_fd);
@@ -938,10 +968,21 @@ void FillStream::opened(int fd) {
   m_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
+bool FillStream::restarted_under_readers() const {
+  std::lock_guard lock(m_mutex);
+  return m_served.load() && m_view.generation > 0;
+}
+
 void FillStream::restarting() {
   std::unique_lock lock(m_mutex);
+  // The origin's ETag of the bytes dropped: if the next attempt brings the same tag, its bytes are
+  // not trusted to be the same (why else restart?), so that generation gets a derived validator.
+  if (const auto etag = http::find_field(m_view.headers, "ETag")) {
+    m_earlier_etags.emplace_back(util::trim(*etag));
+  }
   // A new generation: readers of the old one are cut before any byte of it that may differ is sent.
   ++m_view.generation;
+  m_view.etag.clear();
   m_view.phase = Phase::waiting;
   m_view.total = 0;
   m_view.available = 0;
@@ -953,6 +994,14 @@ void FillStream::head(std::uint64_t total, const origin::Headers& kept) {
   std::unique_lock lock(m_mutex);
   m_view.total = total;
   m_view.headers = kept;
+  // The validator of this generation's bytes: a resume of the same generation (a 206 the fetcher
+  // checked against the first response's validator) keeps it.
+  const std::string origin_etag(util::trim(http::find_field(kept, "ETag").value_or("")));
+  const bool trusted =
+      http::is_strong_etag(origin_etag) &&
+      std::find(m_earlier_etags.begin(), m_earlier_etags.end(), origin_etag) == m_earlier_etags.end();
+  m_view.etag =
+      trusted ? origin_etag : "\"wc-fill-" + m_nonce + "-" + std::to_string(m_view.generation) + "\"";
   // A fill that declared no length is not streamed: a reader could not tell its end from a cut.
   m_view.phase = total > 0 ? Phase::streaming : Phase::unstreamable;
   changed(lock);

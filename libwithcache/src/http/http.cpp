@@ -284,6 +284,45 @@ bool if_range_matches(std::string_view if_range, std::string_view etag, std::tim
   return date && *date == last_modified;
 }
 
+bool is_strong_etag(std::string_view text) {
+  if (text.size() < 2 || text.front() != '"' || text.back() != '"') {
+    return false;
+  }
+  return std::all_of(text.begin() + 1, text.end() - 1, [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u == 0x21 || (u >= 0x23 && u <= 0x7E) || u >= 0x80;
+  });
+}
+
+bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& guard) {
+  if (!if_range) {
+    return guard.bare_range;
+  }
+  const std::string_view value = trim(*if_range);
+  if (value.starts_with('"')) {
+    return is_strong_etag(value) && value == guard.etag;
+  }
+  if (value.starts_with("W/") || !guard.last_modified) {
+    return false;
+  }
+  const auto date = parse_http_date(value);
+  return date && *date == *guard.last_modified;
+}
+
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range,
+                         const RangeGuard& guard) {
+  if (asked.kind == ByteRange::Kind::full) {
+    return RangeAnswer::whole;
+  }
+  if (range_applies(if_range, guard)) {
+    return RangeAnswer::range;
+  }
+  // A client that sent If-Range restarts on a 200 (that is what If-Range means); one that did not may
+  // hold bytes of another version before `first`, and some (wget) would splice them onto a 200.
+  const bool from_start = asked.kind == ByteRange::Kind::partial && asked.first == 0;
+  return !if_range && !from_start ? RangeAnswer::needs_if_range : RangeAnswer::whole;
+}
+
 std::vector<Directive> parse_cache_control(std::string_view value) {
   std::vector<Directive> out;
   std::size_t i = 0;

@@ -99,6 +99,64 @@ std::optional<std::time_t> parse_http_date(std::string_view text);
  */
 bool if_range_matches(std::string_view if_range, std::string_view etag, std::time_t last_modified);
 
+/**
+ * True for a well-formed strong entity-tag (RFC 9110 §8.8.3): `"` etagc* `"`,
+ * where etagc is any visible ASCII but `"`, or obs-text. `W/"…"`, a list, or
+ * anything unquoted is not one.
+ */
+bool is_strong_etag(std::string_view text);
+
+/**
+ * What a `Range` request may be answered from with a 206 (RFC 9110 §13.1.5):
+ * the validators of the bytes served, and whether the bytes behind the URL can
+ * change. Views only: the strings must outlive the call.
+ */
+struct RangeGuard {
+  /** The strong entity-tag the response carries (quoted). An If-Range entity-tag must equal it. */
+  std::string_view etag;
+  /** A date an If-Range may name instead (the Last-Modified sent); nothing: a date never matches. */
+  std::optional<std::time_t> last_modified;
+  /**
+   * A Range without If-Range applies: the URL's bytes never change, so a
+   * client's earlier bytes are these bytes (curl -C -, wget -c). False: a
+   * client must prove with If-Range which version it holds.
+   */
+  bool bare_range = true;
+};
+
+/**
+ * True when a request's Range may be answered with a part of the bytes
+ * `guard` describes; false when it must get the whole representation (200).
+ * `if_range`: the request's If-Range value, nothing when it has none. An
+ * entity-tag matches only by strong comparison (a weak one never does); a
+ * date only when it equals `guard.last_modified` exactly.
+ */
+bool range_applies(std::optional<std::string_view> if_range, const RangeGuard& guard);
+
+/** How to answer a request's Range. */
+enum class RangeAnswer {
+  range, ///< the range: 206, or 416 when it is unsatisfiable
+  whole, ///< 200 with the whole representation
+  /**
+   * 428 Precondition Required: a Range without If-Range that continues
+   * earlier bytes (it starts past byte 0) of bytes that can change. Not a
+   * 200: wget (1.21) takes a 200 to its `Range: bytes=N-` for the same file
+   * and skips its first N bytes, which splices two versions; a 4xx makes it
+   * (and `curl -C -`) fail without touching the file.
+   */
+  needs_if_range,
+};
+
+/**
+ * The answer to `asked` (parse_range() of the request's Range; `full` when
+ * there is none or it is ignored), given the request's If-Range (nothing
+ * when absent) and what is served. A Range that range_applies() gets
+ * `range`; otherwise a bare Range past byte 0 of bytes that can change
+ * (`!guard.bare_range`) gets `needs_if_range`, and anything else `whole`.
+ */
+RangeAnswer answer_range(const ByteRange& asked, std::optional<std::string_view> if_range,
+                         const RangeGuard& guard);
+
 /** One `Cache-Control` directive. */
 struct Directive {
   std::string name;     ///< lower-cased

@@ -5,6 +5,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -103,6 +108,14 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
   }
 }
 
+// The request's If-Range, nothing when it has none.
+std::optional<std::string_view> if_range_of(const Request& req) {
+  if (!req.has_header("If-Range")) {
+    return std::nullopt;
+  }
+  return std::string_view(req.header("If-Range"));
+}
+
 // The headers every blob response carries (200, 206, 304, 416): validators, and what keeps a cached
 // file from running as the UI's origin in a browser (nosniff, a sandboxing CSP, a download by default).
 void blob_headers(Response& res, const store::Artifact& artifact) {
@@ -118,11 +131,40 @@ void blob_headers(Response& res, const store::Artifact& artifact) {
   if (!artifact.content_encoding.empty() && !http::check_field("Content-Encoding", artifact.content_encoding)) {
     res.set("Content-Encoding", artifact.content_encoding);
   }
-  // immutable only when it is: an artifact with a finite lifetime says how much of it is left.
-  res.set("Cache-Control",
-          artifact.fresh_until == 0
-              ? std::string("public, max-age=31536000, immutable")
-              : "public, max-age=" + std::to_string(std::max<UnixTime>(0, artifact.fresh_until - util::now())));
+  // immutable only when it is: an artifact with a finite lifetime says how much of it is left (a year at
+  // most: fills::k_changed_lifetime is decades away, and RFC 9111 caches stop counting at 2^31 s).
+  constexpr UnixTime k_year = 31536000;
+  res.set("Cache-Control", !fills::may_change(artifact)
+                               ? std::string("public, max-age=31536000, immutable")
+                               : "public, max-age=" + std::to_string(std::clamp<UnixTime>(
+                                                          artifact.fresh_until - util::now(), 0, k_year)));
+}
+
+// When a Range gets a 206 from a stored artifact (http::answer_range). Immutable bytes keep RFC 9110's
+// rules, so `curl -C -` and `wget -c` (a bare Range) resume from the cache. Bytes that can change or
+// have (a finite lifetime, a replacement, a fill that restarted under readers) answer a Range only
+// under an If-Range naming `"<sha256>"`: a bare Range may come from a client holding bytes of a
+// version since replaced, and a date cannot tell two versions fetched in one second apart.
+http::RangeGuard stored_range_guard(const store::Artifact& artifact, const std::string& etag) {
+  const bool changes = fills::may_change(artifact);
+  return http::RangeGuard{etag, changes ? std::nullopt : std::optional<std::time_t>(artifact.fetched_at),
+                          !changes};
+}
+
+// 428 to a Range without If-Range that continues earlier bytes of bytes that can change: the client
+// may hold another version's first bytes, and wget would splice them onto a 200 (http::RangeAnswer).
+// It keeps the blob's headers (the ETag a client can resume with) and says what to do in one line.
+Response needs_if_range(const Response& headers, std::string_view why) {
+  Response res = plain(428, "resuming this download needs If-Range, since " + std::string(why) +
+                                "; download it again from the start\n");
+  for (const char* name : {"ETag", "Last-Modified", "X-Withcache-Sha256", "X-Withcache-Status",
+                           "Accept-Ranges", "X-Content-Type-Options", "Content-Security-Policy"}) {
+    if (const auto value = http::find_field(headers.headers, name)) {
+      res.set(name, std::string(*value));
+    }
+  }
+  res.set("Cache-Control", "no-store");
+  return res;
 }
 
 Response serve_blob(Context& ctx, const Request& req, const store::Artifact& artifact, FileBody file) {
@@ -134,9 +176,17 @@ Response serve_blob(Context& ctx, const Request& req, const store::Artifact& art
     return res;
   }
   http::ByteRange range;
-  if (req.has_header("Range") &&
-      (!req.has_header("If-Range") || http::if_range_matches(req.header("If-Range"), etag, artifact.fetched_at))) {
+  if (req.has_header("Range")) {
     range = http::parse_range(req.header("Range"), artifact.size);
+    switch (http::answer_range(range, if_range_of(req), stored_range_guard(artifact, etag))) {
+    case http::RangeAnswer::range:
+      break;
+    case http::RangeAnswer::whole:
+      range = {};
+      break;
+    case http::RangeAnswer::needs_if_range:
+      return needs_if_range(res, "it can change");
+    }
   }
   if (range.kind == http::ByteRange::Kind::unsatisfiable) {
     Response refused = plain(416, "range not satisfiable\n");
@@ -196,7 +246,8 @@ class FillReader : public GrowingBody {
 };
 
 // Serves a fill that is running with a declared length: 200 (or 206) at once, Content-Length the total,
-// X-Withcache-Status: filling and no SHA-256 yet; the body follows the part file as it grows.
+// X-Withcache-Status: filling, the validator of this generation's bytes (ETag) and no SHA-256 yet; the
+// body follows the part file as it grows.
 std::optional<Response> serve_filling(Context& ctx, const Request& req, const std::shared_ptr<fills::FillStream>& stream) {
   using Phase = fills::FillStream::Phase;
   auto [fd, view] = stream->open();
@@ -208,7 +259,13 @@ std::optional<Response> serve_filling(Context& ctx, const Request& req, const st
   Response res;
   res.set("X-Withcache-Status", "filling");
   res.set("Accept-Ranges", "bytes");
-  res.set("Cache-Control", "no-store"); // no validator yet: nothing downstream should keep it
+  // A response that may be cut short, whose validator names one attempt: nothing downstream should keep it.
+  res.set("Cache-Control", "no-store");
+  res.set("ETag", view.etag);
+  const std::string last_modified = header("Last-Modified");
+  if (!last_modified.empty() && !http::check_field("Last-Modified", last_modified)) {
+    res.set("Last-Modified", last_modified); // the origin's, as a stored artifact will answer it
+  }
   res.set("X-Content-Type-Options", "nosniff");
   res.set("Content-Security-Policy", "sandbox; default-src 'none'");
   const std::string disposition = header("Content-Disposition");
@@ -221,10 +278,22 @@ std::optional<Response> serve_filling(Context& ctx, const Request& req, const st
   const std::string type = header("Content-Type");
   res.set("Content-Type", type.empty() || http::check_field("Content-Type", type) ? "application/octet-stream" : type);
 
-  // No entity-tag to compare yet: a conditional Range (If-Range) gets the whole representation.
+  // A Range is answered from this generation only for a client that proves, with If-Range, that its
+  // bytes are this generation's: a bare Range (wget's retry after a cut, `curl -C -`, `wget -c`) may
+  // come from a client holding bytes of the version before a restart, and gets the whole body.
+  // Dates are not accepted: two versions published in one second share a Last-Modified.
   http::ByteRange range;
-  if (req.has_header("Range") && !req.has_header("If-Range")) {
+  if (req.has_header("Range")) {
     range = http::parse_range(req.header("Range"), view.total);
+    switch (http::answer_range(range, if_range_of(req), http::RangeGuard{view.etag, std::nullopt, false})) {
+    case http::RangeAnswer::range:
+      break;
+    case http::RangeAnswer::whole:
+      range = {};
+      break;
+    case http::RangeAnswer::needs_if_range:
+      return needs_if_range(res, "it is still being fetched");
+    }
   }
   if (range.kind == http::ByteRange::Kind::unsatisfiable) {
     Response refused = plain(416, "range not satisfiable\n");

@@ -79,7 +79,10 @@ std::string file_name_for(std::string_view origin);
  * cache was still filling (`X-Withcache-Status: filling`, no SHA-256 yet), the
  * SHA-256 is checked once the fill has completed — waiting up to
  * `GetOptions::verify_wait` for it — and the result says "not verified" when it
- * is still running.
+ * is still running. A `.part` left by an earlier run is resumed with a bare
+ * Range, and checked against the cache's SHA-256; when the cache refuses that
+ * resume (428: the artifact is filling or can change, so the bytes held may be
+ * another version's) the `.part` is dropped and the download starts over.
  * @return what happened, or a GetError; on failure `file` is untouched, a
  *         `.part` with bytes is kept for the next attempt, an empty one is removed.
  */
