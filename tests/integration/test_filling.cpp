@@ -312,7 +312,7 @@ bool derived_validator(const std::string& etag, char generation) {
 
 } // namespace
 
-TEST_CASE("a filling response carries its version's validator; a Range gets 206 only under it",
+TEST_CASE("a filling response carries its version's validator, a Range gets 206 only under it",
           "[filling][validators]") {
   Origin origin;
   const std::string body = test::make_bytes(4 * 1024 * 1024, 211);
@@ -379,7 +379,7 @@ TEST_CASE("a filling response carries its version's validator; a Range gets 206 
   }
 }
 
-TEST_CASE("a stored artifact: a bare Range resumes an immutable one; one that can change needs If-Range",
+TEST_CASE("a stored artifact: a bare Range resumes an immutable one, one that can change needs If-Range",
           "[filling][validators]") {
   Origin origin;
   const std::string body = test::make_bytes(100 * 1024, 212);
