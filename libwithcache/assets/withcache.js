@@ -43,4 +43,12 @@
       copy(button);
     }
   });
+  // A 414 (an origin URL over 8 KiB) carries the Add form with its reason: show it, as HTMX shows the
+  // 200 of any other refusal (by default it swaps nothing of a 4xx).
+  document.addEventListener('htmx:beforeSwap', function (event) {
+    if (event.detail && event.detail.xhr && event.detail.xhr.status === 414) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 })();

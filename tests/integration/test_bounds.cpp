@@ -111,6 +111,12 @@ const UrlRoute k_routes[] = {
        return via(client.Post("/admin/fetch", httplib::Params{{"url", u}}));
      },
      303},
+    {"POST /admin/fetch from the UI (HTMX)",
+     [](const ServerProcess& s, const std::string& u) {
+       httplib::Client client("127.0.0.1", s.port());
+       return via(client.Post("/admin/fetch", httplib::Headers{{"HX-Request", "true"}}, httplib::Params{{"url", u}}));
+     },
+     200},
 };
 
 } // namespace

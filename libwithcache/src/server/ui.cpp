@@ -175,7 +175,10 @@ Response form_action(const Context& ctx, const Request& req, const std::function
   const Outcome outcome = act();
   if (is_htmx(req)) {
     if (outcome.section == "add") {
-      return html(200, pages::add_form(outcome.error.empty() ? "Queued." : outcome.error, outcome.error.empty()));
+      // The form with its reason. Refusals the operator can fix in the form answer 200 (HTMX swaps only
+      // 2xx); an over-long URL answers 414 like every other route, and withcache.js swaps that one in.
+      return html(outcome.error.empty() || outcome.status != 414 ? 200 : 414,
+                  pages::add_form(outcome.error.empty() ? "Queued." : outcome.error, outcome.error.empty()));
     }
     const auto fragment = fragment_for(ctx, outcome.section, store::ListQuery{0, 50, ""});
     if (!fragment) {
