@@ -8,8 +8,6 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -42,7 +40,6 @@ constexpr std::size_t k_hash_chunk = 1 << 20;
 // The connection hands the body over in pieces of up to 256 KiB (16 KiB over TLS); batching them into
 // 1 MiB writes saves syscalls.
 constexpr std::size_t k_write_buffer = 1 << 20;
-constexpr const char* k_system_ca_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
 using util::iequals;
 using util::to_lower;
