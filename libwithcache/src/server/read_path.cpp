@@ -167,6 +167,24 @@ Response needs_if_range(const Response& headers, std::string_view why) {
   return res;
 }
 
+// The range a request is granted under `guard` (http::answer_range): the one it asked for, none (the
+// whole body), or nothing at all when the answer must be 428 (needs_if_range).
+std::optional<http::ByteRange> granted_range(const Request& req, std::uint64_t total, const http::RangeGuard& guard) {
+  if (!req.has_header("Range")) {
+    return http::ByteRange{};
+  }
+  const http::ByteRange range = http::parse_range(req.header("Range"), total);
+  switch (http::answer_range(range, if_range_of(req), guard)) {
+  case http::RangeAnswer::range:
+    return range;
+  case http::RangeAnswer::whole:
+    return http::ByteRange{};
+  case http::RangeAnswer::needs_if_range:
+    return std::nullopt;
+  }
+  return http::ByteRange{};
+}
+
 Response serve_blob(Context& ctx, const Request& req, const store::Artifact& artifact, FileBody file) {
   const std::string etag = "\"" + artifact.sha256 + "\"";
   Response res;
@@ -175,19 +193,11 @@ Response serve_blob(Context& ctx, const Request& req, const store::Artifact& art
     res.status = 304;
     return res;
   }
-  http::ByteRange range;
-  if (req.has_header("Range")) {
-    range = http::parse_range(req.header("Range"), artifact.size);
-    switch (http::answer_range(range, if_range_of(req), stored_range_guard(artifact, etag))) {
-    case http::RangeAnswer::range:
-      break;
-    case http::RangeAnswer::whole:
-      range = {};
-      break;
-    case http::RangeAnswer::needs_if_range:
-      return needs_if_range(res, "it can change");
-    }
+  const auto granted = granted_range(req, artifact.size, stored_range_guard(artifact, etag));
+  if (!granted) {
+    return needs_if_range(res, "it can change");
   }
+  const http::ByteRange range = *granted;
   if (range.kind == http::ByteRange::Kind::unsatisfiable) {
     Response refused = plain(416, "range not satisfiable\n");
     refused.headers.insert(refused.headers.begin(), res.headers.begin(), res.headers.end());
@@ -282,19 +292,11 @@ std::optional<Response> serve_filling(Context& ctx, const Request& req, const st
   // bytes are this generation's: a bare Range (wget's retry after a cut, `curl -C -`, `wget -c`) may
   // come from a client holding bytes of the version before a restart, and gets the whole body.
   // Dates are not accepted: two versions published in one second share a Last-Modified.
-  http::ByteRange range;
-  if (req.has_header("Range")) {
-    range = http::parse_range(req.header("Range"), view.total);
-    switch (http::answer_range(range, if_range_of(req), http::RangeGuard{view.etag, std::nullopt, false})) {
-    case http::RangeAnswer::range:
-      break;
-    case http::RangeAnswer::whole:
-      range = {};
-      break;
-    case http::RangeAnswer::needs_if_range:
-      return needs_if_range(res, "it is still being fetched");
-    }
+  const auto granted = granted_range(req, view.total, http::RangeGuard{view.etag, std::nullopt, false});
+  if (!granted) {
+    return needs_if_range(res, "it is still being fetched");
   }
+  const http::ByteRange range = *granted;
   if (range.kind == http::ByteRange::Kind::unsatisfiable) {
     Response refused = plain(416, "range not satisfiable\n");
     refused.headers.insert(refused.headers.begin(), res.headers.begin(), res.headers.end());
