@@ -56,7 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return true;
   });
   WITHCACHE_FUZZ_CHECK(body.size() <= sent);
-  if (!error && head->has("Content-Length") && head->status >= 200 && head->status != 204 && head->status != 304) {
+  if (!error && head->has("Content-Length") && head->status >= 200 && head->status != 204 &&
+      head->status != 304) {
     const auto declared = withcache::http::parse_decimal(withcache::util::trim(head->get("Content-Length")));
     WITHCACHE_FUZZ_CHECK(declared && *declared == body.size());
   }

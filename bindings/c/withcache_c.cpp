@@ -150,11 +150,12 @@ int withcache_client_new(withcache_client** out, const char* server,
       // Version 0 is also withcache 0.4's unversioned struct, zero-initialised: its timeout_ms (where
       // `version` is now) was 0 and its headers pointer sits where ours does.
       if (options->version != 0 && options->version != WITHCACHE_CLIENT_OPTIONS_VERSION) {
-        return fail(WITHCACHE_EVERSION,
-                    "withcache_client_new: options->version is " + std::to_string(options->version) +
-                        ", this library knows " + std::to_string(WITHCACHE_CLIENT_OPTIONS_VERSION) +
-                        " (initialise options with WITHCACHE_CLIENT_OPTIONS_INIT; a withcache 0.4 struct with a "
-                        "timeout set needs rebuilding against this header)");
+        return fail(
+            WITHCACHE_EVERSION,
+            "withcache_client_new: options->version is " + std::to_string(options->version) +
+                ", this library knows " + std::to_string(WITHCACHE_CLIENT_OPTIONS_VERSION) +
+                " (initialise options with WITHCACHE_CLIENT_OPTIONS_INIT; a withcache 0.4 struct with a "
+                "timeout set needs rebuilding against this header)");
       }
       if (options->timeout_ms != 0) {
         client->options.timeout = std::chrono::milliseconds(options->timeout_ms);

@@ -79,7 +79,8 @@ int main(void) {
   CHECK(withcache_client_options_init(&options, 99) == WITHCACHE_EVERSION);
   CHECK(strstr(withcache_last_error(), "99") != NULL);
   CHECK(withcache_client_options_init(&options, WITHCACHE_CLIENT_OPTIONS_VERSION) == WITHCACHE_OK);
-  CHECK(options.version == WITHCACHE_CLIENT_OPTIONS_VERSION && options.timeout_ms == 0 && options.headers == NULL);
+  CHECK(options.version == WITHCACHE_CLIENT_OPTIONS_VERSION && options.timeout_ms == 0 &&
+        options.headers == NULL);
   {
     const withcache_client_options by_macro = WITHCACHE_CLIENT_OPTIONS_INIT;
     CHECK(by_macro.version == WITHCACHE_CLIENT_OPTIONS_VERSION && by_macro.timeout_ms == 0);

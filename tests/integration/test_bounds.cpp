@@ -62,7 +62,8 @@ std::uintmax_t database_bytes(const ServerProcess& server) {
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
-  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) {
+  for (std::size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + needle.size())) {
     ++n;
   }
   return n;
@@ -91,7 +92,8 @@ Answer via(const httplib::Result& res) {
 }
 
 const UrlRoute k_routes[] = {
-    {"GET /b/<token>/<name>", [](const ServerProcess& s, const std::string& u) { return via_curl(s.blob(u)); }, 404},
+    {"GET /b/<token>/<name>",
+     [](const ServerProcess& s, const std::string& u) { return via_curl(s.blob(u)); }, 404},
     {"HEAD /b/<token>/<name>",
      [](const ServerProcess& s, const std::string& u) { return via_curl(s.blob(u), {"-I"}); }, 404},
     {"GET /blob?url=",
@@ -102,7 +104,8 @@ const UrlRoute k_routes[] = {
     {"POST /api/v1/downloads",
      [](const ServerProcess& s, const std::string& u) {
        httplib::Client client("127.0.0.1", s.port());
-       return via(client.Post("/api/v1/downloads", bearer(), nlohmann::json{{"url", u}}.dump(), "application/json"));
+       return via(
+           client.Post("/api/v1/downloads", bearer(), nlohmann::json{{"url", u}}.dump(), "application/json"));
      },
      202},
     {"POST /admin/fetch",
@@ -114,7 +117,8 @@ const UrlRoute k_routes[] = {
     {"POST /admin/fetch from the UI (HTMX)",
      [](const ServerProcess& s, const std::string& u) {
        httplib::Client client("127.0.0.1", s.port());
-       return via(client.Post("/admin/fetch", httplib::Headers{{"HX-Request", "true"}}, httplib::Params{{"url", u}}));
+       return via(client.Post("/admin/fetch", httplib::Headers{{"HX-Request", "true"}},
+                              httplib::Params{{"url", u}}));
      },
      200},
 };
@@ -224,18 +228,21 @@ TEST_CASE("1 000 misses of 14 000-character URLs: all 414, cache.db and the log 
   CHECK(log.find("zzzz") == std::string::npos);
 }
 
-TEST_CASE("a burst of failing fills logs at most 60 'fill failed' lines a minute, then how many were left out",
-          "[bounds][log]") {
+TEST_CASE(
+    "a burst of failing fills logs at most 60 'fill failed' lines a minute, then how many were left out",
+    "[bounds][log]") {
   Origin origin; // no routes: every fill fails with the origin's 404
   ServerProcess server({"--scrub-rate", "0"}, {std::string("WITHCACHE_API_TOKEN=") + k_token});
   httplib::Client api("127.0.0.1", server.port());
   const auto queue = [&](const std::string& path) {
-    const auto res =
-        api.Post("/api/v1/downloads", bearer(), nlohmann::json{{"url", origin.url(path)}}.dump(), "application/json");
+    const auto res = api.Post("/api/v1/downloads", bearer(), nlohmann::json{{"url", origin.url(path)}}.dump(),
+                              "application/json");
     REQUIRE(res);
     REQUIRE(res->status == 202);
   };
-  const auto failed = [&] { return server.metric("withcache_fills_total{outcome=\"failed\"}"); };
+  const auto failed = [&] {
+    return server.metric("withcache_fills_total{outcome=\"failed\"}");
+  };
 
   const auto started = std::chrono::steady_clock::now();
   constexpr int k_burst = 150;
@@ -243,7 +250,8 @@ TEST_CASE("a burst of failing fills logs at most 60 'fill failed' lines a minute
     queue("/burst/" + std::to_string(i) + ".bin");
   }
   REQUIRE(test::eventually([&] { return failed() >= k_burst; }));
-  const auto minutes = std::chrono::duration_cast<std::chrono::minutes>(std::chrono::steady_clock::now() - started);
+  const auto minutes =
+      std::chrono::duration_cast<std::chrono::minutes>(std::chrono::steady_clock::now() - started);
   const std::size_t burst_lines = count_of(server.log(), "fill failed: ");
   INFO(burst_lines << " lines for " << k_burst << " failed fills");
   CHECK(burst_lines >= 1);

@@ -1267,7 +1267,8 @@ TEST_CASE("readers never see bytes that differ from the artifact they were given
   CHECK(s.stored_bytes() == bodies.back().size());
 }
 
-TEST_CASE("case 6: no-store, private and HTML are not stored, the reason goes on the miss, --cache-html stores pages",
+TEST_CASE("case 6: no-store, private and HTML are not stored, the reason goes on the miss, --cache-html "
+          "stores pages",
           "[fills][pool][store-policy]") {
   Origin origin;
   Route no_store{"login first"};

@@ -125,7 +125,8 @@ TEST_CASE("case 6 and 7: what is not stored says why, and a failure is not fetch
   REQUIRE(test::eventually([&] { return curl(server.blob(origin.url("/gone.iso")), {"-I"}).status == 200; }));
 }
 
-TEST_CASE("case 5: a stale hit is served and revalidated, immutable only when it is", "[read-path][freshness]") {
+TEST_CASE("case 5: a stale hit is served and revalidated, immutable only when it is",
+          "[read-path][freshness]") {
   Origin origin;
   Route latest("version 1");
   latest.etag = "\"v1\"";

@@ -142,7 +142,8 @@ TEST_CASE("LoginThrottle: a spray of 10 001 addresses does not unlock a locked o
   CHECK(throttle.retry_after("203.0.113.9", t + 1100ms) > 0ms);
 }
 
-TEST_CASE("LoginThrottle: the global budget paces every address and lifts once the minute is quiet", "[auth]") {
+TEST_CASE("LoginThrottle: the global budget paces every address and lifts once the minute is quiet",
+          "[auth]") {
   auth::ThrottleOptions options;
   options.global_failures_per_minute = 10;
   options.global_pause = 1000ms;

@@ -491,7 +491,8 @@ TEST_CASE("failed fills put a key in the negative cache, kept in memory and on t
   CHECK(s.list_misses({0, 10, "other"})->total == 0);
 }
 
-TEST_CASE("a replacement commits atomically, readers of the old blob keep the old bytes", "[store][replace]") {
+TEST_CASE("a replacement commits atomically, readers of the old blob keep the old bytes",
+          "[store][replace]") {
   TempDir dir;
   const std::string origin = "https://h/latest.txt";
   const std::string v1 = "version one, the longer of the two";
@@ -946,10 +947,12 @@ TEST_CASE("rows that hold URLs stay bounded in bytes: the URL index takes 512 ch
   db.exec("INSERT INTO misses_fts (misses_fts) VALUES ('optimize')");
   // What the index holds: a few bytes per indexed character of each row left, never 8 KiB of trigrams.
   const auto index_bytes = db.execAndGet("SELECT sum(length(block)) FROM misses_fts_data").getInt64();
-  INFO(index_bytes << " bytes of trigram index for " << k_rows / 2 << " rows of " << url::k_max_origin_url << " bytes");
+  INFO(index_bytes << " bytes of trigram index for " << k_rows / 2 << " rows of " << url::k_max_origin_url
+                   << " bytes");
   CHECK(index_bytes > 0);
   CHECK(index_bytes < static_cast<std::int64_t>(k_rows / 2) * 8 * store::k_indexed_url_chars);
-  CHECK(index_bytes < static_cast<std::int64_t>(k_rows / 2) * static_cast<std::int64_t>(url::k_max_origin_url));
+  CHECK(index_bytes <
+        static_cast<std::int64_t>(k_rows / 2) * static_cast<std::int64_t>(url::k_max_origin_url));
 }
 
 TEST_CASE("a schema 5 index of whole URLs is cut to 512 characters on upgrade", "[store][upgrade][bounds]") {
@@ -982,7 +985,9 @@ TEST_CASE("a schema 5 index of whole URLs is cut to 512 characters on upgrade", 
             "ALTER TABLE pending_jobs DROP COLUMN running;" // what schema 7 added
             "ALTER TABLE pending_jobs DROP COLUMN crashes;"
             "PRAGMA user_version = 5;");
-    CHECK(db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"tail-marker\"'").getInt() == 1);
+    CHECK(
+        db.execAndGet("SELECT count(*) FROM misses_fts WHERE misses_fts MATCH '\"tail-marker\"'").getInt() ==
+        1);
   }
   {
     store::BlobStore s({dir.path(), 0, std::chrono::milliseconds(10)});

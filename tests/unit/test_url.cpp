@@ -478,10 +478,12 @@ TEST_CASE("shown redacts, then cuts long URLs to k_shown_url_bytes with their si
       {"257 bytes: cut, with the size", exactly + "b", exactly + ellipsis + " (257 bytes)"},
       {"9000 bytes", "https://h/" + std::string(8990, 'c'),
        "https://h/" + std::string(246, 'c') + ellipsis + " (9000 bytes)"},
-      {"long userinfo: removed before the cut", "https://" + std::string(300, 'u') + ":secret@h/x", "https://h/x"},
+      {"long userinfo: removed before the cut", "https://" + std::string(300, 'u') + ":secret@h/x",
+       "https://h/x"},
       {"a signature past the cut: redacted, and the size is the redacted one",
        "https://h/" + std::string(300, 'd') + "?X-Amz-Signature=" + std::string(500, 'S'),
-       "https://h/" + std::string(246, 'd') + ellipsis + " (" + std::to_string(10 + 300 + 17 + 3) + " bytes)"},
+       "https://h/" + std::string(246, 'd') + ellipsis + " (" + std::to_string(10 + 300 + 17 + 3) +
+           " bytes)"},
       {"a signature before the cut: its value never shown", "https://h/f?sig=SECRET&" + std::string(400, 'e'),
        "https://h/f?sig=" + ellipsis + "&" + std::string(256 - 20, 'e') + ellipsis + " (" +
            std::to_string(20 + 400) + " bytes)"},
@@ -515,7 +517,8 @@ TEST_CASE("check_origin_size accepts k_max_origin_url bytes and refuses one more
     CHECK(error.has_value() == !c.accepted);
     if (error) {
       CHECK(error->code == UrlErrc::too_long);
-      CHECK(error->message == "URL too long: " + std::to_string(c.size) + " bytes, at most 8192 are accepted");
+      CHECK(error->message ==
+            "URL too long: " + std::to_string(c.size) + " bytes, at most 8192 are accepted");
       CHECK(error->message.find("https://") == std::string::npos); // never repeats the URL
     }
   }

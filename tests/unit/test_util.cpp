@@ -200,7 +200,7 @@ TEST_CASE("shorten cuts text to a size, never inside a UTF-8 character, and says
       {"ab", 0, ellipsis + " (2 bytes)"},
       {"a\xC3\xA9", 2, "a" + ellipsis + " (3 bytes)"},          // é is 2 bytes: not split
       {"a\xC3\xA9x", 3, "a\xC3\xA9" + ellipsis + " (4 bytes)"}, // cut right after it
-      {"\xF0\x9F\x98\x80x", 3, ellipsis + " (5 bytes)"},       // a 4-byte character
+      {"\xF0\x9F\x98\x80x", 3, ellipsis + " (5 bytes)"},        // a 4-byte character
       {std::string(10'000, 'z'), 256, std::string(256, 'z') + ellipsis + " (10000 bytes)"},
   };
   for (const auto& c : cases) {
@@ -219,10 +219,10 @@ TEST_CASE("LineBudget writes at most N lines a window and counts the ones left o
     std::optional<std::uint64_t> expected; // nothing: left out; else how many were left out before it
   };
   const Step steps[] = {
-      {0s, 0},   {1s, 0},   {2s, 0},           // the budget of the first window
-      {3s, {}},  {30s, {}}, {59s, {}},         // left out: 3
-      {60s, 3},  {61s, 0},  {62s, 0}, {63s, {}}, // a new window: the first line says 3 were left out
-      {200s, 1},                                // long after: 1 left out since
+      {0s, 0},   {1s, 0},   {2s, 0},              // the budget of the first window
+      {3s, {}},  {30s, {}}, {59s, {}},            // left out: 3
+      {60s, 3},  {61s, 0},  {62s, 0},  {63s, {}}, // a new window: the first line says 3 were left out
+      {200s, 1},                                  // long after: 1 left out since
   };
   for (const auto& s : steps) {
     INFO("at " << s.at.count() << " s");
@@ -233,7 +233,8 @@ TEST_CASE("LineBudget writes at most N lines a window and counts the ones left o
   CHECK(lines.line("first miss: a", "first misses", t0) == "first miss: a");
   CHECK_FALSE(lines.line("first miss: b", "first misses", t0 + 1s).has_value());
   CHECK_FALSE(lines.line("first miss: c", "first misses", t0 + 2s).has_value());
-  CHECK(lines.line("first miss: d", "first misses", t0 + 60s) == "first miss: d (2 more first misses not logged)");
+  CHECK(lines.line("first miss: d", "first misses", t0 + 60s) ==
+        "first miss: d (2 more first misses not logged)");
   LineBudget none(0, 60s);
   CHECK_FALSE(none.admit(t0).has_value());
   CHECK_FALSE(none.admit(t0 + 120s).has_value());

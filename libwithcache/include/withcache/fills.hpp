@@ -66,7 +66,8 @@ enum class EnqueueErrc {
   already_cached, ///< the key is cached; delete it to re-fetch
   cache_full,     ///< the store is at its cap
   shutting_down,  ///< the pool is stopping
-  backing_off,    ///< a fill of the key failed or was refused recently (the negative cache); message = the reason
+  backing_off,    ///< a fill of the key failed or was refused recently (the negative cache); message = the
+                  ///< reason
   not_cached,     ///< revalidate(): the artifact is gone
   url_too_long,   ///< the URL is longer than url::k_max_origin_url (414 on every route); nothing recorded
 };

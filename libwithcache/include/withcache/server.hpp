@@ -165,7 +165,8 @@ struct CommandLine {
     print,  ///< `--help` or `--version`: print `print` and exit 0
   };
   Action action = Action::serve;
-  ServerOptions options; ///< with WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET, WITHCACHE_API_TOKEN read
+  ServerOptions
+      options; ///< with WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET, WITHCACHE_API_TOKEN read
   std::string print;
   std::string min_free = "5%,10G"; ///< `--min-free` as given (the start-up warning quotes it)
   std::string log_level = "info";

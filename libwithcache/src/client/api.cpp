@@ -1,11 +1,11 @@
 #include "withcache/client/api.hpp"
 
 #include "http/http.hpp"
-#include "json/json.hpp"
 #include "origin/http_client.hpp"
 #include "withcache/url.hpp"
 #include "withcache/util/encoding.hpp"
 #include "withcache/version.hpp"
+#include "json/json.hpp"
 
 namespace withcache::client {
 namespace {

@@ -16,8 +16,8 @@
 #include <cxxopts.hpp>
 
 #include "withcache/client.hpp"
-#include "withcache/util/env.hpp"
 #include "withcache/url.hpp"
+#include "withcache/util/env.hpp"
 #include "withcache/util/size.hpp"
 #include "withcache/util/time.hpp"
 #include "withcache/version.hpp"
@@ -200,8 +200,7 @@ int run(int argc, char** argv) {
         if (now - last >= std::chrono::milliseconds(100) || done == total) {
           last = now;
           const double seconds = std::chrono::duration<double>(now - start).count();
-          std::fprintf(stderr, "\r%s\x1b[K",
-                       withcache::client::progress_line(done, total, seconds).c_str());
+          std::fprintf(stderr, "\r%s\x1b[K", withcache::client::progress_line(done, total, seconds).c_str());
         }
       };
     }
@@ -234,11 +233,10 @@ int run(int argc, char** argv) {
     }
     std::cerr << "withcache-client: " << file << ": " << result->size << " bytes from "
               << (result->from_cache ? "the cache" : "the origin")
-              << (result->verified ? ", SHA-256 verified"
+              << (result->verified  ? ", SHA-256 verified"
                   : result->filling ? ", not verified (still filling)"
                                     : "")
-              << (result->resumed ? ", resumed" : "")
-              << '\n';
+              << (result->resumed ? ", resumed" : "") << '\n';
     if (to_stdout) {
       std::cerr << "withcache-client: sha256 " << result->sha256 << '\n';
     } else {
@@ -249,7 +247,8 @@ int run(int argc, char** argv) {
 
   const withcache::client::Api api(server, token, probe.timeout);
   const bool as_json = args.count("json") != 0;
-  const withcache::client::ApiListQuery query{0, args["limit"].as<unsigned>(), args["filter"].as<std::string>()};
+  const withcache::client::ApiListQuery query{0, args["limit"].as<unsigned>(),
+                                              args["filter"].as<std::string>()};
   if (command == "ls") {
     if (!rest.empty()) {
       return usage(command + " takes no arguments (filter with -q)");

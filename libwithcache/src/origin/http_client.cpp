@@ -116,7 +116,8 @@ class ResponseParser final : public beast_http::basic_parser<false> {
     ec = beast_http::error::bad_method; // a response parser never sees a request line
   }
   void on_response_impl(int code, std::string_view, int, error_code&) override { head.status = code; }
-  void on_field_impl(beast_http::field, std::string_view name, std::string_view value, error_code& ec) override {
+  void on_field_impl(beast_http::field, std::string_view name, std::string_view value,
+                     error_code& ec) override {
     if (++fields > m_max_fields) {
       too_many_fields = true;
       ec = beast_http::error::header_limit;
@@ -269,7 +270,8 @@ struct HttpConnection::State {
         return wire_error(WireErrc::interrupted, "interrupted");
       }
       if (ssl != nullptr) {
-        const int n = SSL_write(ssl, bytes.data(), static_cast<int>(std::min<std::size_t>(bytes.size(), 1 << 30)));
+        const int n =
+            SSL_write(ssl, bytes.data(), static_cast<int>(std::min<std::size_t>(bytes.size(), 1 << 30)));
         if (n > 0) {
           bytes.remove_prefix(static_cast<std::size_t>(n));
           continue;
@@ -368,7 +370,8 @@ struct HttpConnection::State {
       ::close(fd);
       fd = -1;
     }
-    return wire_error(WireErrc::connect, "cannot connect to " + bracketed(host) + ":" + service + ": " + last);
+    return wire_error(WireErrc::connect,
+                      "cannot connect to " + bracketed(host) + ":" + service + ": " + last);
   }
 
   std::optional<WireError> handshake() {
@@ -407,8 +410,8 @@ struct HttpConnection::State {
       const int reason = SSL_get_error(ssl, rc);
       if (reason == SSL_ERROR_WANT_READ || reason == SSL_ERROR_WANT_WRITE) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (auto e = wait(reason == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, std::max(left, std::chrono::milliseconds(1)),
-                          "TLS handshake")) {
+        if (auto e = wait(reason == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+                          std::max(left, std::chrono::milliseconds(1)), "TLS handshake")) {
           return e;
         }
         continue;
@@ -426,8 +429,7 @@ struct HttpConnection::State {
     for (;;) {
       if (buffered() > 0) {
         error_code ec;
-        const std::size_t used =
-            parser->put(boost::asio::const_buffer(in.get() + from, buffered()), ec);
+        const std::size_t used = parser->put(boost::asio::const_buffer(in.get() + from, buffered()), ec);
         if (ec && ec != beast_http::error::need_more) {
           return parse_error(ec); // `from` still at what was fed: the error may quote the raw head
         }
@@ -445,10 +447,10 @@ struct HttpConnection::State {
       // What is buffered is not a whole element: a head, a chunk-size line or trailer may not grow
       // past the head budget.
       if (buffered() > limits.max_bytes || (in_head && head_bytes + buffered() > limits.max_bytes)) {
-        return wire_error(WireErrc::malformed, in_head ? "response head over " + std::to_string(limits.max_bytes) +
-                                                             " bytes"
-                                                       : "a chunk header or trailer over " +
-                                                             std::to_string(limits.max_bytes) + " bytes");
+        return wire_error(WireErrc::malformed,
+                          in_head ? "response head over " + std::to_string(limits.max_bytes) + " bytes"
+                                  : "a chunk header or trailer over " + std::to_string(limits.max_bytes) +
+                                        " bytes");
       }
       auto n = fill();
       if (!n) {
@@ -477,11 +479,12 @@ struct HttpConnection::State {
       return wire_error(WireErrc::aborted, "stopped");
     }
     if (parser->too_many_fields) {
-      return wire_error(WireErrc::malformed, "response head has more than " + std::to_string(limits.max_fields) +
-                                                 " header fields");
+      return wire_error(WireErrc::malformed, "response head has more than " +
+                                                 std::to_string(limits.max_fields) + " header fields");
     }
     if (ec == beast_http::error::header_limit) {
-      return wire_error(WireErrc::malformed, "response head over " + std::to_string(limits.max_bytes) + " bytes");
+      return wire_error(WireErrc::malformed,
+                        "response head over " + std::to_string(limits.max_bytes) + " bytes");
     }
     if (ec == beast_http::error::bad_content_length || ec == beast_http::error::bad_transfer_encoding) {
       // Beast refuses ambiguous framing before it hands us the fields; say which, from the raw head.
@@ -519,9 +522,9 @@ std::optional<std::string> framing_error(const ResponseHead& head) {
   const auto lengths = head.all("Content-Length");
   const auto encodings = head.all("Transfer-Encoding");
   if (lengths.size() > 1) {
-    return lengths[0] == lengths[1] ? "duplicate Content-Length headers (" + lengths[0] + ")"
-                                    : "conflicting Content-Length headers (" + lengths[0] + " and " + lengths[1] +
-                                          ")";
+    return lengths[0] == lengths[1]
+               ? "duplicate Content-Length headers (" + lengths[0] + ")"
+               : "conflicting Content-Length headers (" + lengths[0] + " and " + lengths[1] + ")";
   }
   if (!encodings.empty()) {
     if (!lengths.empty()) {
@@ -578,15 +581,16 @@ std::optional<WireError> HttpConnection::open(const Endpoint& endpoint) {
         return wire_error(head.error().code, "proxy: " + head.error().message);
       }
       if (head->status < 200 || head->status > 299) {
-        return wire_error(WireErrc::connect,
-                          "proxy refused the tunnel to " + authority + " (HTTP " + std::to_string(head->status) + ")");
+        return wire_error(WireErrc::connect, "proxy refused the tunnel to " + authority + " (HTTP " +
+                                                 std::to_string(head->status) + ")");
       }
       if (s.buffered() > 0) {
         return wire_error(WireErrc::malformed, "proxy sent bytes before the TLS handshake");
       }
       s.parser.reset();
     }
-  } else if (auto e = s.connect_tcp(endpoint.address.empty() ? endpoint.host : endpoint.address, endpoint.port)) {
+  } else if (auto e =
+                 s.connect_tcp(endpoint.address.empty() ? endpoint.host : endpoint.address, endpoint.port)) {
     return e;
   }
   if (endpoint.scheme == "https") {
@@ -622,7 +626,8 @@ std::optional<WireError> HttpConnection::send(std::string_view method, std::stri
     text += name + ": " + value + "\r\n";
   }
   if (e.proxy && e.scheme == "http" && !e.proxy->user.empty()) {
-    text += "Proxy-Authorization: Basic " + util::base64_encode(e.proxy->user + ":" + e.proxy->password) + "\r\n";
+    text +=
+        "Proxy-Authorization: Basic " + util::base64_encode(e.proxy->user + ":" + e.proxy->password) + "\r\n";
   }
   if (!body.empty() || method == "POST" || method == "PUT") {
     text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
@@ -638,7 +643,8 @@ Expected<ResponseHead, WireError> HttpConnection::read_head(const HeadLimits& li
   s.head_bytes = 0;
   std::size_t fields_before = 0;
   for (;;) {
-    s.parser = std::make_unique<ResponseParser>(limits.max_fields - std::min(fields_before, limits.max_fields));
+    s.parser =
+        std::make_unique<ResponseParser>(limits.max_fields - std::min(fields_before, limits.max_fields));
     // What is left of the budget: interim heads before this one spent the rest.
     const std::size_t left = limits.max_bytes - std::min(s.head_bytes, limits.max_bytes);
     s.parser->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(left, UINT32_MAX)));
@@ -654,13 +660,14 @@ Expected<ResponseHead, WireError> HttpConnection::read_head(const HeadLimits& li
     }
     const int status = s.parser->head.status;
     if (status < 100) {
-      return unexpected(wire_error(WireErrc::malformed, "malformed response (status " + std::to_string(status) + ")"));
+      return unexpected(
+          wire_error(WireErrc::malformed, "malformed response (status " + std::to_string(status) + ")"));
     }
     if (status >= 100 && status < 200 && status != 101) {
       fields_before += s.parser->fields; // an interim response: the real one follows
       if (s.head_bytes > limits.max_bytes) {
-        return unexpected(wire_error(WireErrc::malformed, "response heads over " +
-                                                              std::to_string(limits.max_bytes) + " bytes"));
+        return unexpected(wire_error(WireErrc::malformed,
+                                     "response heads over " + std::to_string(limits.max_bytes) + " bytes"));
       }
       continue;
     }
@@ -721,7 +728,8 @@ Expected<SmallResponse, WireError> request_small(std::string_view method, const 
     return true;
   });
   if (too_long) {
-    return unexpected(wire_error(WireErrc::malformed, "response body over " + std::to_string(max_body) + " bytes"));
+    return unexpected(
+        wire_error(WireErrc::malformed, "response body over " + std::to_string(max_body) + " bytes"));
   }
   if (e) {
     return unexpected(std::move(*e));

@@ -55,11 +55,11 @@ std::optional<std::string> framing_error(const ResponseHead& head);
 
 /** Why an exchange stopped. */
 enum class WireErrc {
-  connect,     ///< no connection (refused, unreachable, reset before a response), or a proxy refused the tunnel
-  timeout,     ///< connect or a read/write waited longer than its deadline
-  tls,         ///< the TLS handshake or the certificate check failed
-  malformed,   ///< the peer broke HTTP: a head over the limits, a bad status line or framing, a bad chunk
-  closed,      ///< the peer closed before the message ended
+  connect,   ///< no connection (refused, unreachable, reset before a response), or a proxy refused the tunnel
+  timeout,   ///< connect or a read/write waited longer than its deadline
+  tls,       ///< the TLS handshake or the certificate check failed
+  malformed, ///< the peer broke HTTP: a head over the limits, a bad status line or framing, a bad chunk
+  closed,    ///< the peer closed before the message ended
   interrupted, ///< interrupt() was called
   aborted,     ///< the body sink said stop
 };
@@ -74,10 +74,10 @@ struct Endpoint {
   std::string scheme; ///< http or https
   std::string host;   ///< the URL's host, without brackets (SNI and certificate name)
   int port = 0;
-  std::string address;          ///< numeric address to connect to (pinned after the policy check); empty: resolve host
-  std::optional<Proxy> proxy;   ///< absolute-form for http, a CONNECT tunnel for https
-  std::string ca_file;          ///< PEM bundle to verify against; empty: the system store
-  bool verify = true;           ///< check the certificate chain and name (https)
+  std::string address; ///< numeric address to connect to (pinned after the policy check); empty: resolve host
+  std::optional<Proxy> proxy; ///< absolute-form for http, a CONNECT tunnel for https
+  std::string ca_file;        ///< PEM bundle to verify against; empty: the system store
+  bool verify = true;         ///< check the certificate chain and name (https)
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds io_timeout{60'000}; ///< longest wait for any one read or write
 };

@@ -5,8 +5,8 @@
 #include <cctype>
 #include <cerrno>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -268,7 +268,8 @@ Headers kept_headers(const ResponseHead& response) {
   for (const auto name : k_kept_headers) {
     // A value that is not a valid field value (a bare CR, say) is not kept: it would be replayed to
     // every reader of the artifact, and would tear the resume state's lines.
-    if (const auto value = http::find_field(response.fields, name); value && !http::check_field(name, *value)) {
+    if (const auto value = http::find_field(response.fields, name);
+        value && !http::check_field(name, *value)) {
       kept.emplace_back(std::string(name), std::string(*value));
     }
   }
@@ -751,9 +752,9 @@ AttemptResult attempt(FetchState& state, const std::string& current_url, const H
       const auto range = http::parse_content_range(response.get("Content-Range"));
       const bool holds_all = range && range->unsatisfied && range->total == resume_from;
       const std::string etag = state.rep.header("ETag");
-      const bool same = !state.rep.known ||
-                        (state.rep.total == resume_from &&
-                         (!response.has("ETag") || etag.empty() || response.get("ETag") == etag));
+      const bool same =
+          !state.rep.known || (state.rep.total == resume_from &&
+                               (!response.has("ETag") || etag.empty() || response.get("ETag") == etag));
       if (holds_all && same) {
         state.declared = resume_from; // we already hold every byte
         return decide(Step::complete, {});

@@ -32,7 +32,8 @@ namespace {
 constexpr int k_exit_usage = 2;
 constexpr const char* k_help_footer =
     "\nDurations are a number and a unit: 500ms, 10s, 30m, 12h, 7d. Sizes are 1024-based: 16K, 1M.\n"
-    "Environment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by the\n"
+    "Environment: WITHCACHE_ADMIN_PASSWORD, WITHCACHE_SESSION_SECRET and WITHCACHE_API_TOKEN are read by "
+    "the\n"
     "operator UI and API. Signals: SIGINT/SIGTERM stop accepting, keep queued and running fills for the\n"
     "next start, and exit 0; SIGHUP reloads --tls-cert and --tls-key (a pair that does not load is\n"
     "refused and the previous one kept). Exit status 2: bad option or value, unusable data dir, port in\n"
@@ -87,8 +88,8 @@ int verify_command(const std::filesystem::path& data_dir) {
   const auto progress = [terminal](const store::VerifyProgress& p) {
     if (terminal) {
       std::cerr << "\rverified " << p.artifacts_done << " of " << p.artifacts_total << " artifacts, "
-                << util::format_size(p.bytes_done) << " of " << util::format_size(p.bytes_total)
-                << "   " << std::flush;
+                << util::format_size(p.bytes_done) << " of " << util::format_size(p.bytes_total) << "   "
+                << std::flush;
     }
   };
   try {
@@ -315,10 +316,10 @@ Expected<CommandLine, std::string> options_from_args(int argc, const char* const
     const auto size = [&](const char* name, std::size_t& out, std::uint64_t min, std::uint64_t max) {
       const auto parsed = util::parse_size(args[name].as<std::string>());
       if (!parsed || *parsed < min || *parsed > max) {
-        throw std::invalid_argument(std::string("--") + name + ": " +
-                                    (parsed ? "must be between " + util::format_size(min) + " and " +
-                                                  util::format_size(max)
-                                            : parsed.error()));
+        throw std::invalid_argument(
+            std::string("--") + name + ": " +
+            (parsed ? "must be between " + util::format_size(min) + " and " + util::format_size(max)
+                    : parsed.error()));
       }
       out = static_cast<std::size_t>(*parsed);
     };
@@ -380,7 +381,6 @@ Expected<CommandLine, std::string> options_from_args(int argc, const char* const
   return command;
 }
 
-
 int run_command_line(const CommandLine& command) {
   if (command.action == CommandLine::Action::print) {
     std::cout << command.print;
@@ -416,8 +416,8 @@ int run_command_line(const CommandLine& command) {
     Server server(config);
     server.bind();
     spdlog::info("{} listening on {}://{} (data dir {}, {} workers, {}, capacity {})", k_product,
-                 server.tls() ? "https" : "http", server.local_endpoint(), config.data_dir.string(), config.workers,
-                 config.curate ? "curated" : "auto-fetch",
+                 server.tls() ? "https" : "http", server.local_endpoint(), config.data_dir.string(),
+                 config.workers, config.curate ? "curated" : "auto-fetch",
                  config.max_bytes == 0 ? "unlimited" : util::format_size(config.max_bytes));
     spdlog::info("fills reach {}", server.origin_policy());
     spdlog::info("open files: up to {} (RLIMIT_NOFILE)", static_cast<unsigned long long>(files.rlim_cur));

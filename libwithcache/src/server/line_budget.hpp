@@ -52,7 +52,8 @@ class LineBudget {
    * `text` as it is to be written now, followed by ` (N more <what> not logged)` when N lines were left
    * out since the last one written; nothing when this one is left out (see admit()).
    */
-  std::optional<std::string> line(std::string text, std::string_view what, Clock::time_point now = Clock::now()) {
+  std::optional<std::string> line(std::string text, std::string_view what,
+                                  Clock::time_point now = Clock::now()) {
     const auto left_out = admit(now);
     if (!left_out) {
       return std::nullopt;

@@ -103,7 +103,8 @@ Response miss(Context& ctx, const Request& req, const std::string& key, const st
     ++ctx.metrics.not_queued_disk;
     return miss_response("not fetched: " + error.message);
   default:
-    spdlog::debug("no fill for {}: {}", url::shown(origin), util::shorten(error.message, url::k_shown_url_bytes));
+    spdlog::debug("no fill for {}: {}", url::shown(origin),
+                  util::shorten(error.message, url::k_shown_url_bytes));
     return miss_response("not fetched: " + error.message);
   }
 }
@@ -169,7 +170,8 @@ Response needs_if_range(const Response& headers, std::string_view why) {
 
 // The range a request is granted under `guard` (http::answer_range): the one it asked for, none (the
 // whole body), or nothing at all when the answer must be 428 (needs_if_range).
-std::optional<http::ByteRange> granted_range(const Request& req, std::uint64_t total, const http::RangeGuard& guard) {
+std::optional<http::ByteRange> granted_range(const Request& req, std::uint64_t total,
+                                             const http::RangeGuard& guard) {
   if (!req.has_header("Range")) {
     return http::ByteRange{};
   }
@@ -349,7 +351,8 @@ std::optional<std::pair<store::Artifact, FileBody>> lookup(Context& ctx, const R
     return std::pair{opened->artifact(), FileBody{fd, 0, 0}};
   }
   if (presence == store::Presence::dropped) {
-    spdlog::warn("cached blob of {} is missing or of the wrong size: dropped, filling it again", url::shown(origin));
+    spdlog::warn("cached blob of {} is missing or of the wrong size: dropped, filling it again",
+                 url::shown(origin));
     if (ctx.options.curate) {
       // A repair of what an operator approved, not a new fill: the miss below does not fill in this mode.
       // Without the reader's userinfo: a reader's credentials never ride on an operator's fill.

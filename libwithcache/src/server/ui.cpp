@@ -188,8 +188,8 @@ Response form_action(const Context& ctx, const Request& req, const std::function
   }
   if (!outcome.error.empty()) {
     return html(outcome.status, pages::layout("Not done", "", !ui_open(ctx),
-                                   "<p role=\"alert\">" + pages::escape(outcome.error) +
-                                       "</p><p><a href=\"/\">Back</a></p>"));
+                                              "<p role=\"alert\">" + pages::escape(outcome.error) +
+                                                  "</p><p><a href=\"/\">Back</a></p>"));
   }
   return redirect("/");
 }
@@ -273,7 +273,8 @@ void add_ui_routes(Router& router, Context& ctx) {
       for (const auto& h : *headers) {
         names += (names.empty() ? " with headers " : ", ") + h.first;
       }
-      ctx.store->record_event("fetch", actor(ctx, req), req.remote_address, url::shown(queued->job.url) + names);
+      ctx.store->record_event("fetch", actor(ctx, req), req.remote_address,
+                              url::shown(queued->job.url) + names);
       return {"", section};
     });
   });

@@ -613,14 +613,17 @@ ON CONFLICT (key) DO UPDATE SET last_reason = excluded.last_reason, failures = e
         clear_failure(db, "UPDATE misses SET failures = 0, retry_after = 0 WHERE key = ?"),
         insert_event(db, "INSERT INTO events (time, kind, actor, address, details) VALUES (?, ?, ?, ?, ?)"),
         prune_events(db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"),
-        insert_job(db, "INSERT OR REPLACE INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)"),
+        insert_job(
+            db,
+            "INSERT OR REPLACE INTO pending_jobs (id, key, url, headers, created_at) VALUES (?, ?, ?, ?, ?)"),
         delete_job(db, "DELETE FROM pending_jobs WHERE id = ?"),
         job_running(db, "UPDATE pending_jobs SET running = 1 WHERE id = ?"),
         job_stopped(db, "UPDATE pending_jobs SET running = 0, crashes = 0 WHERE id = ?"),
         insert_finished(db, "INSERT OR REPLACE INTO finished_jobs (" + std::string(k_job_columns) +
                                 ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        prune_finished(db, "DELETE FROM finished_jobs WHERE finished_at < ?1 OR id <= (SELECT id FROM finished_jobs "
-                           "ORDER BY id DESC LIMIT 1 OFFSET ?2)"),
+        prune_finished(
+            db, "DELETE FROM finished_jobs WHERE finished_at < ?1 OR id <= (SELECT id FROM finished_jobs "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?2)"),
         upsert_artifact(db, R"sql(
 INSERT INTO artifacts (key, url, raw_url, size, sha256, content_type, fetched_at, hits, misses, etag,
                        last_modified, cache_control, expires, content_encoding, content_disposition, fresh_until)
@@ -644,8 +647,9 @@ WHERE key = ?1)sql"),
         delete_artifact_if(db, "DELETE FROM artifacts WHERE key = ? AND sha256 = ?"),
         journal_removal(db, "INSERT OR REPLACE INTO blob_removals (key, quarantine) VALUES (?, ?)"),
         forget_removal(db, "DELETE FROM blob_removals WHERE key = ?"),
-        save_scrub(db, "INSERT OR REPLACE INTO scrub_state (id, cursor, pass_started_at, last_pass_finished_at, "
-                       "passes, running) VALUES (1, ?, ?, ?, ?, ?)"),
+        save_scrub(db,
+                   "INSERT OR REPLACE INTO scrub_state (id, cursor, pass_started_at, last_pass_finished_at, "
+                   "passes, running) VALUES (1, ?, ?, ?, ?, ?)"),
         sha_of(db, "SELECT sha256 FROM artifacts WHERE key = ?") {}
 
   SQLite::Statement add_hits;
