@@ -21,6 +21,7 @@
 #include "origin/http_client.hpp"
 #include "support/eventually.hpp"
 #include "support/forward_proxy.hpp"
+#include "support/loopback.hpp"
 #include "support/process.hpp"
 #include "support/raw_origin.hpp"
 #include "support/server_process.hpp"
@@ -93,22 +94,26 @@ TEST_CASE("response heads: what a peer sends, and what request_small makes of it
   struct Case {
     const char* name;
     std::string response;
-    int status;     // 0: an error is expected
+    int status;      // 0: an error is expected
     const char* has; // the body (status != 0) or a phrase of the error
   };
   const std::string ok = "HTTP/1.1 200 OK\r\n";
   const Case cases[] = {
       {"content-length", ok + "Content-Length: 5\r\n\r\nhello", 200, "hello"},
-      {"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n", 200, "hello"},
+      {"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3;x=y\r\nllo\r\n0\r\n\r\n", 200,
+       "hello"},
       {"until close", ok + "\r\nhello", 200, "hello"},
       {"interim 100 first", "HTTP/1.1 100 Continue\r\n\r\n" + ok + "Content-Length: 2\r\n\r\nok", 200, "ok"},
-      {"a storm of interim heads", [] {
+      {"a storm of interim heads",
+       [] {
          std::string storm;
          while (storm.size() < 70'000) {
            storm += "HTTP/1.1 100 Continue\r\n\r\n";
          }
          return storm;
-       }() + ok + "Content-Length: 2\r\n\r\nok", 0, "over 65536 bytes"},
+       }() +
+           ok + "Content-Length: 2\r\n\r\nok",
+       0, "over 65536 bytes"},
       {"HTTP/1.0", "HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", 404, "nope"},
       {"100 fields", ok + fields(99) + "Content-Length: 1\r\n\r\n!", 200, "!"},
       {"101 fields", ok + fields(100) + "Content-Length: 1\r\n\r\n!", 0, "more than 100 header fields"},
@@ -121,16 +126,19 @@ TEST_CASE("response heads: what a peer sends, and what request_small makes of it
        "both Content-Length and Transfer-Encoding"},
       {"chunked then length", ok + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 0,
        "both Content-Length and Transfer-Encoding"},
-      {"gzip transfer coding", ok + "Transfer-Encoding: gzip\r\n\r\nhello", 0, "unsupported Transfer-Encoding"},
+      {"gzip transfer coding", ok + "Transfer-Encoding: gzip\r\n\r\nhello", 0,
+       "unsupported Transfer-Encoding"},
       {"bad length", ok + "Content-Length: 1O\r\n\r\nhello", 0, "malformed Content-Length (1O)"},
       {"not HTTP", "SSH-2.0-OpenSSH_9.2\r\n\r\n", 0, "malformed response"},
-      {"a status under 100", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", 0, "malformed response (status 99)"},
+      {"a status under 100", "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", 0,
+       "malformed response (status 99)"},
       {"short body", ok + "Content-Length: 10\r\n\r\nhello", 0, "closed before the body ended"},
-      {"short chunked body", ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", 0, "closed before the body ended"},
+      {"short chunked body", ok + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", 0,
+       "closed before the body ended"},
       {"nothing at all", "", 0, "closed before a response head"},
       {"half a head", ok + "Content-Le", 0, "closed inside the response head"},
-      {"a chunk-size line of 100 000 bytes", ok + "Transfer-Encoding: chunked\r\n\r\n5;" + std::string(100'000, 'a'),
-       0, "over 65536 bytes"},
+      {"a chunk-size line of 100 000 bytes",
+       ok + "Transfer-Encoding: chunked\r\n\r\n5;" + std::string(100'000, 'a'), 0, "over 65536 bytes"},
       {"101 trailer fields", ok + "Transfer-Encoding: chunked\r\n\r\n0\r\n" + fields(101) + "\r\n", 0,
        "more than 100 header fields"},
   };
@@ -165,7 +173,8 @@ TEST_CASE("response heads: a request header that would split the request is neve
 }
 
 TEST_CASE("a fill stops a 160 MB header flood at the limit and does not retry it", "[heads][fills]") {
-  for (const std::string& line : {std::string("X-Flood: a\r\n"), "X-Flood-Long: " + std::string(4000, 'b') + "\r\n"}) {
+  for (const std::string& line :
+       {std::string("X-Flood: a\r\n"), "X-Flood-Long: " + std::string(4000, 'b') + "\r\n"}) {
     INFO("line of " << line.size() << " bytes");
     test::RawOrigin raw("HTTP/1.1 200 OK\r\n\r\nbody", k_flood, line);
     test::TempDir dir;
@@ -174,7 +183,9 @@ TEST_CASE("a fill stops a 160 MB header flood at the limit and does not retry it
     request.part_path = dir / "flood.part";
     origin::FetchOptions options;
     options.policy = origin::OriginPolicy::any();
-    options.getenv = [](const char*) -> const char* { return nullptr; }; // no proxy from CI's environment
+    options.getenv = [](const char*) -> const char* {
+      return nullptr;
+    }; // no proxy from CI's environment
     const auto got = origin::fetch_to_file(request, options);
     REQUIRE_FALSE(got.has_value());
     CHECK(got.error().reason == origin::FetchErrc::malformed);
@@ -197,12 +208,14 @@ TEST_CASE("the server's memory stays flat under an origin's header flood", "[hea
   CHECK(miss.status == 404);
   REQUIRE(test::eventually(
       [&] {
-        const auto list = test::curl(server.base() + "/api/v1/downloads", {"-H", "Authorization: Bearer t0ken"});
+        const auto list =
+            test::curl(server.base() + "/api/v1/downloads", {"-H", "Authorization: Bearer t0ken"});
         return list.body.find("\"failed\"") != std::string::npos;
       },
       30s));
   const auto list = test::curl(server.base() + "/api/v1/downloads", {"-H", "Authorization: Bearer t0ken"});
-  CHECK((list.body.find("header fields") != std::string::npos || list.body.find("65536 bytes") != std::string::npos));
+  CHECK((list.body.find("header fields") != std::string::npos ||
+         list.body.find("65536 bytes") != std::string::npos));
   const long after = peak_kib(server.pid());
   INFO("peak RSS " << before << " kB before, " << after << " kB after");
   CHECK(after - before < 8 * 1024);
@@ -219,7 +232,8 @@ TEST_CASE("withcache-client get: a header flood is one line and flat memory", "[
   CHECK(got.exit_code != 0);
   CHECK(got.exit_code != -1);
   CHECK(std::count(got.err.begin(), got.err.end(), '\n') == 1);
-  CHECK((got.err.find("header fields") != std::string::npos || got.err.find("65536 bytes") != std::string::npos));
+  CHECK((got.err.find("header fields") != std::string::npos ||
+         got.err.find("65536 bytes") != std::string::npos));
   INFO("peak RSS " << got.max_rss_kib << " kB, of which this test's " << got.own_kib << " kB");
   CHECK(got.max_rss_kib < got.own_kib + 40 * 1024);
   CHECK_FALSE(fs::exists(dir / "f"));
@@ -275,8 +289,8 @@ class TlsOrigin {
 
 // A self-signed pair for `names` (a subjectAltName value such as `DNS:localhost,IP:127.0.0.1`).
 void make_pair(const fs::path& dir, const std::string& names) {
-  const auto made = test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                               "/CN=withcache-test", "-addext", "subjectAltName=" + names, "-keyout",
+  const auto made = test::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                               "-subj", "/CN=withcache-test", "-addext", "subjectAltName=" + names, "-keyout",
                                (dir / "key.pem").string(), "-out", (dir / "cert.pem").string()});
   REQUIRE(made.exit_code == 0);
 }
@@ -327,8 +341,8 @@ TEST_CASE("fills over TLS verify the chain and the name", "[http_client][tls]") 
     test::TempDir other;
     make_pair(other.path(), "DNS:other.invalid");
     TlsOrigin wrong(other / "cert.pem", other / "key.pem");
-    const auto got =
-        fetch("https://localhost:" + std::to_string(wrong.port()) + "/a.bin", dir.path(), (other / "cert.pem").string());
+    const auto got = fetch("https://localhost:" + std::to_string(wrong.port()) + "/a.bin", dir.path(),
+                           (other / "cert.pem").string());
     REQUIRE_FALSE(got.has_value());
     CHECK(got.error().reason == origin::FetchErrc::tls);
     CHECK_THAT(got.error().detail, Catch::Contains("mismatch"));
@@ -369,12 +383,14 @@ TEST_CASE("fills go through the proxy the environment names", "[http_client][pro
   SECTION("no_proxy names the host: straight to the origin") {
     test::RawOrigin raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
     test::TempDir dir;
-    const auto got = fetch(raw.url("/p.bin"), dir.path(), "", {{"http_proxy", proxy_url}, {"no_proxy", "127.0.0.1"}});
+    const auto got =
+        fetch(raw.url("/p.bin"), dir.path(), "", {{"http_proxy", proxy_url}, {"no_proxy", "127.0.0.1"}});
     REQUIRE(got.has_value());
     CHECK(proxy.requests().empty());
   }
   SECTION("a proxy that refuses the tunnel is a connect error") {
-    const auto got = fetch("https://localhost:1/a.bin", fs::temp_directory_path(), "", {{"https_proxy", proxy_url}});
+    const auto got =
+        fetch("https://localhost:1/a.bin", fs::temp_directory_path(), "", {{"https_proxy", proxy_url}});
     REQUIRE_FALSE(got.has_value());
     CHECK_THAT(got.error().detail, Catch::Contains("proxy refused the tunnel"));
     CHECK_THAT(got.error().detail, Catch::Contains("502"));
@@ -389,16 +405,7 @@ namespace {
 class HostilePeer {
  public:
   explicit HostilePeer(std::function<void(int)> handle) : m_handle(std::move(handle)) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    REQUIRE(m_fd >= 0);
-    REQUIRE(::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-    REQUIRE(::listen(m_fd, 64) == 0);
-    REQUIRE(::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-    m_port = ntohs(address.sin_port);
+    m_fd = test::listen_loopback(m_port, "HostilePeer");
     m_thread = std::thread([this] {
       while (!m_stopping) {
         pollfd p{m_fd, POLLIN, 0};
@@ -421,31 +428,6 @@ class HostilePeer {
   HostilePeer& operator=(const HostilePeer&) = delete;
   [[nodiscard]] int port() const { return m_port; }
 
-  static std::string read_request(int fd) {
-    std::string head;
-    char buffer[4096];
-    while (head.find("\r\n\r\n") == std::string::npos) {
-      pollfd c{fd, POLLIN, 0};
-      if (::poll(&c, 1, 5000) != 1) {
-        break;
-      }
-      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-      if (n <= 0) {
-        break;
-      }
-      head.append(buffer, static_cast<std::size_t>(n));
-    }
-    return head;
-  }
-  static void send_all(int fd, std::string_view bytes) {
-    while (!bytes.empty()) {
-      const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) {
-        return;
-      }
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
   // Closes with a TCP reset (SO_LINGER 0), never a FIN.
   static void reset(int fd) {
     const linger hard{1, 0};
@@ -474,8 +456,8 @@ TEST_CASE("redteam: an until-close body cut off by a TCP reset is not a complete
   // No Content-Length, no chunking: only a clean close (FIN) ends the body. A reset is a failure
   // (cpp-httplib failed the read); HttpConnection's read_some() maps ECONNRESET to end-of-file.
   HostilePeer peer([](int fd) {
-    HostilePeer::read_request(fd);
-    HostilePeer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" +
+    test::read_request_head(fd);
+    test::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" +
                                   std::string(100'000, 'a'));
     std::this_thread::sleep_for(200ms); // the client has read it all and waits for more
     HostilePeer::reset(fd);
@@ -486,7 +468,8 @@ TEST_CASE("redteam: an until-close body cut off by a TCP reset is not a complete
   CHECK_FALSE(got.has_value());
 }
 
-TEST_CASE("redteam: an https until-close body that ends without close_notify is not complete", "[redteam][tls]") {
+TEST_CASE("redteam: an https until-close body that ends without close_notify is not complete",
+          "[redteam][tls]") {
   // Over TLS only close_notify proves the end of an until-close body; a bare FIN can be forged by
   // anyone on the path (the truncation attack). SSL_OP_IGNORE_UNEXPECTED_EOF turns it into a clean end.
   test::TempDir dir;
@@ -505,8 +488,8 @@ TEST_CASE("redteam: an https until-close body that ends without close_notify is 
         }
         head.append(buffer, static_cast<std::size_t>(n));
       }
-      const std::string response = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" +
-                                   std::string(50'000, 'b');
+      const std::string response =
+          "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + std::string(50'000, 'b');
       SSL_write(ssl, response.data(), static_cast<int>(response.size()));
     }
     ::shutdown(fd, SHUT_WR); // a FIN, no close_notify: what an attacker on the path can inject
@@ -548,7 +531,7 @@ TEST_CASE("redteam: a TLS peer that hangs up mid-handshake never kills withcache
       SSL_accept(ssl); // wants the client's Finished: the flight is in `out`
       char* flight = nullptr;
       const long size = BIO_get_mem_data(out, &flight);
-      HostilePeer::send_all(fd, std::string_view(flight, static_cast<std::size_t>(size)));
+      test::send_all(fd, std::string_view(flight, static_cast<std::size_t>(size)));
       SSL_free(ssl);
     }
     ::shutdown(fd, SHUT_WR);
@@ -579,10 +562,12 @@ TEST_CASE("redteam: a TLS peer that hangs up mid-handshake never kills withcache
 }
 #endif
 
-TEST_CASE("redteam: interim heads count against the head budget even when they arrive in one read", "[redteam][heads]") {
+TEST_CASE("redteam: interim heads count against the head budget even when they arrive in one read",
+          "[redteam][heads]") {
   // http_client.hpp: "interim 1xx responses are skipped, their bytes and fields counted". The byte budget
   // is only checked when the parser needs more input, so 2 600 `100 Continue` heads (65 000 bytes) and a
-  // final head of 60 000 bytes that arrive together are accepted: 125 000 bytes of heads under a 65 536 limit.
+  // final head of 60 000 bytes that arrive together are accepted: 125 000 bytes of heads under a 65 536
+  // limit.
   std::string response;
   for (int i = 0; i < 2600; ++i) {
     response += "HTTP/1.1 100 Continue\r\n\r\n";
@@ -592,7 +577,7 @@ TEST_CASE("redteam: interim heads count against the head budget even when they a
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   int buffer = 1 << 20;
   ::setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
-  HostilePeer::send_all(fds[1], response);
+  test::send_all(fds[1], response);
   ::close(fds[1]);
   origin::HttpConnection connection;
   origin::Endpoint endpoint;

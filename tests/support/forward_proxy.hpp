@@ -17,21 +17,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "support/loopback.hpp"
+
 namespace withcache::test {
 
 class ForwardProxy {
  public:
   ForwardProxy() {
-    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    if (m_fd < 0 || ::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        ::listen(m_fd, 16) != 0 || ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw std::runtime_error("ForwardProxy: cannot listen on 127.0.0.1");
-    }
-    m_port = ntohs(address.sin_port);
+    m_fd = listen_loopback(m_port, "ForwardProxy", 16);
     m_thread = std::thread([this] { serve(); });
   }
   ~ForwardProxy() {
@@ -63,17 +56,6 @@ class ForwardProxy {
       ::close(s);
     }
     return -1;
-  }
-
-  static bool send_all(int fd, std::string_view bytes) {
-    while (!bytes.empty()) {
-      const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) {
-        return false;
-      }
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
   }
 
   // Copies bytes both ways until either side closes (or 10 s pass with nothing moving).
@@ -115,19 +97,7 @@ class ForwardProxy {
       if (client < 0) {
         continue;
       }
-      std::string head;
-      char buffer[4096];
-      while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
-        pollfd c{client, POLLIN, 0};
-        if (::poll(&c, 1, 5000) != 1) {
-          break;
-        }
-        const ssize_t n = ::recv(client, buffer, sizeof buffer, 0);
-        if (n <= 0) {
-          break;
-        }
-        head.append(buffer, static_cast<std::size_t>(n));
-      }
+      const std::string head = read_request_head(client);
       {
         std::lock_guard lock(m_mutex);
         m_requests.push_back(head.substr(0, head.find("\r\n\r\n") + 4));
@@ -151,7 +121,8 @@ class ForwardProxy {
         const int upstream = connect_loopback(port_of(authority) == 0 ? 80 : port_of(authority));
         if (upstream >= 0) {
           std::string forwarded = head;
-          forwarded.replace(first_space + 1, target.size(), path == std::string::npos ? "/" : target.substr(path));
+          forwarded.replace(first_space + 1, target.size(),
+                            path == std::string::npos ? "/" : target.substr(path));
           send_all(upstream, forwarded);
           relay(client, upstream);
           ::close(upstream);

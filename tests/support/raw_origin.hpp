@@ -7,10 +7,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <string_view>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -18,6 +18,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "support/loopback.hpp"
 
 namespace withcache::test {
 
@@ -28,18 +30,10 @@ class RawOrigin {
    * to its first empty line, then `flood_bytes` of header lines `flood_line` (a header flood, stopped
    * when the client hangs up), then the rest of `response`.
    */
-  explicit RawOrigin(std::string response, std::uint64_t flood_bytes = 0, std::string flood_line = "X-Flood: a\r\n")
+  explicit RawOrigin(std::string response, std::uint64_t flood_bytes = 0,
+                     std::string flood_line = "X-Flood: a\r\n")
       : m_response(std::move(response)), m_flood_bytes(flood_bytes), m_flood_line(std::move(flood_line)) {
-    m_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    if (m_fd < 0 || ::bind(m_fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        ::listen(m_fd, 64) != 0 || ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw std::runtime_error("RawOrigin: cannot listen on 127.0.0.1");
-    }
-    m_port = ntohs(address.sin_port);
+    m_fd = listen_loopback(m_port, "RawOrigin");
     m_thread = std::thread([this] { serve(); });
   }
   ~RawOrigin() {
@@ -70,19 +64,7 @@ class RawOrigin {
       if (client < 0) {
         continue;
       }
-      std::string head;
-      char buffer[4096];
-      while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
-        pollfd c{client, POLLIN, 0};
-        if (::poll(&c, 1, 5000) != 1) {
-          break;
-        }
-        const ssize_t n = ::recv(client, buffer, sizeof buffer, 0);
-        if (n <= 0) {
-          break;
-        }
-        head.append(buffer, static_cast<std::size_t>(n));
-      }
+      const std::string head = read_request_head(client);
       {
         std::lock_guard lock(m_mutex);
         m_requests.push_back(head);
@@ -105,17 +87,6 @@ class RawOrigin {
       ::shutdown(client, SHUT_WR);
       ::close(client);
     }
-  }
-
-  static bool send_all(int client, std::string_view bytes) {
-    while (!bytes.empty()) {
-      const ssize_t n = ::send(client, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) {
-        return false;
-      }
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
   }
 
  public:
